@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Point lookups over pgwire: Thyme vs Postgres 15 on the same machine, the
+# same rows (a BIGINT primary key), the same client (pgbench, prepared
+# statements, a custom script), side by side in one run.
+#
+#   bench/pgbench_lookup.sh            # 1M rows, 4 clients, 30 s each (release build)
+#   bench/pgbench_lookup.sh --smoke    # 10k rows, 2 s each (debug build; CI)
+#
+# Writes bench/results/pgbench_lookup.md (full runs) or prints the table (smoke).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/env.sh
+
+ROWS=1000000; SECS=30; CLIENTS=4; THREADS=2; PROFILE=release; SMOKE=0
+if [ "${1:-}" = "--smoke" ]; then ROWS=10000; SECS=2; PROFILE=debug; SMOKE=1; fi
+ROWS="${BENCH_ROWS:-$ROWS}"; SECS="${BENCH_SECS:-$SECS}"; CLIENTS="${BENCH_CLIENTS:-$CLIENTS}"
+
+if [ "$PROFILE" = release ]; then
+  cargo build --locked --release -p thyme-server
+  BIN="$CARGO_TARGET_DIR/release/thyme"
+else
+  BIN="$THYME_BIN"
+  [ -x "$BIN" ] || cargo build --locked -p thyme-server
+fi
+PGBIN="$(dirname "$(readlink -f "$(command -v pg_ctl || echo /usr/lib/postgresql/15/bin/pg_ctl)")")"
+[ -x "$PGBIN/initdb" ] || PGBIN=/usr/lib/postgresql/15/bin
+
+work="$(mktemp -d)"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+cleanup() {
+  [ -n "${thyme_pid:-}" ] && kill "$thyme_pid" 2>/dev/null || true
+  [ -d "$work/pg" ] && "$PGBIN/pg_ctl" -D "$work/pg" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# The data: k, an event time, a text value.
+python3 - "$ROWS" > "$work/rows.csv" <<'PY'
+import sys
+n = int(sys.argv[1])
+out = sys.stdout
+for k in range(1, n + 1):
+    out.write(f"{k},2024-01-01T00:00:00Z,value-{k}\n")
+PY
+echo '\set k random(1, '"$ROWS"')
+SELECT * FROM t WHERE k = :k;' > "$work/lookup.sql"
+
+# Postgres 15, throwaway cluster.
+PG_PORT=$(free_port)
+runas=()
+if [ "$(id -u)" -eq 0 ]; then
+  id -u thymebench >/dev/null 2>&1 || useradd -M -s /usr/sbin/nologin thymebench
+  chown -R thymebench "$work"; chmod 755 "$work"
+  runas=(runuser -u thymebench --)
+fi
+"${runas[@]}" "$PGBIN/initdb" -D "$work/pg" -U postgres -A trust >/dev/null
+"${runas[@]}" "$PGBIN/pg_ctl" -D "$work/pg" -o "-p $PG_PORT -k $work -c listen_addresses=127.0.0.1 -c shared_buffers=512MB" -l "$work/pg.log" -w start >/dev/null
+psql -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 \
+  -c "CREATE TABLE t (k BIGINT PRIMARY KEY, ts TIMESTAMPTZ NOT NULL, v TEXT)" \
+  -c "\\copy t FROM '$work/rows.csv' WITH (FORMAT csv)" -c "VACUUM ANALYZE t"
+
+# Thyme.
+T_PORT=$(free_port); C_PORT=$(free_port)
+"$BIN" serve --data "$work/thyme" --pg-addr "127.0.0.1:$T_PORT" --control-addr "127.0.0.1:$C_PORT" 2>"$work/thyme.log" &
+thyme_pid=$!
+for _ in $(seq 1 200); do psql -X -h 127.0.0.1 -p "$T_PORT" -U thyme -d thyme -c 'SELECT 1' >/dev/null 2>&1 && break; sleep 0.1; done
+load_start=$(date +%s.%N)
+psql -X -q -h 127.0.0.1 -p "$T_PORT" -U thyme -d thyme -v ON_ERROR_STOP=1 \
+  -c "CREATE TABLE t (k BIGINT PRIMARY KEY, ts TIMESTAMPTZ, v TEXT)" \
+  -c "\\copy t FROM '$work/rows.csv' WITH (FORMAT csv)"
+load_end=$(date +%s.%N)
+n=$(psql -X -A -t -h 127.0.0.1 -p "$T_PORT" -U thyme -d thyme -c "SELECT count(*) FROM t")
+[ "$n" = "$ROWS" ] || { echo "thyme loaded $n rows, expected $ROWS" >&2; exit 1; }
+
+run() { # name port user
+  pgbench -n -M prepared -c "$CLIENTS" -j "$THREADS" -T "$SECS" -f "$work/lookup.sql" -h 127.0.0.1 -p "$2" -U "$3" "$4" 2>&1 \
+    | tee "$work/$1.out" | awk '/^tps/ {print $3; exit}'
+}
+lat() { awk '/latency average/ {print $4; exit}' "$work/$1.out"; }
+pg_tps=$(run postgres "$PG_PORT" postgres postgres)
+th_tps=$(run thyme "$T_PORT" thyme thyme)
+[ -n "$pg_tps" ] && [ -n "$th_tps" ] || { cat "$work"/*.out; echo "pgbench failed" >&2; exit 1; }
+ratio=$(python3 -c "print(f'{$th_tps/$pg_tps:.2f}')")
+load_rate=$(python3 -c "print(f'{$ROWS/($load_end-$load_start):,.0f}')")
+
+table="| system | rows | clients | seconds | lookups/s (tps) | avg latency ms |
+|---|---|---|---|---|---|
+| Postgres 15 | $ROWS | $CLIENTS | $SECS | $pg_tps | $(lat postgres) |
+| Thyme ($PROFILE) | $ROWS | $CLIENTS | $SECS | $th_tps | $(lat thyme) |
+
+Thyme / Postgres throughput ratio: **$ratio**. Thyme COPY load: $load_rate rows/s."
+echo "$table"
+if [ "$SMOKE" = 0 ]; then
+  {
+    echo "# Point lookups over pgwire: Thyme vs Postgres 15"
+    echo
+    echo "Command: \`bench/pgbench_lookup.sh\` (pgbench -n -M prepared -c $CLIENTS -j $THREADS -T $SECS, script \`SELECT * FROM t WHERE k = :k\` with a random key)."
+    echo "Machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; date $(date -u +%Y-%m-%d)."
+    echo
+    echo "$table"
+  } > bench/results/pgbench_lookup.md
+fi

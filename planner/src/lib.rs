@@ -1,0 +1,26 @@
+//! Thyme's planner: the catalog model, SQL parsing, and DataFusion plans over
+//! the temporal store.
+//!
+//! - [`catalog`]: dataset definitions and their validation;
+//! - [`types`]: field types and their Arrow / Postgres mapping;
+//! - [`sql`]: the SQL dialect and statement-level `AS OF`;
+//! - [`provider`], [`scan`]: datasets as DataFusion tables (current rows and
+//!   history, point in time, key seeks);
+//! - [`schema`]: the DataFusion catalog and `FOR SYSTEM_TIME AS OF`;
+//! - [`session`]: executing statements (queries, DDL, DML, COPY);
+//! - [`ingest`], [`codec`], [`copy`]: turning rows into stored versions.
+
+pub mod catalog;
+mod codec;
+pub mod copy;
+pub mod error;
+pub mod ingest;
+pub mod provider;
+pub mod scan;
+pub mod schema;
+pub mod session;
+pub mod sql;
+pub mod types;
+
+pub use error::{Error, Result};
+pub use session::{CopyIn, Engine, Output, Prepared, Session};

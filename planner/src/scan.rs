@@ -1,0 +1,394 @@
+//! [`TemporalScanExec`]: reads one dataset view from the temporal store.
+//!
+//! Produces a single partition. Point lookups (every key field bound) run
+//! inline as one batched seek per key; range scans run on a blocking thread
+//! and stream batches through a bounded channel, so a large scan holds at most
+//! a couple of batches in memory.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, BooleanBuilder};
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::Result as DfResult;
+use datafusion::error::DataFusionError;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+};
+use thyme_storage::{TemporalStore, TimeRange, VersionRef};
+
+use crate::catalog::Dataset;
+use crate::codec::RowDecoder;
+use crate::error::{Error, Result};
+
+/// What to read.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ScanSpec {
+    /// The filters contradict each other: no rows.
+    Nothing,
+    /// The current row of each of these (complete, encoded) keys.
+    PointKeys { keys: Vec<Vec<u8>>, as_of: i64 },
+    /// The current row of every key starting with one of these prefixes
+    /// (a single empty prefix: every key).
+    Latest { prefixes: Vec<Vec<u8>>, as_of: i64 },
+    /// Every version of the keys starting with these prefixes.
+    History {
+        prefixes: Vec<Vec<u8>>,
+        range: TimeRange,
+    },
+    /// Events of a keyless dataset.
+    Events { range: TimeRange },
+}
+
+/// Scan of a dataset view; see the module docs.
+#[derive(Debug)]
+pub struct TemporalScanExec {
+    ds: Arc<Dataset>,
+    store: Arc<dyn TemporalStore>,
+    /// Projection into the table schema.
+    projection: Vec<usize>,
+    /// Output schema (the projected table schema).
+    schema: SchemaRef,
+    spec: ScanSpec,
+    limit: Option<usize>,
+    props: Arc<PlanProperties>,
+}
+
+impl TemporalScanExec {
+    pub fn new(
+        ds: Arc<Dataset>,
+        store: Arc<dyn TemporalStore>,
+        table_schema: SchemaRef,
+        projection: Vec<usize>,
+        spec: ScanSpec,
+        limit: Option<usize>,
+    ) -> Self {
+        let schema = Arc::new(
+            table_schema
+                .project(&projection)
+                .expect("projection within the table schema"),
+        );
+        let props = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(schema.clone()),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        TemporalScanExec {
+            ds,
+            store,
+            projection,
+            schema,
+            spec,
+            limit,
+            props,
+        }
+    }
+
+    pub fn spec(&self) -> &ScanSpec {
+        &self.spec
+    }
+}
+
+impl DisplayAs for TemporalScanExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let what = match &self.spec {
+            ScanSpec::Nothing => "empty".to_string(),
+            ScanSpec::PointKeys { keys, as_of } => {
+                format!("point_keys={} as_of={as_of}", keys.len())
+            }
+            ScanSpec::Latest { prefixes, as_of } => {
+                format!("latest prefixes={} as_of={as_of}", prefixes.len())
+            }
+            ScanSpec::History { prefixes, range } => {
+                format!(
+                    "history prefixes={} time=[{}, {}]",
+                    prefixes.len(),
+                    range.start,
+                    range.end
+                )
+            }
+            ScanSpec::Events { range } => format!("events time=[{}, {}]", range.start, range.end),
+        };
+        write!(f, "TemporalScanExec: dataset={} {what}", self.ds.name())?;
+        if let Some(l) = self.limit {
+            write!(f, " limit={l}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Accumulates visited versions into batches of the output schema.
+struct BatchMaker {
+    decoder: RowDecoder,
+    /// For every output column: `Some(i)` = i-th decoded field, `None` = `_deleted`.
+    layout: Vec<Option<usize>>,
+    deleted: BooleanBuilder,
+    want_deleted: bool,
+    batch_size: usize,
+    remaining: usize,
+    schema: SchemaRef,
+}
+
+impl BatchMaker {
+    fn new(
+        ds: &Dataset,
+        projection: &[usize],
+        schema: SchemaRef,
+        batch_size: usize,
+        limit: Option<usize>,
+    ) -> Self {
+        let n = ds.fields().len();
+        let fields: Vec<usize> = projection.iter().copied().filter(|&p| p < n).collect();
+        let mut next = 0;
+        let layout = projection
+            .iter()
+            .map(|&p| {
+                if p < n {
+                    next += 1;
+                    Some(next - 1)
+                } else {
+                    None
+                }
+            })
+            .collect::<Vec<_>>();
+        let want_deleted = layout.iter().any(|l| l.is_none());
+        let decoded_schema = Arc::new(ds.schema().project(&fields).expect("dataset fields"));
+        BatchMaker {
+            decoder: RowDecoder::new(
+                ds,
+                &fields,
+                decoded_schema,
+                batch_size.min(limit.unwrap_or(usize::MAX)),
+            ),
+            layout,
+            deleted: BooleanBuilder::new(),
+            want_deleted,
+            batch_size,
+            remaining: limit.unwrap_or(usize::MAX),
+            schema,
+        }
+    }
+
+    /// Add one version; returns true when a batch is full.
+    fn push(&mut self, v: &VersionRef<'_>) -> Result<bool> {
+        self.decoder.append(v.value)?;
+        if self.want_deleted {
+            self.deleted.append_value(v.deleted);
+        }
+        self.remaining -= 1;
+        Ok(self.decoder.len() >= self.batch_size)
+    }
+
+    fn done(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn finish(&mut self) -> Result<Option<RecordBatch>> {
+        let rows = self.decoder.len();
+        if rows == 0 {
+            return Ok(None);
+        }
+        let decoded = self.decoder.finish(vec![])?;
+        let deleted: ArrayRef = Arc::new(self.deleted.finish());
+        let cols: Vec<ArrayRef> = self
+            .layout
+            .iter()
+            .map(|l| match l {
+                Some(i) => decoded.column(*i).clone(),
+                None => deleted.clone(),
+            })
+            .collect();
+        let opts = arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(rows));
+        Ok(Some(RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            cols,
+            &opts,
+        )?))
+    }
+}
+
+/// Run `spec`, handing each finished batch to `emit` (which returns false to stop).
+fn run_scan(
+    ds: &Dataset,
+    store: &dyn TemporalStore,
+    spec: &ScanSpec,
+    maker: &mut BatchMaker,
+    emit: &mut dyn FnMut(RecordBatch) -> bool,
+) -> Result<()> {
+    if maker.done() {
+        return Ok(());
+    }
+    let mut err: Option<Error> = None;
+    let mut stopped = false;
+    let mut visit = |v: VersionRef<'_>| -> bool {
+        match maker.push(&v) {
+            Ok(full) => {
+                if full || maker.done() {
+                    match maker.finish() {
+                        Ok(Some(b)) => {
+                            if !emit(b) {
+                                stopped = true;
+                                return false;
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            err = Some(e);
+                            return false;
+                        }
+                    }
+                }
+                !maker.done()
+            }
+            Err(e) => {
+                err = Some(e);
+                false
+            }
+        }
+    };
+    let id = ds.id;
+    match spec {
+        ScanSpec::Nothing => {}
+        ScanSpec::PointKeys { keys, as_of } => {
+            let refs: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
+            let mut go = true;
+            store.get_as_of(id, &refs, *as_of, &mut |_, v| {
+                if let Some(v) = v {
+                    if go && !v.deleted {
+                        go = visit(v);
+                    }
+                }
+            })?;
+        }
+        ScanSpec::Latest { prefixes, as_of } => {
+            for p in prefixes {
+                let mut go = true;
+                store.scan_latest(id, p, *as_of, &mut |v| {
+                    go = visit(v);
+                    go
+                })?;
+                if !go {
+                    break;
+                }
+            }
+        }
+        ScanSpec::History { prefixes, range } => {
+            for p in prefixes {
+                let mut go = true;
+                store.scan_history(id, p, *range, &mut |v| {
+                    go = visit(v);
+                    go
+                })?;
+                if !go {
+                    break;
+                }
+            }
+        }
+        ScanSpec::Events { range } => {
+            store.scan_events(id, *range, &mut visit)?;
+        }
+    }
+    if let Some(e) = err {
+        return Err(e);
+    }
+    if !stopped {
+        if let Some(b) = maker.finish()? {
+            emit(b);
+        }
+    }
+    Ok(())
+}
+
+impl ExecutionPlan for TemporalScanExec {
+    fn name(&self) -> &str {
+        "TemporalScanExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.props
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
+        if partition != 0 {
+            return Err(DataFusionError::Internal(format!(
+                "TemporalScanExec has one partition, asked for {partition}"
+            )));
+        }
+        let batch_size = context.session_config().batch_size();
+        let mut maker = BatchMaker::new(
+            &self.ds,
+            &self.projection,
+            self.schema.clone(),
+            batch_size,
+            self.limit,
+        );
+        let inline = matches!(&self.spec, ScanSpec::Nothing)
+            || matches!(&self.spec, ScanSpec::PointKeys { keys, .. } if keys.len() <= 1024);
+        if inline {
+            let mut out = Vec::new();
+            run_scan(
+                &self.ds,
+                self.store.as_ref(),
+                &self.spec,
+                &mut maker,
+                &mut |b| {
+                    out.push(Ok(b));
+                    true
+                },
+            )
+            .map_err(DataFusionError::from)?;
+            return Ok(Box::pin(RecordBatchStreamAdapter::new(
+                self.schema.clone(),
+                futures::stream::iter(out),
+            )));
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel::<DfResult<RecordBatch>>(2);
+        let ds = self.ds.clone();
+        let store = self.store.clone();
+        let spec = self.spec.clone();
+        tokio::task::spawn_blocking(move || {
+            let res = run_scan(&ds, store.as_ref(), &spec, &mut maker, &mut |b| {
+                tx.blocking_send(Ok(b)).is_ok()
+            });
+            if let Err(e) = res {
+                let _ = tx.blocking_send(Err(e.into()));
+            }
+        });
+        let stream = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema.clone(),
+            stream,
+        )))
+    }
+}

@@ -1,0 +1,202 @@
+//! `thyme`: the Thyme server binary.
+//!
+//! `thyme serve --data DIR` opens the embedded store in `DIR` and
+//! serves SQL over the Postgres wire protocol (`--pg-addr`, default
+//! `127.0.0.1:5433`) and the HTTP control plane (`--control-addr`, default
+//! `127.0.0.1:8080`). Every flag can also come from the environment
+//! (`THYME_DATA`, `THYME_PG_ADDR`, ...) or a config file (`--config`, lines of
+//! `key = value` with the flag names). SIGTERM / SIGINT stop it cleanly.
+
+mod errors;
+mod http;
+mod pg;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use thyme_planner::Engine;
+use thyme_storage::{StoreOptions, TemporalStore};
+use tokio::net::TcpListener;
+
+#[derive(Parser, Debug)]
+#[command(name = "thyme", version, about = "Thyme, a feature database")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the server on the embedded store.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct ServeArgs {
+    /// Data directory (catalog, logs and the temporal store).
+    #[arg(long, env = "THYME_DATA", default_value = "./thyme-data")]
+    data: PathBuf,
+    /// Postgres wire-protocol listener.
+    #[arg(long, env = "THYME_PG_ADDR", default_value = "127.0.0.1:5433")]
+    pg_addr: SocketAddr,
+    /// HTTP control-plane listener.
+    #[arg(long, env = "THYME_CONTROL_ADDR", default_value = "127.0.0.1:8080")]
+    control_addr: SocketAddr,
+    /// fsync the write-ahead log on every commit (survives power loss, not
+    /// only process crashes).
+    #[arg(long, env = "THYME_SYNC_WRITES")]
+    sync_writes: bool,
+    /// Config file with `key = value` lines (keys as the flag names).
+    #[arg(long, env = "THYME_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+/// Apply a config file: values there fill in flags not given on the command
+/// line or in the environment.
+fn apply_config(args: &mut ServeArgs, matches: &clap::ArgMatches) -> Result<(), String> {
+    let Some(path) = &args.config else {
+        return Ok(());
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (k, v) = line
+            .split_once('=')
+            .ok_or_else(|| format!("{}:{}: expected key = value", path.display(), n + 1))?;
+        let (k, v) = (
+            k.trim().replace('-', "_"),
+            v.trim().trim_matches('"').to_string(),
+        );
+        let from_default = |id: &str| {
+            matches!(
+                matches.value_source(id),
+                None | Some(clap::parser::ValueSource::DefaultValue)
+            )
+        };
+        let bad = |e: String| format!("{}:{}: {k}: {e}", path.display(), n + 1);
+        match k.as_str() {
+            "data" if from_default("data") => args.data = PathBuf::from(v),
+            "pg_addr" if from_default("pg_addr") => {
+                args.pg_addr = v
+                    .parse()
+                    .map_err(|e: std::net::AddrParseError| bad(e.to_string()))?
+            }
+            "control_addr" if from_default("control_addr") => {
+                args.control_addr = v
+                    .parse()
+                    .map_err(|e: std::net::AddrParseError| bad(e.to_string()))?
+            }
+            "sync_writes" if from_default("sync_writes") => args.sync_writes = v == "true",
+            "data" | "pg_addr" | "control_addr" | "sync_writes" => {}
+            other => {
+                return Err(format!(
+                    "{}:{}: unknown setting {other}",
+                    path.display(),
+                    n + 1
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("THYME_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let cli =
+        <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    match cli.command {
+        Command::Serve(mut args) => {
+            let sub = matches
+                .subcommand_matches("serve")
+                .expect("serve subcommand");
+            if let Err(e) = apply_config(&mut args, sub) {
+                eprintln!("thyme: {e}");
+                return ExitCode::from(2);
+            }
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            match rt.block_on(serve(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("thyme: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<(), String> {
+    let store: Arc<dyn TemporalStore> = thyme_storage::open_embedded(
+        &args.data,
+        StoreOptions {
+            sync_writes: args.sync_writes,
+            ..Default::default()
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let engine = Engine::new(store.clone(), pg::install_catalog).map_err(|e| e.to_string())?;
+
+    let pg_listener = TcpListener::bind(args.pg_addr)
+        .await
+        .map_err(|e| format!("cannot listen on {} (--pg-addr): {e}", args.pg_addr))?;
+    let control_listener = TcpListener::bind(args.control_addr).await.map_err(|e| {
+        format!(
+            "cannot listen on {} (--control-addr): {e}",
+            args.control_addr
+        )
+    })?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+
+    let pg_task = tokio::spawn(pg::serve(
+        pg_listener,
+        pg::PgHandlers::new(engine.clone()),
+        stop_rx.clone(),
+    ));
+    let http_task = tokio::spawn(http::serve(
+        control_listener,
+        http::control_router(engine.clone()),
+        stop_rx.clone(),
+    ));
+    tracing::info!(
+        data = %args.data.display(),
+        pg = %args.pg_addr,
+        control = %args.control_addr,
+        "thyme is ready"
+    );
+
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    let _ = pg_task.await;
+    let _ = http_task.await;
+    store.flush().map_err(|e| e.to_string())?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}

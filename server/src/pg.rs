@@ -1,0 +1,469 @@
+//! The Postgres wire-protocol front end (pgwire): simple and extended query
+//! protocols and `COPY ... FROM STDIN`, over a per-connection
+//! [`thyme_planner::Session`].
+//!
+//! Arrow results are encoded with `arrow-pg`; `pg_catalog` comes from
+//! `datafusion-pg-catalog` (installed on the engine by [`install_catalog`]).
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, SchemaRef};
+use arrow_pg::datatypes::df::deserialize_parameters;
+use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch, into_pg_type};
+use async_trait::async_trait;
+use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility};
+use datafusion::prelude::SessionContext;
+use futures::{Sink, SinkExt, StreamExt};
+use pgwire::api::auth::noop::NoopStartupHandler;
+use pgwire::api::auth::StartupHandler;
+use pgwire::api::cancel::DefaultCancelHandler;
+use pgwire::api::copy::CopyHandler;
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{CopyResponse, FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::stmt::QueryParser;
+use pgwire::api::store::PortalStore;
+use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, PgWireServerHandlers, Type};
+use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::copy::{CopyData, CopyDone};
+use pgwire::messages::PgWireBackendMessage;
+use thyme_planner::{CopyIn, Engine, Output, Prepared, Session};
+use tokio::net::TcpListener;
+use tokio::sync::Mutex;
+
+use crate::errors::{classify, ClientError};
+use datafusion::common::ParamValues;
+
+/// Largest `COPY ... FROM STDIN` payload accepted in one statement.
+const MAX_COPY_BYTES: usize = 1 << 30;
+
+/// The string `version()` returns.
+pub fn version_string() -> String {
+    format!(
+        "PostgreSQL 15.0 (Thyme {}) on {}-unknown-linux-gnu, compiled by rustc, 64-bit",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::ARCH
+    )
+}
+
+/// Install the Postgres compatibility layer on the engine's base context:
+/// `pg_catalog`, its functions, and `version()`.
+pub fn install_catalog(ctx: &SessionContext) -> thyme_planner::Result<()> {
+    datafusion_pg_catalog::pg_catalog::setup_pg_catalog(
+        ctx,
+        thyme_planner::session::DATABASE,
+        datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
+    )
+    .map_err(|e| thyme_planner::Error::Internal(format!("pg_catalog setup: {e}")))?;
+    let version = version_string();
+    let udf = datafusion::logical_expr::create_udf(
+        "version",
+        vec![],
+        DataType::Utf8,
+        Volatility::Stable,
+        Arc::new(move |_args: &[ColumnarValue]| {
+            Ok(ColumnarValue::Scalar(
+                datafusion::common::ScalarValue::Utf8(Some(version.clone())),
+            ))
+        }),
+    );
+    ctx.register_udf(ScalarUDF::from(udf));
+    Ok(())
+}
+
+/// Per-connection state kept in pgwire's session extensions.
+struct Conn {
+    session: Mutex<Session>,
+    copy: Mutex<Option<(CopyIn, Vec<u8>)>>,
+}
+
+fn conn<C: ClientInfo + ?Sized>(client: &C, engine: &Arc<Engine>) -> Arc<Conn> {
+    client.session_extensions().get_or_insert_with(|| Conn {
+        session: Mutex::new(engine.session()),
+        copy: Mutex::new(None),
+    })
+}
+
+fn pg_err(e: thyme_planner::Error) -> PgWireError {
+    classify(e).into_pgwire()
+}
+
+/// All pgwire handlers; one instance serves every connection.
+pub struct PgHandlers {
+    engine: Arc<Engine>,
+    parser: Arc<ThymeQueryParser>,
+    connections: Arc<ConnectionManager>,
+}
+
+impl PgHandlers {
+    pub fn new(engine: Arc<Engine>) -> Arc<Self> {
+        Arc::new(PgHandlers {
+            parser: Arc::new(ThymeQueryParser {
+                engine: engine.clone(),
+            }),
+            engine,
+            connections: Arc::new(ConnectionManager::new()),
+        })
+    }
+}
+
+pub struct Startup {
+    connections: Arc<ConnectionManager>,
+}
+
+impl NoopStartupHandler for Startup {
+    fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
+        Some(self.connections.clone())
+    }
+}
+
+impl PgWireServerHandlers for PgHandlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        Arc::new(QueryHandler {
+            engine: self.engine.clone(),
+            parser: self.parser.clone(),
+        })
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        Arc::new(QueryHandler {
+            engine: self.engine.clone(),
+            parser: self.parser.clone(),
+        })
+    }
+
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        Arc::new(Startup {
+            connections: self.connections.clone(),
+        })
+    }
+
+    fn copy_handler(&self) -> Arc<impl CopyHandler> {
+        Arc::new(QueryHandler {
+            engine: self.engine.clone(),
+            parser: self.parser.clone(),
+        })
+    }
+
+    fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
+        Arc::new(DefaultCancelHandler::new(self.connections.clone()))
+    }
+}
+
+pub struct QueryHandler {
+    engine: Arc<Engine>,
+    parser: Arc<ThymeQueryParser>,
+}
+
+pub struct ThymeQueryParser {
+    engine: Arc<Engine>,
+}
+
+fn result_fields(schema: &SchemaRef, format: &Format) -> PgWireResult<Vec<FieldInfo>> {
+    arrow_schema_to_pg_fields(schema, format, None)
+}
+
+#[async_trait]
+impl QueryParser for ThymeQueryParser {
+    type Statement = Arc<Prepared>;
+
+    async fn parse_sql<C>(
+        &self,
+        client: &C,
+        sql: &str,
+        _types: &[Option<Type>],
+    ) -> PgWireResult<Option<Self::Statement>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let mut statements = self.engine.parse(sql).map_err(pg_err)?;
+        if statements.is_empty() {
+            return Ok(None);
+        }
+        if statements.len() > 1 {
+            return Err(crate::errors::ClientError::new(
+                "42601",
+                "cannot insert multiple commands into a prepared statement",
+            )
+            .into_pgwire());
+        }
+        let parsed = statements.remove(0);
+        let c = conn(client, &self.engine);
+        let session = c.session.lock().await;
+        let prepared = session.prepare(parsed).await.map_err(pg_err)?;
+        Ok(Some(Arc::new(prepared)))
+    }
+
+    fn get_parameter_types(&self, stmt: &Self::Statement) -> PgWireResult<Vec<Type>> {
+        stmt.param_types
+            .iter()
+            .map(|t| match t {
+                Some(t) => into_pg_type(t),
+                None => Ok(Type::UNKNOWN),
+            })
+            .collect()
+    }
+
+    fn get_result_schema(
+        &self,
+        stmt: &Self::Statement,
+        column_format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        match &stmt.schema {
+            Some(s) => result_fields(s, column_format.unwrap_or(&Format::UnifiedText)),
+            None => Ok(vec![]),
+        }
+    }
+}
+
+/// Turn an [`Output`] into a pgwire response.
+async fn respond(conn: &Conn, out: Output, format: &Format) -> PgWireResult<Response> {
+    Ok(match out {
+        Output::Rows(stream) => {
+            let fields = Arc::new(result_fields(&stream.schema(), format)?);
+            let f = fields.clone();
+            let rows = stream
+                .map(move |b| {
+                    let rows: Box<dyn Iterator<Item = PgWireResult<_>> + Send + Sync> = match b {
+                        Ok(b) => encode_recordbatch(f.clone(), b),
+                        Err(e) => Box::new(std::iter::once(Err(pg_err(
+                            thyme_planner::Error::unwrap_datafusion(e),
+                        )))),
+                    };
+                    futures::stream::iter(rows)
+                })
+                .flatten();
+            Response::Query(QueryResponse::new(fields, rows))
+        }
+        Output::Command { tag, rows } => {
+            let mut t = Tag::new(tag);
+            if tag == "INSERT" {
+                t = t.with_oid(0);
+            }
+            if let Some(n) = rows {
+                t = t.with_rows(n);
+            }
+            Response::Execution(t)
+        }
+        Output::CopyIn(copy) => {
+            let columns = copy.columns.len();
+            *conn.copy.lock().await = Some((copy, Vec::new()));
+            Response::CopyIn(CopyResponse::new(0, columns, futures::stream::empty()))
+        }
+        Output::TransactionStart(tag) => Response::TransactionStart(Tag::new(tag)),
+        Output::TransactionEnd(tag) => Response::TransactionEnd(Tag::new(tag)),
+    })
+}
+
+#[async_trait]
+impl SimpleQueryHandler for QueryHandler {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let statements = self.engine.parse(query).map_err(pg_err)?;
+        if statements.is_empty() {
+            return Ok(vec![Response::EmptyQuery]);
+        }
+        let c = conn(client, &self.engine);
+        let mut responses = Vec::with_capacity(statements.len());
+        let mut session = c.session.lock().await;
+        for parsed in statements {
+            let result = async {
+                let prepared = session.prepare(parsed).await?;
+                session.execute(&prepared, None).await
+            }
+            .await;
+            match result {
+                Ok(out) => {
+                    let copy = matches!(out, Output::CopyIn(_));
+                    responses.push(respond(&c, out, &Format::UnifiedText).await?);
+                    if copy {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let PgWireError::UserError(info) = pg_err(e) else {
+                        unreachable!("pg_err builds user errors")
+                    };
+                    responses.push(Response::Error(info));
+                    break;
+                }
+            }
+        }
+        Ok(responses)
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for QueryHandler {
+    type Statement = Arc<Prepared>;
+    type QueryParser = ThymeQueryParser;
+
+    fn query_parser(&self) -> Arc<Self::QueryParser> {
+        self.parser.clone()
+    }
+
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Self::Statement>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let prepared = portal.statement.statement.clone();
+        let params = if portal.parameter_len() == 0 {
+            None
+        } else {
+            Some(decode_params(portal, &prepared)?)
+        };
+        let c = conn(client, &self.engine);
+        let out = {
+            let mut session = c.session.lock().await;
+            session.execute(&prepared, params).await.map_err(pg_err)?
+        };
+        respond(&c, out, &portal.result_column_format).await
+    }
+}
+
+/// Decode bound parameters with the statement's types. When one does not
+/// parse, find which and name it (and its column, for `INSERT ... VALUES`).
+fn decode_params(portal: &Portal<Arc<Prepared>>, prepared: &Prepared) -> PgWireResult<ParamValues> {
+    let types: Vec<Option<&DataType>> = prepared.param_types.iter().map(|t| t.as_ref()).collect();
+    match deserialize_parameters(portal, &types) {
+        Ok(p) => Ok(p),
+        Err(e) => {
+            for i in 0..portal.parameter_len() {
+                let only: Vec<Option<&DataType>> = (0..types.len())
+                    .map(|j| if j == i { types[j] } else { None })
+                    .collect();
+                if deserialize_parameters(portal, &only).is_ok() {
+                    continue;
+                }
+                let dtype = types.get(i).copied().flatten();
+                let code = match dtype {
+                    Some(DataType::Timestamp(..) | DataType::Date32 | DataType::Date64) => "22007",
+                    _ => "22P02",
+                };
+                let what = match prepared.param_columns.get(i).cloned().flatten() {
+                    Some(col) => format!("column \"{col}\" (parameter ${})", i + 1),
+                    None => format!("parameter ${}", i + 1),
+                };
+                let detail = match &e {
+                    PgWireError::UserError(info) => info.message.clone(),
+                    other => other.to_string(),
+                };
+                return Err(ClientError::new(
+                    code,
+                    format!("invalid input value for {what}: {detail}"),
+                )
+                .into_pgwire());
+            }
+            Err(e)
+        }
+    }
+}
+
+#[async_trait]
+impl CopyHandler for QueryHandler {
+    async fn on_copy_data<C>(&self, client: &mut C, copy_data: CopyData) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let c = conn(client, &self.engine);
+        let mut pending = c.copy.lock().await;
+        let Some((_, buf)) = pending.as_mut() else {
+            return Err(
+                crate::errors::ClientError::new("08P01", "COPY data without COPY").into_pgwire(),
+            );
+        };
+        if buf.len() + copy_data.data.len() > MAX_COPY_BYTES {
+            *pending = None;
+            return Err(crate::errors::ClientError::new(
+                "54000",
+                format!("COPY payload larger than {MAX_COPY_BYTES} bytes; split it into several COPY statements"),
+            )
+            .into_pgwire());
+        }
+        buf.extend_from_slice(&copy_data.data);
+        Ok(())
+    }
+
+    async fn on_copy_done<C>(&self, client: &mut C, _done: CopyDone) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let c = conn(client, &self.engine);
+        let Some((copy, data)) = c.copy.lock().await.take() else {
+            return Err(
+                crate::errors::ClientError::new("08P01", "COPY done without COPY").into_pgwire(),
+            );
+        };
+        let n = {
+            let session = c.session.lock().await;
+            session.copy_in(&copy, &data).map_err(pg_err)?
+        };
+        let tag = Tag::new("COPY").with_rows(n);
+        client
+            .send(PgWireBackendMessage::CommandComplete(tag.into()))
+            .await?;
+        Ok(())
+    }
+
+    async fn on_copy_fail<C>(
+        &self,
+        client: &mut C,
+        fail: pgwire::messages::copy::CopyFail,
+    ) -> PgWireError
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let c = conn(client, &self.engine);
+        *c.copy.lock().await = None;
+        crate::errors::ClientError::new(
+            "57014",
+            format!("COPY from stdin failed: {}", fail.message),
+        )
+        .into_pgwire()
+    }
+}
+
+/// Accept connections until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    handlers: Arc<PgHandlers>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((socket, addr)) => {
+                    let _ = socket.set_nodelay(true);
+                    let h = handlers.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = pgwire::tokio::process_socket(socket, None, h).await {
+                            tracing::debug!(%addr, error = %e, "connection closed with an error");
+                        }
+                    });
+                }
+                Err(e) => tracing::warn!(error = %e, "accept failed"),
+            },
+            _ = shutdown.changed() => break,
+        }
+    }
+}

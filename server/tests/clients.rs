@@ -1,0 +1,195 @@
+//! The extended query protocol through a real driver (tokio-postgres):
+//! prepared statements with parameters, `AS OF $1`, `COPY FROM STDIN`, and
+//! a malformed message that closes only its own connection.
+
+mod common;
+
+use std::io::Write;
+
+use chrono::{DateTime, Utc};
+use futures::SinkExt;
+
+fn t(s: &str) -> DateTime<Utc> {
+    s.parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statements_and_as_of_placeholders() {
+    let server = common::Server::start();
+    let c = server.connect().await;
+    c.batch_execute(
+        "CREATE TABLE us (uid TEXT PRIMARY KEY, ts TIMESTAMPTZ, n BIGINT, score DOUBLE PRECISION)",
+    )
+    .await
+    .unwrap();
+    let ins = c
+        .prepare("INSERT INTO us VALUES ($1, $2, $3, $4)")
+        .await
+        .unwrap();
+    c.execute(&ins, &[&"a", &t("2024-01-01T00:00:00Z"), &1i64, &0.5f64])
+        .await
+        .unwrap();
+    c.execute(&ins, &[&"a", &t("2024-01-03T00:00:00Z"), &3i64, &1.5f64])
+        .await
+        .unwrap();
+    let n = c
+        .execute(&ins, &[&"b", &t("2024-01-02T00:00:00Z"), &2i64, &2.5f64])
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+
+    let q = c
+        .prepare("SELECT n, score FROM us WHERE uid = $1")
+        .await
+        .unwrap();
+    let row = c.query_one(&q, &[&"a"]).await.unwrap();
+    assert_eq!(row.get::<_, i64>(0), 3);
+    assert_eq!(row.get::<_, f64>(1), 1.5);
+
+    let q = c
+        .prepare("SELECT n FROM us WHERE uid = $1 AS OF $2")
+        .await
+        .unwrap();
+    for (at, want) in [
+        ("2023-12-31T00:00:00Z", None),
+        ("2024-01-01T00:00:00Z", Some(1i64)),
+        ("2024-01-02T23:59:59Z", Some(1)),
+        ("2024-01-03T00:00:00Z", Some(3)),
+    ] {
+        let rows = c.query(&q, &[&"a", &t(at)]).await.unwrap();
+        assert_eq!(rows.first().map(|r| r.get::<_, i64>(0)), want, "as of {at}");
+    }
+    // FOR SYSTEM_TIME AS OF with a parameter.
+    let rows = c
+        .query(
+            "SELECT uid FROM us FOR SYSTEM_TIME AS OF $1 ORDER BY uid",
+            &[&t("2024-01-02T00:00:00Z")],
+        )
+        .await
+        .unwrap();
+    let uids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(uids, vec!["a", "b"]);
+    // Timestamps come back as timestamptz.
+    let ts: DateTime<Utc> = c
+        .query_one("SELECT ts FROM us WHERE uid = 'b'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(ts, t("2024-01-02T00:00:00Z"));
+    // Errors carry SQLSTATE in the extended protocol too.
+    let err = c.prepare("SELECT * FROM nowhere").await.unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "42P01");
+    let err = c.query("SELECT n FROM us AS OF $1", &[&"garbage"]).await;
+    assert!(err.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_from_stdin_text_and_csv() {
+    let server = common::Server::start();
+    let c = server.connect().await;
+    c.batch_execute(
+        "CREATE TABLE ev (uid TEXT, ts TIMESTAMPTZ, amount DOUBLE PRECISION, note TEXT)",
+    )
+    .await
+    .unwrap();
+    let sink = c.copy_in("COPY ev FROM STDIN").await.unwrap();
+    futures::pin_mut!(sink);
+    sink.send(bytes::Bytes::from_static(
+        b"a\t2024-01-01 00:00:00+00\t1.5\thello\\tworld\nb\t2024-01-02T00:00:00Z\t2\t\\N\n",
+    ))
+    .await
+    .unwrap();
+    let n = sink.finish().await.unwrap();
+    assert_eq!(n, 2);
+
+    let sink = c
+        .copy_in("COPY ev (uid, ts, amount) FROM STDIN WITH (FORMAT csv, HEADER true)")
+        .await
+        .unwrap();
+    futures::pin_mut!(sink);
+    let mut payload = Vec::new();
+    writeln!(payload, "uid,ts,amount").unwrap();
+    for i in 0..1000 {
+        writeln!(payload, "\"u{i}\",2024-02-01T00:00:00Z,{i}").unwrap();
+    }
+    sink.send(bytes::Bytes::from(payload)).await.unwrap();
+    assert_eq!(sink.finish().await.unwrap(), 1000);
+
+    let row = c
+        .query_one("SELECT count(*), sum(amount) FROM ev", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 1002);
+    assert_eq!(row.get::<_, f64>(1), 3.5 + 499_500.0);
+    let note: String = c
+        .query_one("SELECT note FROM ev WHERE uid = 'a'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(note, "hello\tworld");
+
+    // A bad row fails the whole COPY, naming the column; nothing is stored.
+    let sink = c
+        .copy_in("COPY ev FROM STDIN WITH (FORMAT csv)")
+        .await
+        .unwrap();
+    futures::pin_mut!(sink);
+    sink.send(bytes::Bytes::from_static(
+        b"x,2024-03-01T00:00:00Z,1,ok\ny,2024-03-01T00:00:00Z,notanumber,bad\n",
+    ))
+    .await
+    .unwrap();
+    let err = sink.finish().await.unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "22P02", "{err:?}");
+    assert!(err.as_db_error().unwrap().message().contains("amount"));
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM ev", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1002);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_message_closes_only_that_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = common::Server::start();
+    let good = server.connect().await;
+    good.batch_execute("CREATE TABLE k (id BIGINT PRIMARY KEY, ts TIMESTAMPTZ)")
+        .await
+        .unwrap();
+
+    // A startup packet claiming a 2 GB length, then garbage.
+    let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", server.pg_port))
+        .await
+        .unwrap();
+    raw.write_all(&[0x7f, 0xff, 0xff, 0xff, 0, 3, 0, 0])
+        .await
+        .unwrap();
+    raw.write_all(&[0xAB; 64]).await.unwrap();
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            match raw.read(&mut buf).await {
+                Ok(0) | Err(_) => return true,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await
+    .unwrap_or(false);
+    assert!(
+        closed,
+        "the server must close a connection that sends a malformed message"
+    );
+
+    // Other connections keep working.
+    let n: i64 = good
+        .query_one("SELECT count(*) FROM k", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    let fresh = server.connect().await;
+    fresh.batch_execute("SELECT 1").await.unwrap();
+}

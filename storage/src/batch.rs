@@ -1,0 +1,131 @@
+//! [`WriteBatch`]: a set of changes that commit together.
+//!
+//! Keys, rows and records are copied into one contiguous buffer; entries refer
+//! to it by range, so building a batch of `n` rows costs no per-row allocation.
+
+use std::ops::Range;
+
+use crate::DatasetId;
+
+#[derive(Debug, Clone)]
+pub(crate) enum Op {
+    Version {
+        ds: DatasetId,
+        key: Range<usize>,
+        ts: i64,
+        deleted: bool,
+        value: Range<usize>,
+    },
+    Event {
+        ds: DatasetId,
+        ts: i64,
+        value: Range<usize>,
+    },
+    Log {
+        ds: DatasetId,
+        record: Range<usize>,
+    },
+    CatalogPut {
+        name: Range<usize>,
+        value: Range<usize>,
+    },
+    CatalogDelete {
+        name: Range<usize>,
+    },
+    DropData {
+        ds: DatasetId,
+    },
+}
+
+/// Changes to apply atomically with [`crate::TemporalStore::write`].
+#[derive(Debug, Clone, Default)]
+pub struct WriteBatch {
+    pub(crate) buf: Vec<u8>,
+    pub(crate) ops: Vec<Op>,
+}
+
+impl WriteBatch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A batch with room for roughly `rows` rows of `bytes` bytes in total.
+    pub fn with_capacity(rows: usize, bytes: usize) -> Self {
+        WriteBatch {
+            buf: Vec::with_capacity(bytes),
+            ops: Vec::with_capacity(rows),
+        }
+    }
+
+    fn push_bytes(&mut self, b: &[u8]) -> Range<usize> {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(b);
+        start..self.buf.len()
+    }
+
+    /// A new version of `key` at event time `ts`.
+    pub fn put_version(&mut self, ds: DatasetId, key: &[u8], ts: i64, row: &[u8]) {
+        let key = self.push_bytes(key);
+        let value = self.push_bytes(row);
+        self.ops.push(Op::Version {
+            ds,
+            key,
+            ts,
+            deleted: false,
+            value,
+        });
+    }
+
+    /// A delete version of `key` at event time `ts`. `row` is kept with the
+    /// marker (callers store the key fields there so history reads can show
+    /// them); it may be empty.
+    pub fn delete_version(&mut self, ds: DatasetId, key: &[u8], ts: i64, row: &[u8]) {
+        let key = self.push_bytes(key);
+        let value = self.push_bytes(row);
+        self.ops.push(Op::Version {
+            ds,
+            key,
+            ts,
+            deleted: true,
+            value,
+        });
+    }
+
+    /// An event of a keyless dataset.
+    pub fn put_event(&mut self, ds: DatasetId, ts: i64, row: &[u8]) {
+        let value = self.push_bytes(row);
+        self.ops.push(Op::Event { ds, ts, value });
+    }
+
+    /// Append a record to the dataset's log (offsets are assigned at commit).
+    pub fn append_log(&mut self, ds: DatasetId, record: &[u8]) {
+        let record = self.push_bytes(record);
+        self.ops.push(Op::Log { ds, record });
+    }
+
+    /// Create or replace a catalog entry.
+    pub fn put_catalog(&mut self, name: &str, value: &[u8]) {
+        let name = self.push_bytes(name.as_bytes());
+        let value = self.push_bytes(value);
+        self.ops.push(Op::CatalogPut { name, value });
+    }
+
+    /// Remove a catalog entry.
+    pub fn delete_catalog(&mut self, name: &str) {
+        let name = self.push_bytes(name.as_bytes());
+        self.ops.push(Op::CatalogDelete { name });
+    }
+
+    /// Remove every version, event and log record of a dataset.
+    pub fn drop_data(&mut self, ds: DatasetId) {
+        self.ops.push(Op::DropData { ds });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+}

@@ -1,0 +1,24 @@
+//! Errors of the storage layer.
+
+/// Everything that can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Another process holds the data directory.
+    #[error("data directory {path} is already in use by another thyme server")]
+    Locked { path: String },
+    /// The underlying engine failed (I/O, corruption, ...).
+    #[error("storage engine error: {0}")]
+    Engine(String),
+    /// On-disk data that does not decode.
+    #[error("corrupt entry in the store: {0}")]
+    Corrupt(String),
+    /// File-system errors around the store (creating the directory, the lock).
+    #[error("i/o error on {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,590 @@
+//! [`RocksStore`]: the [`TemporalStore`] on RocksDB.
+//!
+//! One RocksDB instance per data directory, with one column family per kind of
+//! data (see [`crate::keys`] for the layout). Writers are serialized by a mutex
+//! that also assigns write sequence numbers and log offsets; the counters are
+//! persisted in the same atomic RocksDB batch as the data, so a crash at any
+//! point leaves the store either before or after a whole [`WriteBatch`].
+//! Readers never take the mutex: each read uses its own iterator, which sees a
+//! consistent snapshot.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use fs2::FileExt;
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBRawIterator, Options,
+    ReadOptions, WriteOptions, DB,
+};
+
+use crate::batch::Op;
+use crate::keys::{self, TAG_DELETE, TAG_PUT};
+use crate::{
+    DatasetId, Error, Result, TemporalStore, TimeRange, VersionRef, Visitor, WriteBatch,
+    WriteReceipt,
+};
+
+const CF_VERSIONS: &str = "versions";
+const CF_EVENTS: &str = "events";
+const CF_LOG: &str = "log";
+const CF_CATALOG: &str = "catalog";
+const CF_META: &str = "meta";
+const ALL_CFS: [&str; 5] = [CF_VERSIONS, CF_EVENTS, CF_LOG, CF_CATALOG, CF_META];
+
+const META_SEQ: &[u8] = b"seq";
+const META_NEXT_DS: &[u8] = b"next_dataset_id";
+const META_LOG_END: &[u8] = b"log_end/";
+
+/// Tuning knobs of the store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// `fsync` the write-ahead log on every commit. Without it a commit
+    /// survives a process crash (`kill -9`) but not a power failure.
+    pub sync_writes: bool,
+    /// Size of the shared block cache, in bytes.
+    pub block_cache_bytes: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            sync_writes: false,
+            block_cache_bytes: 256 << 20,
+        }
+    }
+}
+
+struct Counters {
+    seq: u64,
+    next_ds: u32,
+    log_end: HashMap<DatasetId, u64>,
+}
+
+/// The RocksDB-backed temporal store. Opening it takes an exclusive lock on
+/// the directory; a second server on the same directory gets [`Error::Locked`].
+pub struct RocksStore {
+    db: DB,
+    counters: Mutex<Counters>,
+    sync_writes: bool,
+    path: PathBuf,
+    _lock: File,
+}
+
+fn engine(e: rocksdb::Error) -> Error {
+    Error::Engine(e.into_string())
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+impl RocksStore {
+    /// Open (creating if needed) the store in `dir`.
+    pub fn open(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Self> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let lock_path = dir.join("thyme.lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io(&lock_path))?;
+        if lock.try_lock_exclusive().is_err() {
+            return Err(Error::Locked {
+                path: dir.display().to_string(),
+            });
+        }
+
+        let cache = Cache::new_lru_cache(options.block_cache_bytes);
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&cache);
+        table.set_bloom_filter(10.0, false);
+        table.set_cache_index_and_filter_blocks(true);
+        table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+        table.set_block_size(16 * 1024);
+
+        let mut cf_opts = Options::default();
+        cf_opts.set_block_based_table_factory(&table);
+        cf_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        cf_opts.set_level_compaction_dynamic_level_bytes(true);
+        cf_opts.set_write_buffer_size(64 << 20);
+
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.increase_parallelism(2);
+        db_opts.set_max_background_jobs(2);
+
+        let db_path = dir.join("rocksdb");
+        let cfs = ALL_CFS
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(*name, cf_opts.clone()));
+        let db = DB::open_cf_descriptors(&db_opts, &db_path, cfs).map_err(engine)?;
+
+        let mut store = RocksStore {
+            db,
+            counters: Mutex::new(Counters {
+                seq: 0,
+                next_ds: 1,
+                log_end: HashMap::new(),
+            }),
+            sync_writes: options.sync_writes,
+            path: dir.to_path_buf(),
+            _lock: lock,
+        };
+        store.load_counters()?;
+        Ok(store)
+    }
+
+    /// The data directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn cf(&self, name: &str) -> &ColumnFamily {
+        self.db
+            .cf_handle(name)
+            .expect("column family created at open")
+    }
+
+    fn load_counters(&mut self) -> Result<()> {
+        let meta = self.cf(CF_META);
+        let get_u64 = |k: &[u8]| -> Result<Option<u64>> {
+            match self.db.get_cf(meta, k).map_err(engine)? {
+                Some(v) if v.len() == 8 => Ok(Some(keys::read_u64(&v))),
+                Some(_) => Err(Error::Corrupt(format!(
+                    "meta entry {}",
+                    String::from_utf8_lossy(k)
+                ))),
+                None => Ok(None),
+            }
+        };
+        let seq = get_u64(META_SEQ)?.unwrap_or(0);
+        let next_ds = get_u64(META_NEXT_DS)?.unwrap_or(1) as u32;
+        let mut log_end = HashMap::new();
+        let mut it = self.db.raw_iterator_cf(meta);
+        it.seek(META_LOG_END);
+        while it.valid() {
+            let k = it.key().unwrap_or_default();
+            if !k.starts_with(META_LOG_END) {
+                break;
+            }
+            let ds_bytes = &k[META_LOG_END.len()..];
+            let v = it.value().unwrap_or_default();
+            if ds_bytes.len() != 4 || v.len() != 8 {
+                return Err(Error::Corrupt("log end entry".into()));
+            }
+            let ds = u32::from_be_bytes(ds_bytes.try_into().expect("4 bytes"));
+            log_end.insert(ds, keys::read_u64(v));
+            it.next();
+        }
+        it.status().map_err(engine)?;
+        drop(it);
+        let c = self.counters.get_mut().expect("not poisoned");
+        c.seq = seq;
+        c.next_ds = next_ds;
+        c.log_end = log_end;
+        Ok(())
+    }
+
+    fn read_opts(upper: Option<Vec<u8>>) -> ReadOptions {
+        let mut ro = ReadOptions::default();
+        if let Some(u) = upper {
+            ro.set_iterate_upper_bound(u);
+        }
+        ro
+    }
+
+    fn log_end_key(ds: DatasetId) -> Vec<u8> {
+        let mut k = META_LOG_END.to_vec();
+        k.extend_from_slice(&ds.to_be_bytes());
+        k
+    }
+}
+
+fn version_ref<'a>(k: &'a [u8], v: &'a [u8]) -> Result<VersionRef<'a>> {
+    let (key, ts, seq) =
+        keys::split_version_key(k).ok_or_else(|| Error::Corrupt("version key".into()))?;
+    let (tag, row) = v
+        .split_first()
+        .ok_or_else(|| Error::Corrupt("empty version".into()))?;
+    Ok(VersionRef {
+        key,
+        ts,
+        seq,
+        deleted: *tag == TAG_DELETE,
+        value: row,
+    })
+}
+
+/// Position `it` on the newest version `<= as_of` of `key` (which must be a
+/// complete caller key) and return it, if any.
+fn seek_as_of<'i>(
+    it: &'i mut DBRawIterator<'_>,
+    scratch: &mut Vec<u8>,
+    ds: DatasetId,
+    key: &[u8],
+    as_of: i64,
+) -> Result<Option<VersionRef<'i>>> {
+    keys::version_key(scratch, ds, key, as_of, u64::MAX);
+    it.seek(&scratch[..]);
+    if !it.valid() {
+        it.status().map_err(engine)?;
+        return Ok(None);
+    }
+    let k = it.key().expect("valid iterator");
+    if k.len() != 4 + key.len() + 16 || &k[..4 + key.len()] != &scratch[..4 + key.len()] {
+        return Ok(None);
+    }
+    version_ref(k, it.value().expect("valid iterator")).map(Some)
+}
+
+impl TemporalStore for RocksStore {
+    fn write(&self, batch: WriteBatch) -> Result<WriteReceipt> {
+        let versions = self.cf(CF_VERSIONS);
+        let events = self.cf(CF_EVENTS);
+        let log = self.cf(CF_LOG);
+        let catalog = self.cf(CF_CATALOG);
+        let meta = self.cf(CF_META);
+
+        let mut counters = self.counters.lock().expect("writer mutex poisoned");
+        let mut seq = counters.seq;
+        let first_seq = seq + 1;
+        let mut wb = rocksdb::WriteBatch::default();
+        let mut key = Vec::with_capacity(64);
+        let mut val = Vec::with_capacity(256);
+        let mut log_ends: Vec<(DatasetId, u64, u64)> = Vec::new();
+        let mut dropped: Vec<DatasetId> = Vec::new();
+        let buf = &batch.buf;
+        for op in &batch.ops {
+            match op {
+                Op::Version {
+                    ds,
+                    key: k,
+                    ts,
+                    deleted,
+                    value,
+                } => {
+                    seq += 1;
+                    keys::version_key(&mut key, *ds, &buf[k.clone()], *ts, seq);
+                    val.clear();
+                    val.push(if *deleted { TAG_DELETE } else { TAG_PUT });
+                    val.extend_from_slice(&buf[value.clone()]);
+                    wb.put_cf(versions, &key, &val);
+                }
+                Op::Event { ds, ts, value } => {
+                    seq += 1;
+                    keys::event_key(&mut key, *ds, *ts, seq);
+                    wb.put_cf(events, &key, &buf[value.clone()]);
+                }
+                Op::Log { ds, record } => {
+                    let pos = match log_ends.iter().position(|(d, _, _)| d == ds) {
+                        Some(p) => p,
+                        None => {
+                            let start = if dropped.contains(ds) {
+                                0
+                            } else {
+                                counters.log_end.get(ds).copied().unwrap_or(0)
+                            };
+                            log_ends.push((*ds, start, 0));
+                            log_ends.len() - 1
+                        }
+                    };
+                    let (_, start, n) = &mut log_ends[pos];
+                    wb.put_cf(log, keys::log_key(*ds, *start + *n), &buf[record.clone()]);
+                    *n += 1;
+                }
+                Op::CatalogPut { name, value } => {
+                    wb.put_cf(catalog, &buf[name.clone()], &buf[value.clone()]);
+                }
+                Op::CatalogDelete { name } => {
+                    wb.delete_cf(catalog, &buf[name.clone()]);
+                }
+                Op::DropData { ds } => {
+                    let lo = ds.to_be_bytes();
+                    let hi = keys::prefix_successor(&lo).unwrap_or_else(|| vec![0xFF; 64]);
+                    for cf in [versions, events, log] {
+                        wb.delete_range_cf(cf, &lo[..], &hi[..]);
+                    }
+                    wb.delete_cf(meta, Self::log_end_key(*ds));
+                    log_ends.retain(|(d, _, _)| d != ds);
+                    dropped.push(*ds);
+                }
+            }
+        }
+        if seq != counters.seq {
+            wb.put_cf(meta, META_SEQ, seq.to_be_bytes());
+        }
+        for (ds, start, n) in &log_ends {
+            wb.put_cf(meta, Self::log_end_key(*ds), (start + n).to_be_bytes());
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(self.sync_writes);
+        self.db.write_opt(wb, &wo).map_err(engine)?;
+        counters.seq = seq;
+        for ds in &dropped {
+            counters.log_end.remove(ds);
+        }
+        for (ds, start, n) in &log_ends {
+            counters.log_end.insert(*ds, start + n);
+        }
+        Ok(WriteReceipt {
+            first_seq,
+            log_appends: log_ends,
+        })
+    }
+
+    fn allocate_dataset_id(&self) -> Result<DatasetId> {
+        let mut counters = self.counters.lock().expect("writer mutex poisoned");
+        let id = counters.next_ds;
+        let mut wo = WriteOptions::default();
+        wo.set_sync(self.sync_writes);
+        self.db
+            .put_cf_opt(
+                self.cf(CF_META),
+                META_NEXT_DS,
+                (id as u64 + 1).to_be_bytes(),
+                &wo,
+            )
+            .map_err(engine)?;
+        counters.next_ds = id + 1;
+        Ok(id)
+    }
+
+    fn get_as_of(
+        &self,
+        ds: DatasetId,
+        keys: &[&[u8]],
+        as_of: i64,
+        out: &mut dyn FnMut(usize, Option<VersionRef<'_>>),
+    ) -> Result<()> {
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_VERSIONS));
+        let mut scratch = Vec::with_capacity(64);
+        for (i, key) in keys.iter().enumerate() {
+            let v = seek_as_of(&mut it, &mut scratch, ds, key, as_of)?;
+            out(i, v);
+        }
+        Ok(())
+    }
+
+    fn scan_latest(
+        &self,
+        ds: DatasetId,
+        key_prefix: &[u8],
+        as_of: i64,
+        visit: &mut Visitor<'_>,
+    ) -> Result<()> {
+        let mut start = ds.to_be_bytes().to_vec();
+        start.extend_from_slice(key_prefix);
+        let upper = keys::prefix_successor(&start);
+        let mut it = self
+            .db
+            .raw_iterator_cf_opt(self.cf(CF_VERSIONS), Self::read_opts(upper));
+        it.seek(&start);
+        let mut current: Vec<u8> = Vec::with_capacity(64);
+        let mut scratch = Vec::with_capacity(64);
+        loop {
+            if !it.valid() {
+                return it.status().map_err(engine);
+            }
+            let (key, ts, _) = keys::split_version_key(it.key().expect("valid"))
+                .ok_or_else(|| Error::Corrupt("version key".into()))?;
+            current.clear();
+            current.extend_from_slice(key);
+            let found = if ts <= as_of {
+                Some(version_ref(
+                    it.key().expect("valid"),
+                    it.value().expect("valid"),
+                )?)
+            } else {
+                seek_as_of(&mut it, &mut scratch, ds, &current, as_of)?
+            };
+            if let Some(v) = found {
+                if !v.deleted && !visit(v) {
+                    return Ok(());
+                }
+            }
+            // Move to the next key: a few steps, then a seek past this key.
+            let mut steps = 0;
+            loop {
+                if !it.valid() {
+                    break;
+                }
+                match keys::split_version_key(it.key().expect("valid")) {
+                    Some((k, _, _)) if k == &current[..] => {}
+                    _ => break,
+                }
+                if steps < 4 {
+                    it.next();
+                    steps += 1;
+                } else {
+                    scratch.clear();
+                    scratch.extend_from_slice(&ds.to_be_bytes());
+                    scratch.extend_from_slice(&current);
+                    scratch.extend_from_slice(&[0xFF; 16]);
+                    it.seek(&scratch[..]);
+                    if it.valid() && it.key().expect("valid") == &scratch[..] {
+                        it.next();
+                    }
+                    break;
+                }
+            }
+        }
+    }
+
+    fn scan_history(
+        &self,
+        ds: DatasetId,
+        key_prefix: &[u8],
+        range: TimeRange,
+        visit: &mut Visitor<'_>,
+    ) -> Result<()> {
+        if range.is_empty() {
+            return Ok(());
+        }
+        let mut start = ds.to_be_bytes().to_vec();
+        start.extend_from_slice(key_prefix);
+        let upper = keys::prefix_successor(&start);
+        let mut it = self
+            .db
+            .raw_iterator_cf_opt(self.cf(CF_VERSIONS), Self::read_opts(upper));
+        it.seek(&start);
+        // Versions of a key are stored newest first; collect one key's
+        // versions and replay them oldest first.
+        let mut group: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut group_key: Vec<u8> = Vec::new();
+        let flush =
+            |group: &mut Vec<(Vec<u8>, Vec<u8>)>, visit: &mut Visitor<'_>| -> Result<bool> {
+                for (k, v) in group.iter().rev() {
+                    let vr = version_ref(k, v)?;
+                    if range.contains(vr.ts) && !visit(vr) {
+                        return Ok(false);
+                    }
+                }
+                group.clear();
+                Ok(true)
+            };
+        while it.valid() {
+            let k = it.key().expect("valid");
+            let (key, _, _) =
+                keys::split_version_key(k).ok_or_else(|| Error::Corrupt("version key".into()))?;
+            if key != &group_key[..] {
+                if !flush(&mut group, visit)? {
+                    return Ok(());
+                }
+                group_key.clear();
+                group_key.extend_from_slice(key);
+            }
+            group.push((k.to_vec(), it.value().expect("valid").to_vec()));
+            it.next();
+        }
+        it.status().map_err(engine)?;
+        flush(&mut group, visit)?;
+        Ok(())
+    }
+
+    fn scan_events(&self, ds: DatasetId, range: TimeRange, visit: &mut Visitor<'_>) -> Result<()> {
+        if range.is_empty() {
+            return Ok(());
+        }
+        let mut lo = Vec::with_capacity(20);
+        keys::event_key(&mut lo, ds, range.start, 0);
+        let upper = if range.end == i64::MAX {
+            keys::prefix_successor(&ds.to_be_bytes())
+        } else {
+            let mut hi = Vec::with_capacity(20);
+            keys::event_key(&mut hi, ds, range.end + 1, 0);
+            Some(hi)
+        };
+        let mut it = self
+            .db
+            .raw_iterator_cf_opt(self.cf(CF_EVENTS), Self::read_opts(upper));
+        it.seek(&lo);
+        while it.valid() {
+            let k = it.key().expect("valid");
+            let (ts, seq) =
+                keys::split_event_key(k).ok_or_else(|| Error::Corrupt("event key".into()))?;
+            let v = VersionRef {
+                key: &[],
+                ts,
+                seq,
+                deleted: false,
+                value: it.value().expect("valid"),
+            };
+            if !visit(v) {
+                return Ok(());
+            }
+            it.next();
+        }
+        it.status().map_err(engine)
+    }
+
+    fn read_log(
+        &self,
+        ds: DatasetId,
+        from: u64,
+        max: usize,
+        visit: &mut dyn FnMut(u64, &[u8]),
+    ) -> Result<u64> {
+        let upper = keys::prefix_successor(&ds.to_be_bytes());
+        let mut it = self
+            .db
+            .raw_iterator_cf_opt(self.cf(CF_LOG), Self::read_opts(upper));
+        it.seek(keys::log_key(ds, from));
+        let mut next = from;
+        let mut n = 0;
+        while it.valid() && n < max {
+            let k = it.key().expect("valid");
+            if k.len() != 12 {
+                return Err(Error::Corrupt("log key".into()));
+            }
+            let off = keys::read_u64(&k[4..]);
+            visit(off, it.value().expect("valid"));
+            next = off + 1;
+            n += 1;
+            it.next();
+        }
+        it.status().map_err(engine)?;
+        Ok(next)
+    }
+
+    fn log_end(&self, ds: DatasetId) -> Result<u64> {
+        let c = self.counters.lock().expect("writer mutex poisoned");
+        Ok(c.log_end.get(&ds).copied().unwrap_or(0))
+    }
+
+    fn catalog_get(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        self.db
+            .get_cf(self.cf(CF_CATALOG), name.as_bytes())
+            .map_err(engine)
+    }
+
+    fn catalog_list(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_CATALOG));
+        it.seek_to_first();
+        let mut out = Vec::new();
+        while it.valid() {
+            let name = String::from_utf8(it.key().expect("valid").to_vec())
+                .map_err(|_| Error::Corrupt("catalog name".into()))?;
+            out.push((name, it.value().expect("valid").to_vec()));
+            it.next();
+        }
+        it.status().map_err(engine)?;
+        Ok(out)
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.db.flush_wal(true).map_err(engine)?;
+        for cf in ALL_CFS {
+            self.db.flush_cf(self.cf(cf)).map_err(engine)?;
+        }
+        Ok(())
+    }
+}

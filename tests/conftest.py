@@ -1,0 +1,91 @@
+"""Fixtures for end-to-end tests: a real `thyme` server on free loopback ports."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def thyme_bin() -> str:
+    path = os.environ.get("THYME_BIN")
+    if not path:
+        target = os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target"))
+        path = os.path.join(target, "debug", "thyme")
+    if not os.path.exists(path):
+        pytest.fail(f"thyme binary not found at {path}; build it or set THYME_BIN")
+    return path
+
+
+class ThymeServer:
+    def __init__(self, data_dir: str):
+        self.data_dir = data_dir
+        self.pg_port = free_port()
+        self.control_port = free_port()
+        self.proc = subprocess.Popen(
+            [
+                thyme_bin(),
+                "serve",
+                "--data",
+                data_dir,
+                "--pg-addr",
+                f"127.0.0.1:{self.pg_port}",
+                "--control-addr",
+                f"127.0.0.1:{self.control_port}",
+            ],
+            env={**os.environ, "THYME_LOG": "warn"},
+        )
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.pg_port), timeout=1).close()
+                return
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"thyme exited with {self.proc.returncode}")
+                time.sleep(0.05)
+        raise RuntimeError("thyme did not start")
+
+    @property
+    def dsn(self) -> str:
+        return f"host=127.0.0.1 port={self.pg_port} user=thyme dbname=thyme"
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://thyme@127.0.0.1:{self.pg_port}/thyme"
+
+    def psql(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+        cmd = ["psql", "-X", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(self.pg_port), "-U", "thyme", "-d", "thyme", *args]
+        return subprocess.run(cmd, input=input, capture_output=True, text=True, check=check, timeout=120)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def thyme():
+    tmp = tempfile.mkdtemp(prefix="thyme-test-")
+    server = ThymeServer(os.path.join(tmp, "data"))
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
