@@ -5,17 +5,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
+# Always build the whole workspace: building one package alone resolves
+# features differently and would rebuild RocksDB.
 if [ "${1:-}" = "--smoke" ]; then
-  cargo run --locked -q -p thyme-storage --example bench_store -- 10000 2
+  cargo build --locked -q --workspace --all-targets
+  "$CARGO_TARGET_DIR/debug/examples/bench_store" 10000 2
   exit 0
 fi
 KEYS="${BENCH_KEYS:-1000000}"; VERSIONS="${BENCH_VERSIONS:-4}"
-out=$(cargo run --locked -q --release -p thyme-storage --example bench_store -- "$KEYS" "$VERSIONS")
+cargo build --locked -q --release --workspace --bins --examples
+out=$("$CARGO_TARGET_DIR/release/examples/bench_store" "$KEYS" "$VERSIONS")
 echo "$out"
 {
   echo "# Storage micro-benchmark"
   echo
-  echo "Command: \`bench/storage.sh\` (\`cargo run --release -p thyme-storage --example bench_store -- $KEYS $VERSIONS\`)."
+  echo "Command: \`bench/storage.sh\` (release \`bench_store $KEYS $VERSIONS\`)."
   echo "Machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; date $(date -u +%Y-%m-%d)."
   echo
   echo "$out"

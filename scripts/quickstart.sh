@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
 scripts/setup.sh
-cargo build --locked -p thyme-server
+# The whole workspace, as the tests build it (same features, one build).
+cargo build --locked --workspace --all-targets
 
 DATA="${THYME_DATA:-$(mktemp -d)/thyme-data}"
 PG_PORT="${THYME_PG_PORT:-5433}"

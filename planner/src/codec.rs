@@ -197,6 +197,15 @@ impl<'a> RowEncoder<'a> {
 /// Returns `None` when the scalar cannot be a value of the field (so nothing
 /// can match).
 pub(crate) fn encode_key_scalar(dtype: DType, v: &ScalarValue, out: &mut Vec<u8>) -> Option<()> {
+    // A fractional number never equals an integer key (casting would truncate).
+    let fractional = match v {
+        ScalarValue::Float64(Some(f)) => f.fract() != 0.0,
+        ScalarValue::Float32(Some(f)) => f.fract() != 0.0,
+        _ => false,
+    };
+    if fractional && dtype != DType::Float {
+        return None;
+    }
     let v = v.cast_to(&dtype.arrow()).ok()?;
     match (dtype, v) {
         (DType::Int, ScalarValue::Int64(Some(x))) => key_i64(x, out),

@@ -8,6 +8,7 @@
 //!   history, point in time, key seeks);
 //! - [`schema`]: the DataFusion catalog and `FOR SYSTEM_TIME AS OF`;
 //! - [`session`]: executing statements (queries, DDL, DML, COPY);
+//! - [`lookup`]: the point-lookup fast path for prepared key lookups;
 //! - [`ingest`], [`codec`], [`copy`]: turning rows into stored versions.
 
 pub mod catalog;
@@ -15,6 +16,7 @@ mod codec;
 pub mod copy;
 pub mod error;
 pub mod ingest;
+pub mod lookup;
 pub mod provider;
 pub mod scan;
 pub mod schema;

@@ -102,6 +102,11 @@ impl DatasetTable {
         self.view
     }
 
+    /// The time this table is pinned to (`FOR SYSTEM_TIME AS OF`), if any.
+    pub fn pinned_as_of(&self) -> Option<i64> {
+        self.as_of
+    }
+
     /// Turn pushed-down filters into a scan specification.
     fn spec(&self, filters: &[Expr], as_of: i64) -> ScanSpec {
         let ds = &self.ds;

@@ -35,6 +35,7 @@ use crate::catalog::{Catalog, Dataset, DatasetDef, FieldDef};
 use crate::copy::{self, CopyFormat};
 use crate::error::{Error, Result};
 use crate::ingest;
+use crate::lookup::PointLookup;
 use crate::provider::QueryAsOf;
 use crate::schema::{self, AsOfRelationPlanner, StatementParamsOption, ThymeCatalog};
 use crate::sql::{ParsedStatement, SqlParser};
@@ -134,6 +135,7 @@ pub enum Output {
 enum Kind {
     Query {
         plan: Option<LogicalPlan>,
+        lookup: Option<PointLookup>,
     },
     Insert {
         ds: Arc<Dataset>,
@@ -160,6 +162,19 @@ pub struct Prepared {
     /// Result columns, for statements that return rows.
     pub schema: Option<SchemaRef>,
     kind: Kind,
+}
+
+impl Prepared {
+    /// Whether execution takes the point-lookup fast path.
+    pub fn is_point_lookup(&self) -> bool {
+        matches!(
+            &self.kind,
+            Kind::Query {
+                lookup: Some(_),
+                ..
+            }
+        )
+    }
 }
 
 /// One client's session.
@@ -299,8 +314,14 @@ impl Session {
                     }
                 }
                 let schema = Arc::new(plan.schema().as_arrow().clone());
+                let lookup = if versions.pinned {
+                    None
+                } else {
+                    PointLookup::recognise(&plan)
+                };
                 (
                     Kind::Query {
+                        lookup,
                         plan: (!versions.pinned).then_some(plan),
                     },
                     Some(schema),
@@ -333,6 +354,20 @@ impl Session {
             }
             Statement::Delete(delete) => {
                 let ds = self.delete_target(delete)?;
+                // Parameter types come from the query that finds the rows.
+                let query = self.delete_query(delete)?;
+                let plan = self
+                    .state
+                    .statement_to_plan(DfStatement::Statement(Box::new(query)))
+                    .await
+                    .map_err(Error::unwrap_datafusion)?;
+                for (id, t) in plan.get_parameter_types()? {
+                    if let (Some(i), Some(t)) =
+                        (id.strip_prefix('$').and_then(|s| s.parse().ok()), t)
+                    {
+                        set_param_type(&mut param_types, i, t);
+                    }
+                }
                 (Kind::Delete { ds }, None)
             }
             Statement::ShowVariable { variable } => {
@@ -362,7 +397,25 @@ impl Session {
             Some(e) => Some(self.eval_as_of(e, params.as_ref())?),
         };
         match (&p.kind, &p.parsed.statement) {
-            (Kind::Query { plan }, stmt) => {
+            (
+                Kind::Query {
+                    lookup: Some(lookup),
+                    ..
+                },
+                _,
+            ) => {
+                let as_of = stmt_as_of
+                    .or(self.as_of)
+                    .unwrap_or_else(|| chrono::Utc::now().timestamp_micros());
+                let batch = lookup.execute(self.engine.store().as_ref(), as_of, params.as_ref())?;
+                Ok(Output::Rows(Box::pin(
+                    datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+                        batch.schema(),
+                        futures::stream::iter(vec![Ok(batch)]),
+                    ),
+                )))
+            }
+            (Kind::Query { plan, .. }, stmt) => {
                 let as_of = stmt_as_of.or(self.as_of);
                 let stream = self.run_query(stmt, plan.as_ref(), as_of, params).await?;
                 Ok(Output::Rows(stream))
@@ -699,17 +752,11 @@ impl Session {
         Ok(ds)
     }
 
-    async fn delete(
-        &self,
-        ds: &Arc<Dataset>,
-        delete: &Delete,
-        at: i64,
-        params: Option<ParamValues>,
-    ) -> Result<usize> {
+    /// `SELECT * FROM <table> [WHERE <selection>]`: the rows a DELETE removes.
+    fn delete_query(&self, delete: &Delete) -> Result<Statement> {
         let tables = match &delete.from {
             FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => t,
         };
-        // SELECT * FROM <table> [WHERE <selection>], as of the delete time.
         let mut query = match self
             .engine
             .parse("SELECT * FROM t")?
@@ -723,25 +770,29 @@ impl Session {
             select.from = tables.clone();
             select.selection = delete.selection.clone();
         }
-        let batches = self
-            .collect_query(&Statement::Query(query), Some(at), params)
-            .await?;
+        Ok(Statement::Query(query))
+    }
+
+    async fn delete(
+        &self,
+        ds: &Arc<Dataset>,
+        delete: &Delete,
+        at: i64,
+        params: Option<ParamValues>,
+    ) -> Result<usize> {
+        // The rows current at the delete time that match.
+        let query = self.delete_query(delete)?;
+        let batches = self.collect_query(&query, Some(at), params).await?;
         let mut wb = WriteBatch::new();
         let mut n = 0;
-        let ts_col: ArrayRef =
-            Arc::new(arrow::array::TimestampMicrosecondArray::from_value(at, 0).with_timezone(UTC));
         for b in batches {
             let rows = b.num_rows();
             n += rows;
+            // Each delete version is stamped with the delete time.
             let mut cols = b.columns().to_vec();
-            cols[ds.ts_index()] = if rows == 0 {
-                ts_col.clone()
-            } else {
-                Arc::new(
-                    arrow::array::TimestampMicrosecondArray::from_value(at, rows)
-                        .with_timezone(UTC),
-                )
-            };
+            cols[ds.ts_index()] = Arc::new(
+                arrow::array::TimestampMicrosecondArray::from_value(at, rows).with_timezone(UTC),
+            );
             let b = RecordBatch::try_new(b.schema(), cols)?;
             ingest::add_deletes(ds, &b, &mut wb)?;
         }
