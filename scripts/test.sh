@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 
 cargo build --locked --workspace --all-targets
-cargo test --locked --workspace
-"$THYME_VENV/bin/python" -m pytest -q tests
 bench/storage.sh --smoke
 bench/pgbench_lookup.sh --smoke
+cargo test --locked --workspace
+"$THYME_VENV/bin/python" -m pytest -q tests
