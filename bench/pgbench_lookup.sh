@@ -62,8 +62,8 @@ psql -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1
   -c "\\copy t FROM '$work/rows.csv' WITH (FORMAT csv)" -c "VACUUM ANALYZE t"
 
 # Thyme.
-T_PORT=$(free_port); C_PORT=$(free_port)
-"$BIN" serve --data "$work/thyme" --pg-addr "127.0.0.1:$T_PORT" --control-addr "127.0.0.1:$C_PORT" 2>"$work/thyme.log" &
+T_PORT=$(free_port); C_PORT=$(free_port); Q_PORT=$(free_port)
+"$BIN" serve --data "$work/thyme" --pg-addr "127.0.0.1:$T_PORT" --control-addr "127.0.0.1:$C_PORT" --query-addr "127.0.0.1:$Q_PORT" 2>"$work/thyme.log" &
 thyme_pid=$!
 for _ in $(seq 1 200); do psql -X -h 127.0.0.1 -p "$T_PORT" -U thyme -d thyme -c 'SELECT 1' >/dev/null 2>&1 && break; sleep 0.1; done
 load_start=$(date +%s.%N)

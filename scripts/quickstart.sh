@@ -13,7 +13,8 @@ cargo build --locked --workspace --all-targets
 DATA="${THYME_DATA:-$(mktemp -d)/thyme-data}"
 PG_PORT="${THYME_PG_PORT:-5433}"
 CONTROL_PORT="${THYME_CONTROL_PORT:-8080}"
-"$THYME_BIN" serve --data "$DATA" --pg-addr "127.0.0.1:$PG_PORT" --control-addr "127.0.0.1:$CONTROL_PORT" &
+QUERY_PORT="${THYME_QUERY_PORT:-8081}"
+"$THYME_BIN" serve --data "$DATA" --pg-addr "127.0.0.1:$PG_PORT" --control-addr "127.0.0.1:$CONTROL_PORT" --query-addr "127.0.0.1:$QUERY_PORT" &
 pid=$!
 trap '[ "${THYME_KEEP:-0}" = 1 ] || kill $pid 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do

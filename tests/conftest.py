@@ -34,6 +34,7 @@ class ThymeServer:
         self.data_dir = data_dir
         self.pg_port = free_port()
         self.control_port = free_port()
+        self.query_port = free_port()
         self.proc = subprocess.Popen(
             [
                 thyme_bin(),
@@ -44,6 +45,8 @@ class ThymeServer:
                 f"127.0.0.1:{self.pg_port}",
                 "--control-addr",
                 f"127.0.0.1:{self.control_port}",
+                "--query-addr",
+                f"127.0.0.1:{self.query_port}",
             ],
             env={**os.environ, "THYME_LOG": "warn"},
         )

@@ -8,8 +8,8 @@
 //! - `INSERT`, `COPY ... FROM STDIN` and `DELETE` write versions, each
 //!   statement in one atomic batch (a failing statement writes nothing);
 //! - `SET` / `SHOW` / `BEGIN` / `COMMIT` / `ROLLBACK` keep session state.
-//!   Every statement commits on its own; transaction blocks are accepted for
-//!   client compatibility but do not group writes.
+//!   Every statement commits on its own; transaction blocks and savepoints
+//!   are accepted for client compatibility but do not group or undo writes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -819,9 +819,9 @@ impl Session {
                         "standard_conforming_strings" => "on",
                         "datestyle" => "ISO, MDY",
                         "timezone" => "UTC",
-                        "transaction_isolation" | "default_transaction_isolation" => {
-                            "read committed"
-                        }
+                        "transaction_isolation"
+                        | "default_transaction_isolation"
+                        | "transaction.isolation.level" => "read committed",
                         "integer_datetimes" => "on",
                         "search_path" => "public",
                         "max_identifier_length" => "63",
@@ -917,7 +917,21 @@ impl Session {
             }
             Statement::StartTransaction { .. } => Ok(Output::TransactionStart("BEGIN")),
             Statement::Commit { .. } => Ok(Output::TransactionEnd("COMMIT")),
+            Statement::Rollback {
+                savepoint: Some(_), ..
+            } => Ok(Output::Command {
+                tag: "ROLLBACK",
+                rows: None,
+            }),
             Statement::Rollback { .. } => Ok(Output::TransactionEnd("ROLLBACK")),
+            Statement::Savepoint { .. } => Ok(Output::Command {
+                tag: "SAVEPOINT",
+                rows: None,
+            }),
+            Statement::ReleaseSavepoint { .. } => Ok(Output::Command {
+                tag: "RELEASE",
+                rows: None,
+            }),
             Statement::Discard { .. } => {
                 self.as_of = None;
                 self.vars.clear();

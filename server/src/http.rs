@@ -1,5 +1,6 @@
-//! The HTTP control plane (`--control-addr`): health and metrics for now;
-//! the commit and ingestion APIs build on it.
+//! HTTP listeners: the control plane (`--control-addr`: health, metrics;
+//! the commit and ingestion APIs build on it) and the query server
+//! (`--query-addr`: health; feature serving builds on it).
 
 use std::sync::Arc;
 
@@ -12,11 +13,7 @@ use tokio::net::TcpListener;
 /// Routes of the control plane.
 pub fn control_router(engine: Arc<Engine>) -> Router {
     let e = engine.clone();
-    Router::new()
-        .route(
-            "/health",
-            get(|| async { Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")})) }),
-        )
+    health()
         .route(
             "/metrics",
             get(move || {
@@ -29,12 +26,28 @@ pub fn control_router(engine: Arc<Engine>) -> Router {
                 }
             }),
         )
-        .fallback(|| async {
-            (
-                axum::http::StatusCode::NOT_FOUND,
-                Json(json!({"error": {"code": "not_found", "message": "no such endpoint"}})),
-            )
-        })
+        .merge(not_found())
+}
+
+fn not_found() -> Router {
+    Router::new().fallback(|| async {
+        (
+            axum::http::StatusCode::NOT_FOUND,
+            Json(json!({"error": {"code": "not_found", "message": "no such endpoint"}})),
+        )
+    })
+}
+
+fn health() -> Router {
+    Router::new().route(
+        "/health",
+        get(|| async { Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")})) }),
+    )
+}
+
+/// Routes of the query server.
+pub fn query_router() -> Router {
+    health().merge(not_found())
 }
 
 /// Serve `router` until `shutdown` flips.

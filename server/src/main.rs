@@ -2,8 +2,9 @@
 //!
 //! `thyme serve --data DIR` opens the embedded store in `DIR` and
 //! serves SQL over the Postgres wire protocol (`--pg-addr`, default
-//! `127.0.0.1:5433`) and the HTTP control plane (`--control-addr`, default
-//! `127.0.0.1:8080`). Every flag can also come from the environment
+//! `127.0.0.1:5433`), the HTTP control plane (`--control-addr`, default
+//! `127.0.0.1:8080`) and the HTTP query server (`--query-addr`, default
+//! `127.0.0.1:8081`). Every flag can also come from the environment
 //! (`THYME_DATA`, `THYME_PG_ADDR`, ...) or a config file (`--config`, lines of
 //! `key = value` with the flag names). SIGTERM / SIGINT stop it cleanly.
 
@@ -45,6 +46,9 @@ struct ServeArgs {
     /// HTTP control-plane listener.
     #[arg(long, env = "THYME_CONTROL_ADDR", default_value = "127.0.0.1:8080")]
     control_addr: SocketAddr,
+    /// HTTP query-server listener (feature serving; today: `GET /health`).
+    #[arg(long, env = "THYME_QUERY_ADDR", default_value = "127.0.0.1:8081")]
+    query_addr: SocketAddr,
     /// fsync the write-ahead log on every commit (survives power loss, not
     /// only process crashes).
     #[arg(long, env = "THYME_SYNC_WRITES")]
@@ -93,8 +97,13 @@ fn apply_config(args: &mut ServeArgs, matches: &clap::ArgMatches) -> Result<(), 
                     .parse()
                     .map_err(|e: std::net::AddrParseError| bad(e.to_string()))?
             }
+            "query_addr" if from_default("query_addr") => {
+                args.query_addr = v
+                    .parse()
+                    .map_err(|e: std::net::AddrParseError| bad(e.to_string()))?
+            }
             "sync_writes" if from_default("sync_writes") => args.sync_writes = v == "true",
-            "data" | "pg_addr" | "control_addr" | "sync_writes" => {}
+            "data" | "pg_addr" | "control_addr" | "query_addr" | "sync_writes" => {}
             other => {
                 return Err(format!(
                     "{}:{}: unknown setting {other}",
@@ -162,6 +171,9 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             args.control_addr
         )
     })?;
+    let query_listener = TcpListener::bind(args.query_addr)
+        .await
+        .map_err(|e| format!("cannot listen on {} (--query-addr): {e}", args.query_addr))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
 
     let pg_task = tokio::spawn(pg::serve(
@@ -174,10 +186,16 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         http::control_router(engine.clone()),
         stop_rx.clone(),
     ));
+    let query_task = tokio::spawn(http::serve(
+        query_listener,
+        http::query_router(),
+        stop_rx.clone(),
+    ));
     tracing::info!(
         data = %args.data.display(),
         pg = %args.pg_addr,
         control = %args.control_addr,
+        query = %args.query_addr,
         "thyme is ready"
     );
 
@@ -186,6 +204,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let _ = stop_tx.send(true);
     let _ = pg_task.await;
     let _ = http_task.await;
+    let _ = query_task.await;
     store.flush().map_err(|e| e.to_string())?;
     tracing::info!("stopped");
     Ok(())

@@ -69,7 +69,81 @@ pub fn install_catalog(ctx: &SessionContext) -> thyme_planner::Result<()> {
         }),
     );
     ctx.register_udf(ScalarUDF::from(udf));
+    ctx.register_udf(ScalarUDF::from(datafusion::logical_expr::create_udf(
+        "to_regtype",
+        vec![DataType::Utf8],
+        DataType::Int32,
+        Volatility::Stable,
+        Arc::new(to_regtype),
+    )));
     Ok(())
+}
+
+/// The OID of a built-in type by name (`NULL` for types Thyme does not have,
+/// such as extension types; drivers probe for those with `to_regtype`).
+fn builtin_type_oid(name: &str) -> Option<i32> {
+    let n = name.trim().trim_matches('"').to_ascii_lowercase();
+    let n = n.strip_prefix("pg_catalog.").unwrap_or(&n);
+    Some(match n {
+        "bool" | "boolean" => 16,
+        "bytea" => 17,
+        "char" => 18,
+        "name" => 19,
+        "int8" | "bigint" => 20,
+        "int2" | "smallint" => 21,
+        "int4" | "integer" | "int" => 23,
+        "text" => 25,
+        "oid" => 26,
+        "json" => 114,
+        "float4" | "real" => 700,
+        "float8" | "double precision" => 701,
+        "varchar" | "character varying" => 1043,
+        "date" => 1082,
+        "time" => 1083,
+        "timestamp" | "timestamp without time zone" => 1114,
+        "timestamptz" | "timestamp with time zone" => 1184,
+        "interval" => 1186,
+        "numeric" | "decimal" => 1700,
+        "uuid" => 2950,
+        "jsonb" => 3802,
+        _ => return None,
+    })
+}
+
+fn to_regtype(args: &[ColumnarValue]) -> datafusion::error::Result<ColumnarValue> {
+    use arrow::array::{Array, Int32Array};
+    use datafusion::common::ScalarValue;
+    let Some(arg) = args.first() else {
+        return Ok(ColumnarValue::Scalar(ScalarValue::Int32(None)));
+    };
+    match arg {
+        ColumnarValue::Scalar(v) => {
+            let name = match v {
+                ScalarValue::Utf8(s) | ScalarValue::Utf8View(s) | ScalarValue::LargeUtf8(s) => {
+                    s.clone()
+                }
+                _ => None,
+            };
+            Ok(ColumnarValue::Scalar(ScalarValue::Int32(
+                name.as_deref().and_then(builtin_type_oid),
+            )))
+        }
+        ColumnarValue::Array(a) => {
+            let a = arrow::compute::cast(a, &DataType::Utf8)?;
+            let s = a
+                .as_any()
+                .downcast_ref::<arrow::array::StringArray>()
+                .expect("cast to Utf8");
+            let out: Int32Array = (0..s.len())
+                .map(|i| {
+                    (!s.is_null(i))
+                        .then(|| builtin_type_oid(s.value(i)))
+                        .flatten()
+                })
+                .collect();
+            Ok(ColumnarValue::Array(Arc::new(out)))
+        }
+    }
 }
 
 /// Per-connection state kept in pgwire's session extensions.

@@ -136,6 +136,8 @@ fn second_server_on_the_same_directory_is_refused() {
             &format!("127.0.0.1:{}", common::free_port()),
             "--control-addr",
             &format!("127.0.0.1:{}", common::free_port()),
+            "--query-addr",
+            &format!("127.0.0.1:{}", common::free_port()),
         ])
         .output()
         .unwrap();
@@ -149,4 +151,20 @@ fn sigterm_stops_cleanly() {
     let mut s = common::Server::start();
     let st = s.terminate();
     assert!(st.success(), "exit status {st:?}");
+}
+
+#[test]
+fn health_endpoints_answer() {
+    let s = common::Server::start();
+    for port in [s.control_port, s.query_port] {
+        let (status, body) = common::http_get(port, "/health");
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("\"ok\""), "{body}");
+        let (status, body) = common::http_get(port, "/no/such/thing");
+        assert_eq!(status, 404);
+        assert!(body.contains("\"error\""), "{body}");
+    }
+    let (status, body) = common::http_get(s.control_port, "/metrics");
+    assert_eq!(status, 200);
+    assert!(body.contains("thyme_datasets 0"), "{body}");
 }

@@ -1,6 +1,7 @@
 //! Runs every `sql/*.slt` file against a fresh real server over pgwire
 //! (simple query protocol). Errors are reported as `SQLSTATE: message`, so
-//! `statement error 42P01` checks the code.
+//! `statement error 42P01` checks the code. `system` records run shell
+//! commands (psql, for `COPY ... FROM STDIN`) with `PGHOST`/`PGPORT` set.
 
 mod common;
 
@@ -101,6 +102,12 @@ async fn sqllogictest_files() {
             }
         });
         runner.with_column_validator(|_, _| true);
+        // `system` records (COPY through psql) find the server through the
+        // standard libpq environment variables.
+        std::env::set_var("PGHOST", "127.0.0.1");
+        std::env::set_var("PGPORT", server.pg_port.to_string());
+        std::env::set_var("PGUSER", "thyme");
+        std::env::set_var("PGDATABASE", "thyme");
         match runner.run_file_async(f).await {
             Ok(()) => println!("ok   {}", f.display()),
             Err(e) => {

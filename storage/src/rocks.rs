@@ -456,37 +456,46 @@ impl TemporalStore for RocksStore {
             .db
             .raw_iterator_cf_opt(self.cf(CF_VERSIONS), Self::read_opts(upper));
         it.seek(&start);
-        // Versions of a key are stored newest first; collect one key's
-        // versions and replay them oldest first.
-        let mut group: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        // Versions of a key are stored newest first; buffer one key's
+        // versions (in a reused arena) and replay them oldest first.
+        let mut arena: Vec<u8> = Vec::with_capacity(4096);
+        let mut spans: Vec<(usize, usize, usize)> = Vec::new(); // (start, key len, value len)
         let mut group_key: Vec<u8> = Vec::new();
-        let flush =
-            |group: &mut Vec<(Vec<u8>, Vec<u8>)>, visit: &mut Visitor<'_>| -> Result<bool> {
-                for (k, v) in group.iter().rev() {
-                    let vr = version_ref(k, v)?;
-                    if range.contains(vr.ts) && !visit(vr) {
-                        return Ok(false);
-                    }
+        let flush = |arena: &mut Vec<u8>,
+                     spans: &mut Vec<(usize, usize, usize)>,
+                     visit: &mut Visitor<'_>|
+         -> Result<bool> {
+            for &(start, klen, vlen) in spans.iter().rev() {
+                let k = &arena[start..start + klen];
+                let v = &arena[start + klen..start + klen + vlen];
+                let vr = version_ref(k, v)?;
+                if range.contains(vr.ts) && !visit(vr) {
+                    return Ok(false);
                 }
-                group.clear();
-                Ok(true)
-            };
+            }
+            arena.clear();
+            spans.clear();
+            Ok(true)
+        };
         while it.valid() {
             let k = it.key().expect("valid");
             let (key, _, _) =
                 keys::split_version_key(k).ok_or_else(|| Error::Corrupt("version key".into()))?;
             if key != &group_key[..] {
-                if !flush(&mut group, visit)? {
+                if !flush(&mut arena, &mut spans, visit)? {
                     return Ok(());
                 }
                 group_key.clear();
                 group_key.extend_from_slice(key);
             }
-            group.push((k.to_vec(), it.value().expect("valid").to_vec()));
+            let v = it.value().expect("valid");
+            spans.push((arena.len(), k.len(), v.len()));
+            arena.extend_from_slice(k);
+            arena.extend_from_slice(v);
             it.next();
         }
         it.status().map_err(engine)?;
-        flush(&mut group, visit)?;
+        flush(&mut arena, &mut spans, visit)?;
         Ok(())
     }
 

@@ -19,6 +19,7 @@ pub struct Server {
     pub child: Option<Child>,
     pub pg_port: u16,
     pub control_port: u16,
+    pub query_port: u16,
     pub data: PathBuf,
     _tmp: Option<tempfile::TempDir>,
 }
@@ -37,6 +38,7 @@ impl Server {
     pub fn start_on(data: &Path) -> Server {
         let pg_port = free_port();
         let control_port = free_port();
+        let query_port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_thyme"))
             .args([
                 "serve",
@@ -46,6 +48,8 @@ impl Server {
                 &format!("127.0.0.1:{pg_port}"),
                 "--control-addr",
                 &format!("127.0.0.1:{control_port}"),
+                "--query-addr",
+                &format!("127.0.0.1:{query_port}"),
             ])
             .env("THYME_LOG", "warn")
             .stdout(Stdio::null())
@@ -56,6 +60,7 @@ impl Server {
             child: Some(child),
             pg_port,
             control_port,
+            query_port,
             data: data.to_path_buf(),
             _tmp: None,
         };
@@ -125,4 +130,20 @@ impl Drop for Server {
             let _ = c.wait();
         }
     }
+}
+
+/// A plain HTTP/1.0 GET on loopback: (status code, body).
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
 }
