@@ -40,7 +40,7 @@ pub(crate) enum Col<'a> {
 
 impl<'a> Col<'a> {
     pub(crate) fn new(dtype: DType, a: &'a ArrayRef) -> Result<Self> {
-        fn dc<'b, T: 'static>(a: &'b ArrayRef) -> Result<&'b T> {
+        fn dc<T: 'static>(a: &ArrayRef) -> Result<&T> {
             a.as_any()
                 .downcast_ref::<T>()
                 .ok_or_else(|| Error::Internal(format!("unexpected array type {}", a.data_type())))

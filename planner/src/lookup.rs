@@ -20,7 +20,7 @@ use datafusion::logical_expr::{BinaryExpr, Expr, LogicalPlan, Operator};
 use crate::catalog::Dataset;
 use crate::codec::{encode_key_scalar, RowDecoder};
 use crate::error::{Error, Result};
-use crate::provider::{DatasetTable, View};
+use crate::provider::{split_conjunction, DatasetTable, View};
 use thyme_storage::TemporalStore;
 
 /// Where a key field's value comes from.
@@ -57,20 +57,6 @@ fn value_of(e: &Expr) -> Option<KeyValue> {
     }
 }
 
-fn conjuncts<'a>(e: &'a Expr, out: &mut Vec<&'a Expr>) {
-    match e {
-        Expr::BinaryExpr(BinaryExpr {
-            left,
-            op: Operator::And,
-            right,
-        }) => {
-            conjuncts(left, out);
-            conjuncts(right, out);
-        }
-        other => out.push(other),
-    }
-}
-
 impl PointLookup {
     /// Recognise the point-lookup shape in an (unoptimized) logical plan.
     pub fn recognise(plan: &LogicalPlan) -> Option<PointLookup> {
@@ -101,8 +87,7 @@ impl PointLookup {
         for e in &proj.expr {
             projection.push(field_index(column_of(e)?)?);
         }
-        let mut parts = Vec::new();
-        conjuncts(&filter.predicate, &mut parts);
+        let parts = split_conjunction(&filter.predicate);
         let mut key: Vec<Option<KeyValue>> = vec![None; ds.key_indices().len()];
         for p in parts {
             let Expr::BinaryExpr(BinaryExpr {

@@ -232,7 +232,8 @@ fn intersect(
     }
 }
 
-fn split_conjunction(e: &Expr) -> Vec<&Expr> {
+/// The conjuncts of an `AND` tree.
+pub(crate) fn split_conjunction(e: &Expr) -> Vec<&Expr> {
     match e {
         Expr::BinaryExpr(BinaryExpr {
             left,

@@ -134,7 +134,7 @@ pub enum Output {
 #[derive(Debug, Clone)]
 enum Kind {
     Query {
-        plan: Option<LogicalPlan>,
+        plan: Option<Arc<LogicalPlan>>,
         lookup: Option<PointLookup>,
     },
     Insert {
@@ -322,7 +322,7 @@ impl Session {
                 (
                     Kind::Query {
                         lookup,
-                        plan: (!versions.pinned).then_some(plan),
+                        plan: (!versions.pinned).then(|| Arc::new(plan)),
                     },
                     Some(schema),
                 )
@@ -417,7 +417,7 @@ impl Session {
             }
             (Kind::Query { plan, .. }, stmt) => {
                 let as_of = stmt_as_of.or(self.as_of);
-                let stream = self.run_query(stmt, plan.as_ref(), as_of, params).await?;
+                let stream = self.run_query(stmt, plan.as_deref(), as_of, params).await?;
                 Ok(Output::Rows(stream))
             }
             (Kind::Insert { ds, columns }, Statement::Insert(insert)) => {

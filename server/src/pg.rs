@@ -12,7 +12,7 @@ use arrow::datatypes::{DataType, SchemaRef};
 use arrow_pg::datatypes::df::deserialize_parameters;
 use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch, into_pg_type};
 use async_trait::async_trait;
-use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility};
+use datafusion::logical_expr::{ColumnarValue, Volatility};
 use datafusion::prelude::SessionContext;
 use futures::{Sink, SinkExt, StreamExt};
 use pgwire::api::auth::noop::NoopStartupHandler;
@@ -68,14 +68,14 @@ pub fn install_catalog(ctx: &SessionContext) -> thyme_planner::Result<()> {
             ))
         }),
     );
-    ctx.register_udf(ScalarUDF::from(udf));
-    ctx.register_udf(ScalarUDF::from(datafusion::logical_expr::create_udf(
+    ctx.register_udf(udf);
+    ctx.register_udf(datafusion::logical_expr::create_udf(
         "to_regtype",
         vec![DataType::Utf8],
         DataType::Int32,
         Volatility::Stable,
         Arc::new(to_regtype),
-    )));
+    ));
     Ok(())
 }
 

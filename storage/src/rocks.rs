@@ -202,6 +202,19 @@ impl RocksStore {
         ro
     }
 
+    /// An iterator over the versions of `ds` whose key starts with
+    /// `key_prefix`, positioned at the first one.
+    fn versions_with_prefix(&self, ds: DatasetId, key_prefix: &[u8]) -> DBRawIterator<'_> {
+        let mut start = ds.to_be_bytes().to_vec();
+        start.extend_from_slice(key_prefix);
+        let upper = keys::prefix_successor(&start);
+        let mut it = self
+            .db
+            .raw_iterator_cf_opt(self.cf(CF_VERSIONS), Self::read_opts(upper));
+        it.seek(&start);
+        it
+    }
+
     fn log_end_key(ds: DatasetId) -> Vec<u8> {
         let mut k = META_LOG_END.to_vec();
         k.extend_from_slice(&ds.to_be_bytes());
@@ -240,7 +253,7 @@ fn seek_as_of<'i>(
         return Ok(None);
     }
     let k = it.key().expect("valid iterator");
-    if k.len() != 4 + key.len() + 16 || &k[..4 + key.len()] != &scratch[..4 + key.len()] {
+    if k.len() != 4 + key.len() + 16 || k[..4 + key.len()] != scratch[..4 + key.len()] {
         return Ok(None);
     }
     version_ref(k, it.value().expect("valid iterator")).map(Some)
@@ -381,13 +394,7 @@ impl TemporalStore for RocksStore {
         as_of: i64,
         visit: &mut Visitor<'_>,
     ) -> Result<()> {
-        let mut start = ds.to_be_bytes().to_vec();
-        start.extend_from_slice(key_prefix);
-        let upper = keys::prefix_successor(&start);
-        let mut it = self
-            .db
-            .raw_iterator_cf_opt(self.cf(CF_VERSIONS), Self::read_opts(upper));
-        it.seek(&start);
+        let mut it = self.versions_with_prefix(ds, key_prefix);
         let mut current: Vec<u8> = Vec::with_capacity(64);
         let mut scratch = Vec::with_capacity(64);
         loop {
@@ -449,13 +456,7 @@ impl TemporalStore for RocksStore {
         if range.is_empty() {
             return Ok(());
         }
-        let mut start = ds.to_be_bytes().to_vec();
-        start.extend_from_slice(key_prefix);
-        let upper = keys::prefix_successor(&start);
-        let mut it = self
-            .db
-            .raw_iterator_cf_opt(self.cf(CF_VERSIONS), Self::read_opts(upper));
-        it.seek(&start);
+        let mut it = self.versions_with_prefix(ds, key_prefix);
         // Versions of a key are stored newest first; buffer one key's
         // versions (in a reused arena) and replay them oldest first.
         let mut arena: Vec<u8> = Vec::with_capacity(4096);

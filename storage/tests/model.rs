@@ -9,10 +9,13 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use thyme_storage::{RocksStore, StoreOptions, TemporalStore, TimeRange, WriteBatch};
 
+/// One version in the model: (event time, write sequence, row or `None` for a delete).
+type ModelVersion = (i64, u64, Option<Vec<u8>>);
+
 #[derive(Default)]
 struct Model {
     /// (ds, key) -> versions in write order: (ts, seq, row or None for delete)
-    versions: BTreeMap<(u32, Vec<u8>), Vec<(i64, u64, Option<Vec<u8>>)>>,
+    versions: BTreeMap<(u32, Vec<u8>), Vec<ModelVersion>>,
     /// ds -> events in write order: (ts, seq, row)
     events: BTreeMap<u32, Vec<(i64, u64, Vec<u8>)>>,
     logs: BTreeMap<u32, Vec<Vec<u8>>>,
@@ -20,7 +23,7 @@ struct Model {
 }
 
 impl Model {
-    fn as_of(&self, ds: u32, key: &[u8], t: i64) -> Option<(i64, u64, Option<Vec<u8>>)> {
+    fn as_of(&self, ds: u32, key: &[u8], t: i64) -> Option<ModelVersion> {
         let vs = self.versions.get(&(ds, key.to_vec()))?;
         vs.iter()
             .filter(|v| v.0 <= t)
