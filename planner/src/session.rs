@@ -131,6 +131,18 @@ pub enum Output {
     TransactionEnd(&'static str),
 }
 
+impl Output {
+    /// Rows already computed as one batch.
+    fn rows(batch: RecordBatch) -> Output {
+        Output::Rows(Box::pin(
+            datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+                batch.schema(),
+                futures::stream::iter(vec![Ok(batch)]),
+            ),
+        ))
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Kind {
     Query {
@@ -408,12 +420,7 @@ impl Session {
                     .or(self.as_of)
                     .unwrap_or_else(|| chrono::Utc::now().timestamp_micros());
                 let batch = lookup.execute(self.engine.store().as_ref(), as_of, params.as_ref())?;
-                Ok(Output::Rows(Box::pin(
-                    datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
-                        batch.schema(),
-                        futures::stream::iter(vec![Ok(batch)]),
-                    ),
-                )))
+                Ok(Output::rows(batch))
             }
             (Kind::Query { plan, .. }, stmt) => {
                 let as_of = stmt_as_of.or(self.as_of);
@@ -447,12 +454,7 @@ impl Session {
                     schema.clone(),
                     vec![Arc::new(StringArray::from(vec![value])) as ArrayRef],
                 )?;
-                Ok(Output::Rows(Box::pin(
-                    datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
-                        schema,
-                        futures::stream::iter(vec![Ok(batch)]),
-                    ),
-                )))
+                Ok(Output::rows(batch))
             }
             (_, stmt) => self.execute_other(stmt).await,
         }

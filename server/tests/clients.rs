@@ -199,14 +199,8 @@ async fn malformed_message_closes_only_that_connection() {
 /// versions (out-of-order times, equal times, deletes).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn point_lookups_match_the_oracle() {
-    use rand::rngs::StdRng;
-    use rand::{Rng, SeedableRng};
-    let seed: u64 = std::env::var("THYME_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
-    println!("point lookups: THYME_SEED={seed}");
-    let mut rng = StdRng::seed_from_u64(seed);
+    use rand::Rng;
+    let (seed, mut rng) = common::seeded_rng("point lookups");
     let server = common::Server::start();
     let c = server.connect().await;
     c.batch_execute("CREATE TABLE s (k BIGINT, ts TIMESTAMPTZ, v BIGINT, PRIMARY KEY (k))")

@@ -5,8 +5,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 
 const DAY: i64 = 86_400_000_000;
 
@@ -18,12 +17,7 @@ fn ts_text(us: i64) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_survive_kill_9() {
-    let seed: u64 = std::env::var("THYME_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
-    println!("durability: THYME_SEED={seed}");
-    let mut rng = StdRng::seed_from_u64(seed);
+    let (seed, mut rng) = common::seeded_rng("durability");
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let base = 1_704_067_200_000_000i64; // 2024-01-01

@@ -147,3 +147,15 @@ pub fn http_get(port: u16, path: &str) -> (u16, String) {
     let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
     (status, body)
 }
+
+/// A random generator seeded from `THYME_SEED` (or randomly), printing the
+/// seed so a failing run can be replayed.
+pub fn seeded_rng(test: &str) -> (u64, rand::rngs::StdRng) {
+    use rand::SeedableRng;
+    let seed: u64 = std::env::var("THYME_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    println!("{test}: THYME_SEED={seed}");
+    (seed, rand::rngs::StdRng::seed_from_u64(seed))
+}
