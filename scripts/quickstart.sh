@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The main job on the embedded default: start `thyme serve`, create a
-# dataset, load rows (INSERT and COPY), and query the latest values and a
-# point in time through psql. Leaves the server running only if asked
+# The main job on the embedded default: start `thyme serve`, commit the
+# example feature file (examples/features.py) with `thyme commit`, push
+# events to its webhook, and query the datasets, latest and as of a past
+# time, through psql. Leaves the server running only if asked
 # (THYME_KEEP=1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,32 +22,46 @@ for _ in $(seq 1 100); do
   psql -X -h 127.0.0.1 -p "$PG_PORT" -U thyme -d thyme -c 'SELECT 1' >/dev/null 2>&1 && break
   sleep 0.1
 done
+export PATH="$THYME_VENV/bin:$PATH"
+
+echo '== thyme commit examples/features.py'
+thyme commit examples/features.py --url "http://127.0.0.1:$CONTROL_PORT" -m "quickstart"
+
+echo '== push events to the webhook (Client.log, POST /api/v1/log)'
+python - "http://127.0.0.1:$CONTROL_PORT" <<'PY'
+import sys
+
+import pandas as pd
+
+from thyme.client import Client
+
+client = Client(url=sys.argv[1])
+client.log("main", "Transaction", pd.DataFrame({
+    "uid": [1, 2, 1, 1],
+    "amount": [12.5, 80.0, 7.5, 300.0],
+    "merchant": ["coffee", "books", "coffee", "laptop"],
+    "ts": pd.to_datetime(["2024-01-01T09:00:00Z", "2024-01-02T10:00:00Z",
+                          "2024-01-03T08:30:00Z", "2024-01-10T12:00:00Z"]),
+}))
+client.log("main", "UserInfo", pd.DataFrame({
+    "uid": [1, 2, 1],
+    "country": ["DE", "US", "FR"],
+    "signup_time": pd.to_datetime(["2023-05-01", "2023-07-01", "2023-05-01"], utc=True),
+    "ts": pd.to_datetime(["2024-01-01", "2024-01-01", "2024-01-08"], utc=True),
+}))
+print("logged 4 transactions and 3 user-info versions")
+PY
 
 psql -X -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U thyme -d thyme <<'SQL'
--- A keyed dataset: one row per user, every version kept.
-CREATE TABLE user_stats (
-  uid TEXT PRIMARY KEY,
-  ts TIMESTAMPTZ,
-  txn_count BIGINT,
-  total DOUBLE PRECISION
-) WITH (timestamp = 'ts');
-
-INSERT INTO user_stats VALUES
-  ('user_1', '2024-01-01T00:00:00Z', 1, 10.0),
-  ('user_2', '2024-01-02T00:00:00Z', 4, 99.5);
-
-\copy user_stats FROM STDIN WITH (FORMAT csv)
-user_1,2024-01-10T00:00:00Z,3,42.0
-user_3,2024-01-11T00:00:00Z,1,5.0
-\.
-
-\echo 'Latest values:'
-SELECT * FROM user_stats ORDER BY uid;
-
-\echo 'As of 2024-01-05 (before the COPY):'
-SELECT * FROM user_stats ORDER BY uid AS OF '2024-01-05T00:00:00Z';
-
-\echo 'Every version of user_1:'
-SELECT * FROM history.user_stats WHERE uid = 'user_1';
+\echo 'Every committed dataset is a table:'
+\dt
+\echo 'Events (keyless): every transaction'
+SELECT * FROM transaction ORDER BY ts;
+\echo 'Keyed: the latest row of each user'
+SELECT uid, country, ts FROM user_info ORDER BY uid;
+\echo 'Point in time: user 1 lived in DE before 2024-01-08'
+SELECT uid, country FROM user_info WHERE uid = 1 AS OF '2024-01-05T00:00:00Z';
+\echo 'Every version of user 1'
+SELECT uid, country, ts, _deleted FROM history.user_info WHERE uid = 1;
 SQL
 echo "quickstart: ok (data in $DATA)"

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
 
-packages=(build-essential libclang-dev clang cmake pkg-config libcurl4-openssl-dev libsasl2-dev libssl-dev postgresql-client python3-venv)
+packages=(build-essential libclang-dev clang cmake pkg-config libcurl4-openssl-dev libsasl2-dev libssl-dev postgresql-client python3-venv python3-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -28,3 +28,6 @@ if [ ! -x "$THYME_VENV/bin/python" ]; then
   python3 -m venv "$THYME_VENV"
 fi
 "$THYME_VENV/bin/pip" install -q --disable-pip-version-check -r tests/requirements.txt
+# The thyme Python package (SDK, CLI, client) with its native module, built
+# by maturin into the shared cargo target directory.
+"$THYME_VENV/bin/pip" install -q --disable-pip-version-check ./python

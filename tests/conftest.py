@@ -35,12 +35,15 @@ class ThymeServer:
         self.pg_port = free_port()
         self.control_port = free_port()
         self.query_port = free_port()
+        self.start()
+
+    def start(self):
         self.proc = subprocess.Popen(
             [
                 thyme_bin(),
                 "serve",
                 "--data",
-                data_dir,
+                self.data_dir,
                 "--pg-addr",
                 f"127.0.0.1:{self.pg_port}",
                 "--control-addr",
@@ -60,6 +63,29 @@ class ThymeServer:
                     raise RuntimeError(f"thyme exited with {self.proc.returncode}")
                 time.sleep(0.05)
         raise RuntimeError("thyme did not start")
+
+    def restart(self):
+        """Stop (SIGTERM) and start again on the same data and ports."""
+        self.stop()
+        self.start()
+
+    @property
+    def control_url(self) -> str:
+        return f"http://127.0.0.1:{self.control_port}"
+
+    def http(self, method: str, path: str, body=None, raw: bytes | None = None):
+        """(status, parsed JSON body) of a control-plane request."""
+        import json
+        import urllib.error
+        import urllib.request
+
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        req = urllib.request.Request(self.control_url + path, data=data, method=method, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                return resp.status, json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"null")
 
     @property
     def dsn(self) -> str:

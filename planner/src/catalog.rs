@@ -251,6 +251,49 @@ impl Catalog {
         Ok(true)
     }
 
+    /// Apply a set of dataset changes and extra catalog entries in one
+    /// atomic write: each of `create` is a new dataset (its SQL name must
+    /// be free), each of `replace` takes the place of the existing dataset
+    /// of its name (whose data is dropped). Returns the new datasets, in
+    /// `create` then `replace` order.
+    pub fn apply(
+        &self,
+        create: Vec<DatasetDef>,
+        replace: Vec<DatasetDef>,
+        extra: Vec<(String, Vec<u8>)>,
+    ) -> Result<Vec<Arc<Dataset>>> {
+        for d in create.iter().chain(&replace) {
+            d.validate()?;
+        }
+        let _guard = self.change.lock().expect("catalog change lock");
+        let mut map = (*self.list()).clone();
+        let mut wb = WriteBatch::new();
+        let mut out = Vec::with_capacity(create.len() + replace.len());
+        for (def, is_replace) in create
+            .into_iter()
+            .map(|d| (d, false))
+            .chain(replace.into_iter().map(|d| (d, true)))
+        {
+            match (map.get(&def.name), is_replace) {
+                (Some(_), false) => return Err(Error::DuplicateTable(def.name)),
+                (Some(old), true) => wb.drop_data(old.id),
+                (None, _) => {}
+            }
+            let id = self.store.allocate_dataset_id()?;
+            let ds = Arc::new(Dataset::new(id, def)?);
+            let bytes = serde_json::to_vec(&*ds).map_err(|e| Error::Internal(e.to_string()))?;
+            wb.put_catalog(&format!("{DATASET_PREFIX}{}", ds.name()), &bytes);
+            map.insert(ds.name().to_string(), ds.clone());
+            out.push(ds);
+        }
+        for (k, v) in &extra {
+            wb.put_catalog(k, v);
+        }
+        self.store.write(wb)?;
+        *self.datasets.write().expect("catalog lock") = Arc::new(map);
+        Ok(out)
+    }
+
     /// Drop a dataset and all of its data. Returns `false` when it did not
     /// exist and `if_exists` was given.
     pub fn drop_dataset(&self, name: &str, if_exists: bool) -> Result<bool> {

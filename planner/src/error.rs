@@ -34,6 +34,18 @@ pub enum Error {
     },
     #[error("invalid definition: {0}")]
     InvalidDefinition(String),
+    /// Ingested data that does not fit a dataset: the row (0-based), the
+    /// field and the value when known.
+    #[error("{message}")]
+    InvalidRow {
+        message: String,
+        row: Option<usize>,
+        field: Option<String>,
+        value: Option<serde_json::Value>,
+    },
+    /// A webhook endpoint no dataset is sourced from.
+    #[error("{0}")]
+    UnknownEndpoint(String),
     #[error("{0} is not supported")]
     Unsupported(String),
     /// Errors from the engine about the query itself (planning, types, ...).

@@ -9,7 +9,9 @@
 //! - [`schema`]: the DataFusion catalog and `FOR SYSTEM_TIME AS OF`;
 //! - [`session`]: executing statements (queries, DDL, DML, COPY);
 //! - [`lookup`]: the point-lookup fast path for prepared key lookups;
-//! - [`ingest`], [`codec`], [`copy`]: turning rows into stored versions.
+//! - [`ingest`], [`codec`], [`copy`]: turning rows into stored versions;
+//! - [`registry`]: committed definitions (datasets, featuresets) and commits;
+//! - [`webhook`]: webhook ingestion routed by the committed sources.
 
 pub mod catalog;
 mod codec;
@@ -18,11 +20,13 @@ pub mod error;
 pub mod ingest;
 pub mod lookup;
 pub mod provider;
+pub mod registry;
 pub mod scan;
 pub mod schema;
 pub mod session;
 pub mod sql;
 pub mod types;
+pub mod webhook;
 
 pub use error::{Error, Result};
 pub use session::{CopyIn, Engine, Output, Prepared, Session};

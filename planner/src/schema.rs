@@ -33,25 +33,7 @@ pub const PUBLIC: &str = "public";
 /// Name of the schema with every version.
 pub const HISTORY: &str = "history";
 
-/// `UserStats` -> `user_stats` (names already in snake case are unchanged).
-pub fn snake_case(name: &str) -> String {
-    let mut out = String::with_capacity(name.len() + 4);
-    let chars: Vec<char> = name.chars().collect();
-    for (i, &c) in chars.iter().enumerate() {
-        if c.is_uppercase() {
-            let prev_lower =
-                i > 0 && (chars[i - 1].is_lowercase() || chars[i - 1].is_ascii_digit());
-            let next_lower = chars.get(i + 1).is_some_and(|n| n.is_lowercase());
-            if i > 0 && (prev_lower || (next_lower && chars[i - 1].is_uppercase())) {
-                out.push('_');
-            }
-            out.extend(c.to_lowercase());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
+pub use thyme_model::snake_case;
 
 /// The datasets as tables of one view.
 #[derive(Debug)]

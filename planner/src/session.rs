@@ -50,6 +50,7 @@ pub const AS_OF_VARIABLE: &str = "thyme.as_of";
 /// DataFusion context to clone sessions from.
 pub struct Engine {
     catalog: Arc<Catalog>,
+    registry: Arc<crate::registry::Registry>,
     parser: SqlParser,
     base: SessionContext,
 }
@@ -62,6 +63,7 @@ impl Engine {
         setup: impl FnOnce(&SessionContext) -> Result<()>,
     ) -> Result<Arc<Self>> {
         let catalog = Arc::new(Catalog::load(store)?);
+        let registry = Arc::new(crate::registry::Registry::load(catalog.clone())?);
         let mut config = SessionConfig::new()
             .with_default_catalog_and_schema(DATABASE, schema::PUBLIC)
             .with_create_default_catalog_and_schema(false)
@@ -80,6 +82,7 @@ impl Engine {
         setup(&base)?;
         Ok(Arc::new(Engine {
             catalog,
+            registry,
             parser: SqlParser::new(),
             base,
         }))
@@ -87,6 +90,11 @@ impl Engine {
 
     pub fn catalog(&self) -> &Arc<Catalog> {
         &self.catalog
+    }
+
+    /// Committed definitions (datasets, featuresets, webhook routes).
+    pub fn registry(&self) -> &Arc<crate::registry::Registry> {
+        &self.registry
     }
 
     pub fn store(&self) -> &Arc<dyn TemporalStore> {

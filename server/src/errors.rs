@@ -51,6 +51,8 @@ pub fn classify(err: Error) -> ClientError {
         Error::InvalidDatetime(_) => ClientError::new("22007", msg),
         Error::NotNull { .. } => ClientError::new("23502", msg),
         Error::InvalidDefinition(_) => ClientError::new("42P16", msg),
+        Error::InvalidRow { .. } => ClientError::new("22P02", msg),
+        Error::UnknownEndpoint(_) => ClientError::new("42P01", msg),
         Error::Unsupported(_) => ClientError::new("0A000", msg),
         Error::DataFusion(e) => classify_datafusion(e),
         Error::Storage(e) => internal(e),
@@ -109,6 +111,72 @@ fn classify_datafusion(e: DataFusionError) -> ClientError {
     }
 }
 
+/// A client-facing HTTP error: status, stable code, message, and details
+/// (row, field, value) when the error is about one value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpError {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+    pub details: Option<serde_json::Value>,
+}
+
+impl HttpError {
+    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        HttpError {
+            status,
+            code,
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    /// The JSON body: `{"error": {"code", "message", ...details}}`.
+    pub fn body(&self) -> serde_json::Value {
+        let mut e = serde_json::json!({"code": self.code, "message": self.message});
+        if let (Some(serde_json::Value::Object(d)), serde_json::Value::Object(m)) =
+            (&self.details, &mut e)
+        {
+            for (k, v) in d {
+                m.insert(k.clone(), v.clone());
+            }
+        }
+        serde_json::json!({ "error": e })
+    }
+}
+
+/// Map a planner error to what an HTTP caller sees.
+pub fn classify_http(err: Error) -> HttpError {
+    match err {
+        Error::InvalidDefinition(m) => HttpError::new(400, "invalid_definition", m),
+        Error::InvalidRow {
+            message,
+            row,
+            field,
+            value,
+        } => HttpError {
+            status: 400,
+            code: "invalid_row",
+            message,
+            details: Some(serde_json::json!({"row": row, "field": field, "value": value})),
+        },
+        Error::UnknownEndpoint(m) => HttpError::new(404, "unknown_endpoint", m),
+        Error::UnknownTable(m) => HttpError::new(
+            404,
+            "unknown_dataset",
+            format!("relation \"{m}\" does not exist"),
+        ),
+        other => {
+            let c = classify(other);
+            match c.sqlstate {
+                "XX000" => HttpError::new(500, "internal", c.message),
+                "0A000" => HttpError::new(501, "unsupported", c.message),
+                _ => HttpError::new(400, "bad_request", c.message),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,6 +188,29 @@ mod tests {
         assert_eq!(classify(Error::Unsupported("x".into())).sqlstate, "0A000");
         let internal = classify(Error::Internal("secret detail".into()));
         assert_eq!(internal.sqlstate, "XX000");
+        assert!(!internal.message.contains("secret"));
+    }
+
+    #[test]
+    fn http_statuses() {
+        assert_eq!(
+            classify_http(Error::InvalidDefinition("x".into())).status,
+            400
+        );
+        assert_eq!(
+            classify_http(Error::UnknownEndpoint("x".into())).status,
+            404
+        );
+        let e = classify_http(Error::InvalidRow {
+            message: "row 2, field amount".into(),
+            row: Some(2),
+            field: Some("amount".into()),
+            value: Some(serde_json::json!("x")),
+        });
+        assert_eq!(e.body()["error"]["row"], 2);
+        assert_eq!(e.body()["error"]["field"], "amount");
+        let internal = classify_http(Error::Internal("secret".into()));
+        assert_eq!(internal.status, 500);
         assert!(!internal.message.contains("secret"));
     }
 }

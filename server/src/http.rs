@@ -1,6 +1,7 @@
-//! HTTP listeners: the control plane (`--control-addr`: health, metrics;
-//! the commit and ingestion APIs build on it) and the query server
-//! (`--query-addr`: health; feature serving builds on it).
+//! HTTP listeners: the control plane (`--control-addr`: health, metrics,
+//! and the `/api/v1` commit / definitions / ingestion API of
+//! [`crate::control`]) and the query server (`--query-addr`: health;
+//! feature serving builds on it).
 
 use std::sync::Arc;
 
@@ -12,20 +13,25 @@ use tokio::net::TcpListener;
 
 /// Routes of the control plane.
 pub fn control_router(engine: Arc<Engine>) -> Router {
-    let e = engine.clone();
+    let metrics = Arc::new(crate::control::Metrics::default());
+    let (e, m) = (engine.clone(), metrics.clone());
     health()
         .route(
             "/metrics",
             get(move || {
-                let e = e.clone();
+                let (e, m) = (e.clone(), m.clone());
                 async move {
                     let datasets = e.catalog().list().len();
-                    format!(
-                        "# HELP thyme_datasets Number of committed datasets.\n# TYPE thyme_datasets gauge\nthyme_datasets {datasets}\n"
-                    )
+                    let featuresets = e.registry().featuresets().len();
+                    let mut out = format!(
+                        "# HELP thyme_datasets Number of datasets (SQL tables).\n# TYPE thyme_datasets gauge\nthyme_datasets {datasets}\n# HELP thyme_featuresets Number of committed featuresets.\n# TYPE thyme_featuresets gauge\nthyme_featuresets {featuresets}\n"
+                    );
+                    m.render(&mut out);
+                    out
                 }
             }),
         )
+        .merge(crate::control::routes(engine, metrics))
         .merge(not_found())
 }
 

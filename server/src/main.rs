@@ -8,6 +8,7 @@
 //! (`THYME_DATA`, `THYME_PG_ADDR`, ...) or a config file (`--config`, lines of
 //! `key = value` with the flag names). SIGTERM / SIGINT stop it cleanly.
 
+mod control;
 mod errors;
 mod http;
 mod pg;

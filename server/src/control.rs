@@ -1,0 +1,252 @@
+//! The control plane's API (`--control-addr`, under `/api/v1`):
+//!
+//! - `POST /api/v1/commit`: validate and store definitions (the payload of
+//!   `docs/commit-payload.md`), atomically;
+//! - `GET /api/v1/datasets[/{name}]`, `/api/v1/featuresets[/{name}]`,
+//!   `/api/v1/lineage`, `/api/v1/commits`: what is committed;
+//! - `POST /api/v1/log`: webhook ingestion, Fennel's shape
+//!   `{"webhook", "endpoint", "data": {column: [values]}}`.
+//!
+//! Every error is JSON `{"error": {"code", "message"}}` with a 4xx status
+//! for the caller's mistakes (see `errors::classify_http`).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Map, Value};
+use thyme_planner::registry::{describe_dataset, describe_featureset};
+use thyme_planner::Engine;
+
+use crate::errors::{classify_http, HttpError};
+
+/// Largest request body accepted (a 10,000-row batch is about 1 MiB).
+pub const MAX_BODY: usize = 256 << 20;
+
+/// Counters the control plane exports on `/metrics`.
+#[derive(Default)]
+pub struct Metrics {
+    rows: Mutex<BTreeMap<String, u64>>,
+    requests: AtomicU64,
+    rejected: AtomicU64,
+    commits: AtomicU64,
+}
+
+impl Metrics {
+    /// Prometheus text for the ingestion counters.
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write;
+        let _ = writeln!(
+            out,
+            "# HELP thyme_ingest_rows_total Rows stored through webhook ingestion, per dataset."
+        );
+        let _ = writeln!(out, "# TYPE thyme_ingest_rows_total counter");
+        for (ds, n) in self.rows.lock().expect("metrics lock").iter() {
+            let _ = writeln!(out, "thyme_ingest_rows_total{{dataset=\"{ds}\"}} {n}");
+        }
+        for (name, help, v) in [
+            (
+                "thyme_ingest_requests_total",
+                "Webhook ingestion requests stored.",
+                &self.requests,
+            ),
+            (
+                "thyme_ingest_rejected_total",
+                "Webhook ingestion requests rejected (nothing stored).",
+                &self.rejected,
+            ),
+            (
+                "thyme_commits_total",
+                "Commits applied since start.",
+                &self.commits,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Ctx {
+    engine: Arc<Engine>,
+    metrics: Arc<Metrics>,
+}
+
+/// The `/api/v1` routes.
+pub fn routes(engine: Arc<Engine>, metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/api/v1/commit", post(commit))
+        .route("/api/v1/log", post(log))
+        .route("/api/v1/datasets", get(datasets))
+        .route("/api/v1/datasets/{name}", get(dataset))
+        .route("/api/v1/featuresets", get(featuresets))
+        .route("/api/v1/featuresets/{name}", get(featureset))
+        .route("/api/v1/lineage", get(lineage))
+        .route("/api/v1/commits", get(commits))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(Ctx { engine, metrics })
+}
+
+fn error_response(e: HttpError) -> Response {
+    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, Json(e.body())).into_response()
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, HttpError> {
+    serde_json::from_slice(body).map_err(|e| {
+        let code = if e.is_syntax() || e.is_eof() {
+            "malformed_json"
+        } else {
+            "invalid_request"
+        };
+        HttpError::new(400, code, format!("{what}: {e}"))
+    })
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> thyme_planner::Result<T> + Send + 'static,
+) -> Result<T, HttpError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(classify_http(e)),
+        Err(e) => {
+            tracing::error!(error = %e, "request task failed");
+            Err(HttpError::new(
+                500,
+                "internal",
+                "internal error; see the server log",
+            ))
+        }
+    }
+}
+
+async fn commit(State(ctx): State<Ctx>, body: Bytes) -> Response {
+    let payload: thyme_model::Commit = match parse_json(&body, "invalid commit payload") {
+        Ok(p) => p,
+        Err(e) => return error_response(e),
+    };
+    let registry = ctx.engine.registry().clone();
+    match blocking(move || registry.commit(payload)).await {
+        Ok(summary) => {
+            ctx.metrics.commits.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                commit = summary.commit,
+                created = summary.created.len(),
+                updated = summary.updated.len(),
+                "commit applied"
+            );
+            Json(summary).into_response()
+        }
+        Err(e) => error_response(e),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct LogRequest {
+    webhook: String,
+    endpoint: String,
+    data: Map<String, Value>,
+}
+
+async fn log(State(ctx): State<Ctx>, body: Bytes) -> Response {
+    let req: LogRequest = match parse_json(
+        &body,
+        "invalid log request (expected {\"webhook\", \"endpoint\", \"data\": {column: [values]}})",
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            ctx.metrics.rejected.fetch_add(1, Ordering::Relaxed);
+            return error_response(e);
+        }
+    };
+    let registry = ctx.engine.registry().clone();
+    match blocking(move || {
+        thyme_planner::webhook::ingest(&registry, &req.webhook, &req.endpoint, &req.data)
+    })
+    .await
+    {
+        Ok(done) => {
+            ctx.metrics.requests.fetch_add(1, Ordering::Relaxed);
+            let mut rows = ctx.metrics.rows.lock().expect("metrics lock");
+            for d in &done {
+                *rows.entry(d.dataset.clone()).or_default() += d.rows as u64;
+            }
+            drop(rows);
+            Json(json!({"datasets": done})).into_response()
+        }
+        Err(e) => {
+            ctx.metrics.rejected.fetch_add(1, Ordering::Relaxed);
+            error_response(e)
+        }
+    }
+}
+
+async fn datasets(State(ctx): State<Ctx>) -> Json<Value> {
+    let list: Vec<Value> = ctx
+        .engine
+        .registry()
+        .datasets()
+        .iter()
+        .map(describe_dataset)
+        .collect();
+    Json(json!({ "datasets": list }))
+}
+
+async fn dataset(State(ctx): State<Ctx>, Path(name): Path<String>) -> Response {
+    match ctx.engine.registry().dataset(&name) {
+        Some(d) => Json(describe_dataset(&d)).into_response(),
+        None => error_response(HttpError::new(
+            404,
+            "unknown_dataset",
+            format!("no committed dataset named {name}"),
+        )),
+    }
+}
+
+async fn featuresets(State(ctx): State<Ctx>) -> Json<Value> {
+    let list: Vec<Value> = ctx
+        .engine
+        .registry()
+        .featuresets()
+        .iter()
+        .map(describe_featureset)
+        .collect();
+    Json(json!({ "featuresets": list }))
+}
+
+async fn featureset(State(ctx): State<Ctx>, Path(name): Path<String>) -> Response {
+    let found =
+        ctx.engine.registry().featuresets().into_iter().find(|f| {
+            f.definition.name == name || thyme_model::snake_case(&f.definition.name) == name
+        });
+    match found {
+        Some(f) => Json(describe_featureset(&f)).into_response(),
+        None => error_response(HttpError::new(
+            404,
+            "unknown_featureset",
+            format!("no committed featureset named {name}"),
+        )),
+    }
+}
+
+async fn lineage(State(ctx): State<Ctx>) -> Json<Value> {
+    Json(ctx.engine.registry().lineage())
+}
+
+async fn commits(State(ctx): State<Ctx>) -> Response {
+    let registry = ctx.engine.registry().clone();
+    match blocking(move || registry.commits()).await {
+        Ok(list) => Json(json!({ "commits": list })).into_response(),
+        Err(e) => error_response(e),
+    }
+}
