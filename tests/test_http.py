@@ -222,3 +222,57 @@ def test_restart_keeps_definitions_and_data(thyme):
     assert sql(thyme, "SELECT count(*) FROM transaction") == [(2,)]
     status, body = thyme.http("GET", "/api/v1/commits")
     assert [c["commit"] for c in body["commits"]] == [0, 1]
+
+
+def test_rich_types_round_trip(thyme):
+    ds = {
+        "name": "Profile",
+        "index": True,
+        "fields": [
+            {"name": "uid", "type": "str", "key": True},
+            {"name": "balance", "type": {"decimal": 2}},
+            {"name": "tags", "type": {"list": "str"}},
+            {"name": "scores", "type": {"optional": {"list": {"optional": "int"}}}},
+            {"name": "embedding", "type": {"embedding": 3}},
+            {"name": "attrs", "type": {"map": "int"}},
+            {"name": "address", "type": {"struct": {"name": "Address", "fields": [
+                {"name": "city", "type": "str"}, {"name": "zip", "type": {"optional": "str"}}]}}},
+            {"name": "born", "type": "date"},
+            {"name": "ts", "type": "datetime", "timestamp": True},
+        ],
+        "sources": [{"connector": {"kind": "webhook", "name": "main", "endpoint": "Profile"}, "cdc": "upsert"}],
+    }
+    status, body = thyme.http("POST", "/api/v1/commit", payload(ds))
+    assert status == 200, body
+    data = {
+        "uid": ["a", "b"],
+        "balance": ["12.5", 3],
+        "tags": [["x", "y"], []],
+        "scores": [[1, None, 3], None],
+        "embedding": [[0.5, 1, -2.25], [0, 0, 0]],
+        "attrs": [{"k": 1}, {}],
+        "address": [{"city": "Berlin"}, {"city": "Pune", "zip": "411001"}],
+        "born": ["1990-05-17", "2001-01-01"],
+        "ts": ["2024-01-01T00:00:00Z", "2024-01-01T00:00:00Z"],
+    }
+    status, body = thyme.http("POST", "/api/v1/log", {"webhook": "main", "endpoint": "Profile", "data": data})
+    assert status == 200, body
+    import json
+    from datetime import date
+    from decimal import Decimal
+
+    rows = sql(thyme, "SELECT uid, balance, tags, scores, embedding, attrs, address, born FROM profile ORDER BY uid")
+    a, b = rows
+    assert a[:5] == ("a", Decimal("12.50"), ["x", "y"], [1, None, 3], [0.5, 1.0, -2.25])
+    assert json.loads(a[5]) == {"k": 1} and json.loads(a[6]) == {"city": "Berlin"} and a[7] == date(1990, 5, 17)
+    assert b[:5] == ("b", Decimal("3.00"), [], None, [0.0, 0.0, 0.0])
+    assert sql(thyme, "SELECT uid FROM profile WHERE array_length(tags, 1) = 2") == [("a",)]
+
+    for bad, phrase in [
+        ({**data, "embedding": [[1, 2], [0, 0, 0]]}, "Embedding[3] needs 3 numbers"),
+        ({**data, "balance": ["1.234", 1]}, "more than 2 digits"),
+        ({**data, "tags": [["x", 1], []]}, "element 1"),
+        ({**data, "address": [{"town": "x"}, {"city": "y"}]}, "struct Address has no field town"),
+    ]:
+        status, body = thyme.http("POST", "/api/v1/log", {"webhook": "main", "endpoint": "Profile", "data": bad})
+        assert status == 400 and phrase in body["error"]["message"], body

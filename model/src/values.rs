@@ -97,6 +97,18 @@ pub fn parse_date(v: &Value) -> Result<i32, String> {
     Ok((d - NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days() as i32)
 }
 
+/// The bytes of a JSON `bytes` value (base64 text, standard alphabet,
+/// padding optional).
+pub fn parse_bytes(v: &Value) -> Result<Vec<u8>, String> {
+    use base64::Engine as _;
+    let s = v
+        .as_str()
+        .ok_or_else(|| format!("{} is not bytes (expected base64 text)", short(v)))?;
+    base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(s.trim_end_matches('='))
+        .map_err(|_| format!("{} is not base64 text", short(v)))
+}
+
 /// A JSON integer (an integral float such as `3.0` counts: pandas turns
 /// integer columns holding nulls into floats).
 pub fn as_int(v: &Value) -> Option<i64> {
@@ -168,13 +180,14 @@ impl Checker {
                     wrong()
                 }
             }
-            Type::Str | Type::Bytes => {
+            Type::Str => {
                 if v.is_string() {
                     Ok(())
                 } else {
                     wrong()
                 }
             }
+            Type::Bytes => parse_bytes(v).map(|_| ()),
             Type::Datetime => parse_timestamp(v).map(|_| ()),
             Type::Date => parse_date(v).map(|_| ()),
             Type::List(t) => match v {
@@ -292,6 +305,30 @@ pub fn check(ty: &Type, v: &Value) -> Result<(), String> {
     Checker::new(ty).check(v)
 }
 
+/// The unscaled value of a decimal (`12.5` at scale 2 is 1250).
+pub fn parse_decimal(v: &Value, scale: u8) -> Result<i128, String> {
+    check_decimal(v, scale)?;
+    let text = match v {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.trim().to_string(),
+        _ => unreachable!("checked"),
+    };
+    let (neg, digits) = match text.strip_prefix('-') {
+        Some(d) => (true, d),
+        None => (false, text.as_str()),
+    };
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    let frac = frac.trim_end_matches('0');
+    let mut unscaled: i128 = 0;
+    for b in int.bytes().chain(frac.bytes()) {
+        unscaled = unscaled * 10 + i128::from(b - b'0');
+    }
+    for _ in frac.len()..scale as usize {
+        unscaled *= 10;
+    }
+    Ok(if neg { -unscaled } else { unscaled })
+}
+
 fn check_decimal(v: &Value, scale: u8) -> Result<(), String> {
     let text = match v {
         Value::Number(n) => n.to_string(),
@@ -352,6 +389,11 @@ mod tests {
     fn values_against_types() {
         let t = |j: Value| Type::from_json(&j).unwrap();
         assert!(check(&t(json!("int")), &json!(3)).is_ok());
+        assert_eq!(parse_bytes(&json!("aGk=")), Ok(b"hi".to_vec()));
+        assert_eq!(parse_bytes(&json!("aGk")), Ok(b"hi".to_vec()));
+        assert!(check(&t(json!("bytes")), &json!("not base64!"))
+            .unwrap_err()
+            .contains("base64"));
         assert!(check(&t(json!("int")), &json!(3.0)).is_ok());
         assert!(check(&t(json!("int")), &json!(3.5)).is_err());
         assert!(check(&t(json!("int")), &json!(null))
@@ -364,6 +406,9 @@ mod tests {
         assert!(check(&t(json!({"map": "float"})), &json!({"a": 1.5})).is_ok());
         assert!(check(&t(json!({"decimal": 2})), &json!("12.345")).is_err());
         assert!(check(&t(json!({"decimal": 2})), &json!(12.34)).is_ok());
+        assert_eq!(parse_decimal(&json!("-12.3"), 2), Ok(-1230));
+        assert_eq!(parse_decimal(&json!(7), 2), Ok(700));
+        assert_eq!(parse_decimal(&json!("0.05"), 3), Ok(50));
         assert!(check(&t(json!({"embedding": 2})), &json!([1, 2.5])).is_ok());
         assert!(check(&t(json!({"embedding": 2})), &json!([1])).is_err());
         let b = t(json!({"between": {"type": "int", "min": 0, "max": 10, "strict_max": true}}));

@@ -9,23 +9,28 @@
 //!
 //! **Rows** are a null bitmap followed by the non-null values in field order:
 //! `int`/`datetime` 8 bytes LE, `float` 8 bytes LE, `bool` 1 byte, `date`
-//! 4 bytes LE, `str`/`bytes` a u32 LE length and the bytes. Rows decode
-//! straight into Arrow builders ([`RowDecoder`]).
+//! 4 bytes LE, `str`/`bytes` a u32 LE length and the bytes, `decimal` 16
+//! bytes LE (the unscaled i128), a list a u32 LE element count, a null
+//! bitmap of the elements and the non-null elements. Rows decode straight
+//! into Arrow builders ([`RowDecoder`]).
 
 use std::sync::Arc;
 
+use arrow::array::builder::NullBufferBuilder;
 use arrow::array::{
     Array, ArrayRef, BinaryArray, BinaryBuilder, BooleanArray, BooleanBuilder, Date32Array,
-    Date32Builder, Float64Array, Float64Builder, Int64Array, Int64Builder, StringArray,
-    StringBuilder, TimestampMicrosecondArray, TimestampMicrosecondBuilder,
+    Date32Builder, Decimal128Array, Decimal128Builder, Float64Array, Float64Builder, Int64Array,
+    Int64Builder, ListArray, StringArray, StringBuilder, TimestampMicrosecondArray,
+    TimestampMicrosecondBuilder,
 };
-use arrow::datatypes::SchemaRef;
+use arrow::buffer::OffsetBuffer;
+use arrow::datatypes::{FieldRef, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use datafusion::common::ScalarValue;
 
 use crate::catalog::Dataset;
 use crate::error::{Error, Result};
-use crate::types::{DType, UTC};
+use crate::types::{DType, DECIMAL_PRECISION, UTC};
 
 /// A typed view of one column of a batch that matches a dataset's schema.
 pub(crate) enum Col<'a> {
@@ -36,6 +41,8 @@ pub(crate) enum Col<'a> {
     Bytes(&'a BinaryArray),
     Ts(&'a TimestampMicrosecondArray),
     Date(&'a Date32Array),
+    Decimal(&'a Decimal128Array),
+    List(&'a ListArray, Box<Col<'a>>),
 }
 
 impl<'a> Col<'a> {
@@ -53,6 +60,11 @@ impl<'a> Col<'a> {
             DType::Bytes => Col::Bytes(dc(a)?),
             DType::Datetime => Col::Ts(dc(a)?),
             DType::Date => Col::Date(dc(a)?),
+            DType::Decimal(_) => Col::Decimal(dc(a)?),
+            DType::List(e) => {
+                let list: &ListArray = dc(a)?;
+                Col::List(list, Box::new(Col::new(e.dtype(), list.values())?))
+            }
         })
     }
 
@@ -65,6 +77,8 @@ impl<'a> Col<'a> {
             Col::Bytes(a) => a.is_null(i),
             Col::Ts(a) => a.is_null(i),
             Col::Date(a) => a.is_null(i),
+            Col::Decimal(a) => a.is_null(i),
+            Col::List(a, _) => a.is_null(i),
         }
     }
 
@@ -85,6 +99,22 @@ impl<'a> Col<'a> {
                 out.extend_from_slice(&(v.len() as u32).to_le_bytes());
                 out.extend_from_slice(v);
             }
+            Col::Decimal(a) => out.extend_from_slice(&a.value(i).to_le_bytes()),
+            Col::List(a, items) => {
+                let offsets = a.value_offsets();
+                let (start, end) = (offsets[i] as usize, offsets[i + 1] as usize);
+                let n = end - start;
+                out.extend_from_slice(&(n as u32).to_le_bytes());
+                let bitmap_at = out.len();
+                out.resize(bitmap_at + n.div_ceil(8), 0);
+                for (k, j) in (start..end).enumerate() {
+                    if items.is_null(j) {
+                        out[bitmap_at + k / 8] |= 1 << (k % 8);
+                    } else {
+                        items.encode_value(j, out);
+                    }
+                }
+            }
         }
     }
 
@@ -96,6 +126,13 @@ impl<'a> Col<'a> {
             Col::Bool(a) => out.push(a.value(i) as u8),
             Col::Str(a) => key_bytes(a.value(i).as_bytes(), out),
             Col::Bytes(a) => key_bytes(a.value(i), out),
+            // Lists and decimals are refused as keys by validation; keep
+            // their bytes distinct anyway.
+            Col::Decimal(_) | Col::List(..) => {
+                let mut v = Vec::new();
+                self.encode_value(i, &mut v);
+                key_bytes(&v, out)
+            }
             // Float keys are refused by validation; order them anyway.
             Col::Float(a) => {
                 let b = a.value(i).to_bits();
@@ -229,11 +266,36 @@ enum Builder {
     Bytes(BinaryBuilder),
     Ts(TimestampMicrosecondBuilder),
     Date(Date32Builder),
+    Decimal(Decimal128Builder),
+    List {
+        field: FieldRef,
+        offsets: Vec<i32>,
+        nulls: NullBufferBuilder,
+        items: Box<Builder>,
+    },
 }
 
 impl Builder {
     fn new(dtype: DType, cap: usize) -> Self {
         match dtype {
+            DType::Decimal(s) => Builder::Decimal(
+                Decimal128Builder::with_capacity(cap)
+                    .with_precision_and_scale(DECIMAL_PRECISION, s as i8)
+                    .expect("valid decimal precision and scale"),
+            ),
+            DType::List(e) => {
+                let arrow::datatypes::DataType::List(field) = dtype.arrow() else {
+                    unreachable!("a list type")
+                };
+                let mut offsets = Vec::with_capacity(cap + 1);
+                offsets.push(0);
+                Builder::List {
+                    field,
+                    offsets,
+                    nulls: NullBufferBuilder::new(cap),
+                    items: Box::new(Builder::new(e.dtype(), cap * 4)),
+                }
+            }
             DType::Int => Builder::Int(Int64Builder::with_capacity(cap)),
             DType::Float => Builder::Float(Float64Builder::with_capacity(cap)),
             DType::Bool => Builder::Bool(BooleanBuilder::with_capacity(cap)),
@@ -255,6 +317,11 @@ impl Builder {
             Builder::Bytes(b) => b.append_null(),
             Builder::Ts(b) => b.append_null(),
             Builder::Date(b) => b.append_null(),
+            Builder::Decimal(b) => b.append_null(),
+            Builder::List { offsets, nulls, .. } => {
+                offsets.push(*offsets.last().expect("starts with 0"));
+                nulls.append_null();
+            }
         }
     }
 
@@ -267,7 +334,76 @@ impl Builder {
             Builder::Bytes(b) => Arc::new(b.finish()),
             Builder::Ts(b) => Arc::new(b.finish()),
             Builder::Date(b) => Arc::new(b.finish()),
+            Builder::Decimal(b) => Arc::new(b.finish()),
+            Builder::List {
+                field,
+                offsets,
+                nulls,
+                items,
+            } => {
+                let offs = OffsetBuffer::new(std::mem::replace(offsets, vec![0]).into());
+                Arc::new(ListArray::new(
+                    field.clone(),
+                    offs,
+                    items.finish(),
+                    nulls.finish(),
+                ))
+            }
         }
+    }
+
+    /// Decode one non-null value from the front of `rest`.
+    fn append_value(&mut self, rest: &mut &[u8]) -> Result<()> {
+        match self {
+            Builder::Int(b) => {
+                b.append_value(i64::from_le_bytes(take(rest, 8)?.try_into().expect("8")))
+            }
+            Builder::Ts(b) => {
+                b.append_value(i64::from_le_bytes(take(rest, 8)?.try_into().expect("8")))
+            }
+            Builder::Float(b) => {
+                b.append_value(f64::from_le_bytes(take(rest, 8)?.try_into().expect("8")))
+            }
+            Builder::Bool(b) => b.append_value(take(rest, 1)?[0] != 0),
+            Builder::Date(b) => {
+                b.append_value(i32::from_le_bytes(take(rest, 4)?.try_into().expect("4")))
+            }
+            Builder::Str(b) => {
+                let len = u32::from_le_bytes(take(rest, 4)?.try_into().expect("4"));
+                let s = take(rest, len as usize)?;
+                b.append_value(
+                    std::str::from_utf8(s)
+                        .map_err(|_| Error::Internal("invalid utf-8 in a stored row".into()))?,
+                )
+            }
+            Builder::Bytes(b) => {
+                let len = u32::from_le_bytes(take(rest, 4)?.try_into().expect("4"));
+                b.append_value(take(rest, len as usize)?)
+            }
+            Builder::Decimal(b) => {
+                b.append_value(i128::from_le_bytes(take(rest, 16)?.try_into().expect("16")))
+            }
+            Builder::List {
+                offsets,
+                nulls,
+                items,
+                ..
+            } => {
+                let n = u32::from_le_bytes(take(rest, 4)?.try_into().expect("4")) as usize;
+                let bitmap = take(rest, n.div_ceil(8))?;
+                for k in 0..n {
+                    if bitmap[k / 8] & (1 << (k % 8)) != 0 {
+                        items.append_null();
+                    } else {
+                        items.append_value(rest)?;
+                    }
+                }
+                let last = *offsets.last().expect("starts with 0");
+                offsets.push(last + n as i32);
+                nulls.append_non_null();
+            }
+        }
+        Ok(())
     }
 }
 
@@ -285,10 +421,25 @@ fn width(dtype: DType, row: &[u8]) -> Result<usize> {
         DType::Int | DType::Float | DType::Datetime => 8,
         DType::Bool => 1,
         DType::Date => 4,
+        DType::Decimal(_) => 16,
         DType::Str | DType::Bytes => {
             let mut r = row;
             let len = take(&mut r, 4)?;
             4 + u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize
+        }
+        DType::List(e) => {
+            let mut r = row;
+            let n = u32::from_le_bytes(take(&mut r, 4)?.try_into().expect("4 bytes")) as usize;
+            let bitmap = take(&mut r, n.div_ceil(8))?;
+            let mut total = 4 + n.div_ceil(8);
+            for k in 0..n {
+                if bitmap[k / 8] & (1 << (k % 8)) == 0 {
+                    let w = width(e.dtype(), r)?;
+                    take(&mut r, w)?;
+                    total += w;
+                }
+            }
+            total
         }
     })
 }
@@ -347,34 +498,7 @@ impl RowDecoder {
                         b.append_null();
                         continue;
                     }
-                    match b {
-                        Builder::Int(b) => b.append_value(i64::from_le_bytes(
-                            take(&mut rest, 8)?.try_into().expect("8"),
-                        )),
-                        Builder::Ts(b) => b.append_value(i64::from_le_bytes(
-                            take(&mut rest, 8)?.try_into().expect("8"),
-                        )),
-                        Builder::Float(b) => b.append_value(f64::from_le_bytes(
-                            take(&mut rest, 8)?.try_into().expect("8"),
-                        )),
-                        Builder::Bool(b) => b.append_value(take(&mut rest, 1)?[0] != 0),
-                        Builder::Date(b) => b.append_value(i32::from_le_bytes(
-                            take(&mut rest, 4)?.try_into().expect("4"),
-                        )),
-                        Builder::Str(b) => {
-                            let len =
-                                u32::from_le_bytes(take(&mut rest, 4)?.try_into().expect("4"));
-                            let s = take(&mut rest, len as usize)?;
-                            b.append_value(std::str::from_utf8(s).map_err(|_| {
-                                Error::Internal("invalid utf-8 in a stored row".into())
-                            })?)
-                        }
-                        Builder::Bytes(b) => {
-                            let len =
-                                u32::from_le_bytes(take(&mut rest, 4)?.try_into().expect("4"));
-                            b.append_value(take(&mut rest, len as usize)?)
-                        }
-                    }
+                    b.append_value(&mut rest)?;
                 }
             }
         }

@@ -24,7 +24,7 @@ use thyme_model::Type;
 
 use crate::catalog::{Catalog, DatasetDef, FieldDef};
 use crate::error::{Error, Result};
-use crate::types::DType;
+use crate::types::{DType, Elem};
 
 const DEF_DATASET: &str = "def/dataset/";
 const DEF_FEATURESET: &str = "def/featureset/";
@@ -441,19 +441,28 @@ fn routes(
 
 /// The stored type of a committed type, and whether it is nullable.
 pub fn stored_type(t: &Type) -> std::result::Result<(DType, bool), String> {
+    use thyme_model::types::Scalar;
+    fn scalar(t: &Type) -> Option<DType> {
+        Some(match t.scalar()? {
+            Scalar::Int => DType::Int,
+            Scalar::Float => DType::Float,
+            Scalar::Bool => DType::Bool,
+            Scalar::Str => DType::Str,
+            Scalar::Bytes => DType::Bytes,
+            Scalar::Datetime => DType::Datetime,
+            Scalar::Date => DType::Date,
+        })
+    }
     let nullable = t.is_optional();
     let d = match t.non_optional() {
         Type::Map(_) | Type::Struct(_) => DType::Str, // JSON text
-        other => match other.scalar() {
-            Some(thyme_model::types::Scalar::Int) => DType::Int,
-            Some(thyme_model::types::Scalar::Float) => DType::Float,
-            Some(thyme_model::types::Scalar::Bool) => DType::Bool,
-            Some(thyme_model::types::Scalar::Str) => DType::Str,
-            Some(thyme_model::types::Scalar::Bytes) => DType::Bytes,
-            Some(thyme_model::types::Scalar::Datetime) => DType::Datetime,
-            Some(thyme_model::types::Scalar::Date) => DType::Date,
-            None => return Err(format!("type {other}")),
+        Type::Decimal(s) => DType::Decimal(*s),
+        Type::Embedding(_) => DType::List(Elem::Float),
+        Type::List(inner) => match scalar(inner.non_optional()).and_then(Elem::of) {
+            Some(e) => DType::List(e),
+            None => return Err(format!("type {}", t.non_optional())),
         },
+        other => scalar(other).ok_or_else(|| format!("type {other}"))?,
     };
     Ok((d, nullable))
 }
@@ -464,7 +473,7 @@ pub fn table_def(d: &DatasetSpec) -> Result<DatasetDef> {
     for f in &d.fields {
         let (dtype, nullable) = stored_type(&f.ty).map_err(|t| {
             Error::InvalidDefinition(format!(
-                "dataset {}: field {} has {t}, which the store cannot hold yet (supported: int, float, bool, str, bytes, datetime, date, Optional, Dict, struct, between, oneof, regex)",
+                "dataset {}: field {} has {t}, which the store cannot hold yet (supported: int, float, bool, str, bytes, datetime, date, Decimal, Embedding, List of those scalars but bytes, Optional, Dict, struct, between, oneof, regex)",
                 d.name, f.name
             ))
         })?;
@@ -577,6 +586,19 @@ mod tests {
             stored_type(&t(json!({"map": "int"}))),
             Ok((DType::Str, false))
         );
-        assert!(stored_type(&t(json!({"list": "int"}))).is_err());
+        assert_eq!(
+            stored_type(&t(json!({"list": "int"}))),
+            Ok((DType::List(Elem::Int), false))
+        );
+        assert_eq!(
+            stored_type(&t(json!({"embedding": 4}))),
+            Ok((DType::List(Elem::Float), false))
+        );
+        assert_eq!(
+            stored_type(&t(json!({"decimal": 2}))),
+            Ok((DType::Decimal(2), false))
+        );
+        assert!(stored_type(&t(json!({"list": {"list": "int"}}))).is_err());
+        assert!(stored_type(&t(json!({"list": "bytes"}))).is_err());
     }
 }

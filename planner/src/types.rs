@@ -9,14 +9,17 @@
 //! | `bytes`         | `bytes`         | `Binary`                       | `bytea`       | `BYTEA`                                              |
 //! | `datetime`      | `datetime`      | `Timestamp(µs, "UTC")`         | `timestamptz` | `TIMESTAMP`, `TIMESTAMPTZ`                           |
 //! | `date`          | `date`          | `Date32`                       | `date`        | `DATE`                                               |
+//! | `{"decimal": s}`| `Decimal[s]`    | `Decimal128(28, s)`            | `numeric`     | `NUMERIC(p, s)`, `DECIMAL(p, s)` (p <= 28)           |
+//! | `{"list": T}`   | `List[T]`       | `List(T)`                      | `T[]`         | `BIGINT[]`, `TEXT[]`, ... (scalar elements)          |
 //!
-//! `Optional[T]` is `T` with `nullable: true`. Key and timestamp fields are
-//! never nullable.
+//! `Optional[T]` is `T` with `nullable: true`; list elements are nullable.
+//! `Embedding[n]` is stored as `List[float]` (its length is checked on the
+//! way in). Key and timestamp fields are never nullable.
 
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::datatypes::{DataType, TimeUnit};
+use arrow::datatypes::{DataType, Field, TimeUnit};
 use serde::{Deserialize, Serialize};
 
 /// The type of a dataset field.
@@ -30,7 +33,52 @@ pub enum DType {
     Bytes,
     Datetime,
     Date,
+    /// Exact decimal with this many digits after the point (28 in all).
+    Decimal(u8),
+    /// A list of scalars.
+    List(Elem),
 }
+
+/// The element type of a list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Elem {
+    Int,
+    Float,
+    Bool,
+    Str,
+    Datetime,
+    Date,
+}
+
+impl Elem {
+    pub fn dtype(self) -> DType {
+        match self {
+            Elem::Int => DType::Int,
+            Elem::Float => DType::Float,
+            Elem::Bool => DType::Bool,
+            Elem::Str => DType::Str,
+            Elem::Datetime => DType::Datetime,
+            Elem::Date => DType::Date,
+        }
+    }
+
+    /// The element type of a scalar type, when lists of it are supported.
+    pub fn of(d: DType) -> Option<Elem> {
+        Some(match d {
+            DType::Int => Elem::Int,
+            DType::Float => Elem::Float,
+            DType::Bool => Elem::Bool,
+            DType::Str => Elem::Str,
+            DType::Datetime => Elem::Datetime,
+            DType::Date => Elem::Date,
+            _ => return None,
+        })
+    }
+}
+
+/// Digits of precision of every decimal.
+pub const DECIMAL_PRECISION: u8 = 28;
 
 /// The Arrow timezone of every event-time column.
 pub const UTC: &str = "UTC";
@@ -45,6 +93,8 @@ impl DType {
             DType::Bytes => DataType::Binary,
             DType::Datetime => DataType::Timestamp(TimeUnit::Microsecond, Some(Arc::from(UTC))),
             DType::Date => DataType::Date32,
+            DType::Decimal(s) => DataType::Decimal128(DECIMAL_PRECISION, *s as i8),
+            DType::List(e) => DataType::List(Arc::new(Field::new("item", e.dtype().arrow(), true))),
         }
     }
 
@@ -58,6 +108,13 @@ impl DType {
             DType::Bytes => "bytea",
             DType::Datetime => "timestamp with time zone",
             DType::Date => "date",
+            DType::Decimal(_) => "numeric",
+            DType::List(Elem::Int) => "bigint[]",
+            DType::List(Elem::Float) => "double precision[]",
+            DType::List(Elem::Bool) => "boolean[]",
+            DType::List(Elem::Str) => "text[]",
+            DType::List(Elem::Datetime) => "timestamp with time zone[]",
+            DType::List(Elem::Date) => "date[]",
         }
     }
 
@@ -90,6 +147,26 @@ impl DType {
             S::Bytea => DType::Bytes,
             S::Timestamp(_, _) | S::TimestampNtz(_) => DType::Datetime,
             S::Date => DType::Date,
+            S::Numeric(info) | S::Decimal(info) | S::Dec(info) => {
+                use sqlparser::ast::ExactNumberInfo as E;
+                let (p, s) = match info {
+                    E::None => (DECIMAL_PRECISION as u64, 0),
+                    E::Precision(p) => (*p, 0),
+                    E::PrecisionAndScale(p, s) => (*p, *s),
+                };
+                if p > DECIMAL_PRECISION as u64 || s < 0 || s as u64 > p {
+                    return None;
+                }
+                DType::Decimal(s as u8)
+            }
+            S::Array(arr) => {
+                use sqlparser::ast::ArrayElemTypeDef as A;
+                let inner = match arr {
+                    A::SquareBracket(t, _) | A::AngleBracket(t) | A::Parenthesis(t) => t,
+                    A::None => return None,
+                };
+                DType::List(Elem::of(DType::from_sql(inner)?)?)
+            }
             _ => return None,
         })
     }
@@ -98,6 +175,8 @@ impl DType {
 impl fmt::Display for DType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = match self {
+            DType::Decimal(s) => return write!(f, "Decimal[{s}]"),
+            DType::List(e) => return write!(f, "List[{}]", e.dtype()),
             DType::Int => "int",
             DType::Float => "float",
             DType::Bool => "bool",

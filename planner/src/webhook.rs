@@ -10,10 +10,13 @@
 
 use std::sync::Arc;
 
+use arrow::array::builder::NullBufferBuilder;
 use arrow::array::{
-    ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder,
-    StringBuilder, TimestampMicrosecondBuilder,
+    ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder,
+    Int64Builder, ListArray, StringBuilder, TimestampMicrosecondBuilder,
 };
+use arrow::buffer::OffsetBuffer;
+use arrow::datatypes::DataType;
 use arrow::record_batch::RecordBatch;
 use serde_json::{Map, Value};
 use thyme_model::columns::{self, Column, RowError};
@@ -25,7 +28,7 @@ use crate::catalog::Dataset;
 use crate::error::{Error, Result};
 use crate::ingest;
 use crate::registry::Registry;
-use crate::types::{DType, UTC};
+use crate::types::{DType, DECIMAL_PRECISION, UTC};
 
 /// Rows written per dataset.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -113,79 +116,130 @@ fn to_batch(
             f.ty.non_optional(),
             thyme_model::Type::Map(_) | thyme_model::Type::Struct(_)
         );
-        let array: ArrayRef = match field.dtype {
-            DType::Int => {
-                let mut b = Int64Builder::with_capacity(rows);
-                for i in 0..rows {
-                    b.append_option(values::as_int(col.get(i)));
-                }
-                Arc::new(b.finish())
-            }
-            DType::Float => {
-                let mut b = Float64Builder::with_capacity(rows);
-                for i in 0..rows {
-                    b.append_option(col.get(i).as_f64());
-                }
-                Arc::new(b.finish())
-            }
-            DType::Bool => {
-                let mut b = BooleanBuilder::with_capacity(rows);
-                for i in 0..rows {
-                    b.append_option(col.get(i).as_bool());
-                }
-                Arc::new(b.finish())
-            }
-            DType::Str if json_text => {
-                let mut b = StringBuilder::with_capacity(rows, rows * 32);
-                for i in 0..rows {
-                    match col.get(i) {
-                        Value::Null => b.append_null(),
-                        v => b.append_value(v.to_string()),
-                    }
-                }
-                Arc::new(b.finish())
-            }
-            DType::Str => {
-                let mut b = StringBuilder::with_capacity(rows, rows * 16);
-                for i in 0..rows {
-                    b.append_option(col.get(i).as_str());
-                }
-                Arc::new(b.finish())
-            }
-            DType::Bytes => {
-                let mut b = BinaryBuilder::with_capacity(rows, rows * 16);
-                for i in 0..rows {
-                    b.append_option(col.get(i).as_str().map(str::as_bytes));
-                }
-                Arc::new(b.finish())
-            }
-            DType::Datetime => {
-                let mut b = TimestampMicrosecondBuilder::with_capacity(rows).with_timezone(UTC);
-                for i in 0..rows {
-                    match col.get(i) {
-                        Value::Null => b.append_null(),
-                        v => b.append_value(
-                            values::parse_timestamp(v)
-                                .map_err(|e| Error::Internal(e.to_string()))?,
-                        ),
-                    }
-                }
-                Arc::new(b.finish())
-            }
-            DType::Date => {
-                let mut b = Date32Builder::with_capacity(rows);
-                for i in 0..rows {
-                    match col.get(i) {
-                        Value::Null => b.append_null(),
-                        v => b.append_value(
-                            values::parse_date(v).map_err(|e| Error::Internal(e.to_string()))?,
-                        ),
-                    }
-                }
-                Arc::new(b.finish())
-            }
-        };
-        arrays.push(array);
+        arrays.push(json_array(field.dtype, json_text, rows, &|i| col.get(i))?);
     }
     Ok(RecordBatch::try_new(table.schema(), arrays)?)
+}
+
+fn internal(e: String) -> Error {
+    Error::Internal(e)
+}
+
+/// One Arrow array of `dtype` from `n` checked JSON values.
+fn json_array<'v>(
+    dtype: DType,
+    json_text: bool,
+    n: usize,
+    get: &dyn Fn(usize) -> &'v Value,
+) -> Result<ArrayRef> {
+    Ok(match dtype {
+        DType::Int => {
+            let mut b = Int64Builder::with_capacity(n);
+            for i in 0..n {
+                b.append_option(values::as_int(get(i)));
+            }
+            Arc::new(b.finish())
+        }
+        DType::Float => {
+            let mut b = Float64Builder::with_capacity(n);
+            for i in 0..n {
+                b.append_option(get(i).as_f64());
+            }
+            Arc::new(b.finish())
+        }
+        DType::Bool => {
+            let mut b = BooleanBuilder::with_capacity(n);
+            for i in 0..n {
+                b.append_option(get(i).as_bool());
+            }
+            Arc::new(b.finish())
+        }
+        DType::Str if json_text => {
+            let mut b = StringBuilder::with_capacity(n, n * 32);
+            for i in 0..n {
+                match get(i) {
+                    Value::Null => b.append_null(),
+                    v => b.append_value(v.to_string()),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        DType::Str => {
+            let mut b = StringBuilder::with_capacity(n, n * 16);
+            for i in 0..n {
+                b.append_option(get(i).as_str());
+            }
+            Arc::new(b.finish())
+        }
+        DType::Bytes => {
+            let mut b = BinaryBuilder::with_capacity(n, n * 16);
+            for i in 0..n {
+                match get(i) {
+                    Value::Null => b.append_null(),
+                    v => b.append_value(values::parse_bytes(v).map_err(internal)?),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        DType::Datetime => {
+            let mut b = TimestampMicrosecondBuilder::with_capacity(n).with_timezone(UTC);
+            for i in 0..n {
+                match get(i) {
+                    Value::Null => b.append_null(),
+                    v => b.append_value(values::parse_timestamp(v).map_err(internal)?),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        DType::Date => {
+            let mut b = Date32Builder::with_capacity(n);
+            for i in 0..n {
+                match get(i) {
+                    Value::Null => b.append_null(),
+                    v => b.append_value(values::parse_date(v).map_err(internal)?),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        DType::Decimal(scale) => {
+            let mut b = Decimal128Builder::with_capacity(n)
+                .with_precision_and_scale(DECIMAL_PRECISION, scale as i8)?;
+            for i in 0..n {
+                match get(i) {
+                    Value::Null => b.append_null(),
+                    v => b.append_value(values::parse_decimal(v, scale).map_err(internal)?),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        DType::List(elem) => {
+            let mut offsets = Vec::with_capacity(n + 1);
+            offsets.push(0i32);
+            let mut nulls = NullBufferBuilder::new(n);
+            let mut items: Vec<&'v Value> = Vec::with_capacity(n * 4);
+            for i in 0..n {
+                match get(i) {
+                    Value::Array(xs) => {
+                        items.extend(xs.iter());
+                        nulls.append_non_null();
+                    }
+                    _ => nulls.append_null(),
+                }
+                offsets.push(
+                    i32::try_from(items.len())
+                        .map_err(|_| internal("list column too large".into()))?,
+                );
+            }
+            let values = json_array(elem.dtype(), false, items.len(), &|k| items[k])?;
+            let DataType::List(field) = dtype.arrow() else {
+                unreachable!("a list type")
+            };
+            Arc::new(ListArray::try_new(
+                field,
+                OffsetBuffer::new(offsets.into()),
+                values,
+                nulls.finish(),
+            )?)
+        }
+    })
 }
