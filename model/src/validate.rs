@@ -213,6 +213,24 @@ impl Validator {
         self.problems.push(p);
     }
 
+    /// Names are identifiers and none is declared twice.
+    fn unique_identifiers<'a>(
+        &mut self,
+        what: &str,
+        kind: &str,
+        names: impl Iterator<Item = &'a str>,
+    ) {
+        let mut seen = HashSet::new();
+        for n in names {
+            if !is_identifier(n) {
+                self.problem(format!("{what}: {kind} name {n:?} is not an identifier"));
+            }
+            if !seen.insert(n) {
+                self.problem(format!("{what}: {kind} {n} is declared twice"));
+            }
+        }
+    }
+
     fn duration(&mut self, what: &str, s: &str) -> Option<Duration> {
         match duration::parse(s) {
             Ok(d) => Some(d),
@@ -240,20 +258,12 @@ impl Validator {
         if ds.fields.is_empty() {
             self.problem(format!("dataset {name} has no fields"));
         }
-        let mut seen = HashSet::new();
+        self.unique_identifiers(
+            &format!("dataset {name}"),
+            "field",
+            ds.fields.iter().map(|f| f.name.as_str()),
+        );
         for f in &ds.fields {
-            if !is_identifier(&f.name) {
-                self.problem(format!(
-                    "dataset {name}: field name {:?} is not an identifier",
-                    f.name
-                ));
-            }
-            if !seen.insert(f.name.as_str()) {
-                self.problem(format!(
-                    "dataset {name}: field {} is declared twice",
-                    f.name
-                ));
-            }
             if let Some(d) = &f.default {
                 if let Err(e) = values::check(&f.ty, d) {
                     self.problem(format!("dataset {name}: default of field {}: {e}", f.name));
@@ -1313,21 +1323,11 @@ impl Validator {
         if fs.features.is_empty() {
             self.problem(format!("featureset {name} has no features"));
         }
-        let mut seen = HashSet::new();
-        for f in &fs.features {
-            if !is_identifier(&f.name) {
-                self.problem(format!(
-                    "featureset {name}: feature name {:?} is not an identifier",
-                    f.name
-                ));
-            }
-            if !seen.insert(f.name.as_str()) {
-                self.problem(format!(
-                    "featureset {name}: feature {} is declared twice",
-                    f.name
-                ));
-            }
-        }
+        self.unique_identifiers(
+            &format!("featureset {name}"),
+            "feature",
+            fs.features.iter().map(|f| f.name.as_str()),
+        );
         let feature = |n: &str| fs.features.iter().find(|f| f.name == n);
         let mut extractor_of: HashMap<&str, &str> = HashMap::new();
         let mut enames = HashSet::new();

@@ -27,6 +27,8 @@ import urllib.parse
 import urllib.request
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from ._util import format_timestamp
+
 __all__ = ["Client", "ThymeError", "columns_json"]
 
 
@@ -53,18 +55,8 @@ class ThymeError(Exception):
 
 
 def _timestamp(value: Any) -> str:
-    if hasattr(value, "to_pydatetime"):
-        value = value.to_pydatetime()
-    if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
-        value = value.replace(tzinfo=_dt.timezone.utc)
-    value = value.astimezone(_dt.timezone.utc)
-    text = value.strftime("%Y-%m-%dT%H:%M:%S")
-    if value.microsecond:
-        text += f".{value.microsecond:06d}"
-    return text + "Z"
+    return format_timestamp(value, "timestamp")
 
-
-@functools.lru_cache(maxsize=None)
 def _optional_modules() -> Tuple[Any, Any]:
     """(pandas, numpy), each None when not installed."""
     try:
