@@ -89,6 +89,9 @@ def test_commit_versioning(thyme):
     status, body = thyme.http("POST", "/api/v1/commit", payload(relaxed))
     assert status == 200 and names(body["updated"]) == ["Transaction"], body
     assert sql(thyme, "SELECT count(*) FROM transaction") == [(1,)]
+    # A commit of one dataset leaves the others alone.
+    status, body = thyme.http("GET", "/api/v1/datasets")
+    assert names(body["datasets"]) == ["Transaction", "UserInfo"]
 
     # The bump is accepted and recreates the dataset.
     changed["version"] = 2

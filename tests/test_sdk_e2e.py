@@ -56,6 +56,8 @@ def test_commit_log_query_the_example(thyme):
     assert len(answers) == 3
     assert sql(thyme, "SELECT uid, amount, merchant FROM transaction ORDER BY ts") == [
         (1, 10.0, "a"), (2, 20.5, "b"), (1, 30.0, "c"), (3, 5.0, "d"), (2, 1.25, "e")]
+    out = thyme.psql("-A", "-t", "-F", "|", "-c", "SELECT uid, amount, merchant FROM transaction ORDER BY ts").stdout
+    assert out.split() == ["1|10.0|a", "2|20.5|b", "1|30.0|c", "3|5.0|d", "2|1.25|e"]
 
     info = pd.DataFrame({"uid": [1, 2], "country": ["DE", "US"],
                          "signup_time": pd.to_datetime(["2023-01-01", "2023-06-01"], utc=True),
