@@ -56,6 +56,11 @@ def test_commit_log_query_the_example(thyme):
     assert len(answers) == 3
     assert sql(thyme, "SELECT uid, amount, merchant FROM transaction ORDER BY ts") == [
         (1, 10.0, "a"), (2, 20.5, "b"), (1, 30.0, "c"), (3, 5.0, "d"), (2, 1.25, "e")]
+    newest = client.inspect("Transaction", n=2)
+    assert newest["merchant"].tolist() == ["e", "d"] and newest["amount"].tolist() == [1.25, 5.0]
+    assert newest["ts"].tolist() == ["2024-01-04T00:00:00Z", "2024-01-03T00:00:00Z"]
+    with pytest.raises(ThymeError, match="no committed dataset named Nope"):
+        client.inspect("Nope")
     out = thyme.psql("-A", "-t", "-F", "|", "-c", "SELECT uid, amount, merchant FROM transaction ORDER BY ts").stdout
     assert out.split() == ["1|10.0|a", "2|20.5|b", "1|30.0|c", "3|5.0|d", "2|1.25|e"]
 

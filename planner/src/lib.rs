@@ -11,13 +11,15 @@
 //! - [`lookup`]: the point-lookup fast path for prepared key lookups;
 //! - [`ingest`], [`codec`], [`copy`]: turning rows into stored versions;
 //! - [`registry`]: committed definitions (datasets, featuresets) and commits;
-//! - [`webhook`]: webhook ingestion routed by the committed sources.
+//! - [`webhook`]: webhook ingestion routed by the committed sources;
+//! - [`json_out`]: results as column-oriented JSON for the HTTP APIs.
 
 pub mod catalog;
 mod codec;
 pub mod copy;
 pub mod error;
 pub mod ingest;
+pub mod json_out;
 pub mod lookup;
 pub mod provider;
 pub mod registry;

@@ -4,6 +4,8 @@
 //!   `docs/commit-payload.md`), atomically;
 //! - `GET /api/v1/datasets[/{name}]`, `/api/v1/featuresets[/{name}]`,
 //!   `/api/v1/lineage`, `/api/v1/commits`: what is committed;
+//! - `GET /api/v1/datasets/{name}/inspect?n=10`: the newest `n` rows (current
+//!   rows of a keyed dataset, events of a keyless one), column-oriented;
 //! - `POST /api/v1/log`: webhook ingestion, Fennel's shape
 //!   `{"webhook", "endpoint", "data": {column: [values]}}`.
 //!
@@ -89,6 +91,7 @@ pub fn routes(engine: Arc<Engine>, metrics: Arc<Metrics>) -> Router {
         .route("/api/v1/log", post(log))
         .route("/api/v1/datasets", get(datasets))
         .route("/api/v1/datasets/{name}", get(dataset))
+        .route("/api/v1/datasets/{name}/inspect", get(inspect))
         .route("/api/v1/featuresets", get(featuresets))
         .route("/api/v1/featuresets/{name}", get(featureset))
         .route("/api/v1/lineage", get(lineage))
@@ -211,6 +214,72 @@ async fn dataset(State(ctx): State<Ctx>, Path(name): Path<String>) -> Response {
             format!("no committed dataset named {name}"),
         )),
     }
+}
+
+#[derive(serde::Deserialize)]
+struct InspectParams {
+    n: Option<usize>,
+}
+
+/// Most rows `inspect` returns.
+const INSPECT_MAX: usize = 10_000;
+
+async fn inspect(
+    State(ctx): State<Ctx>,
+    Path(name): Path<String>,
+    axum::extract::Query(params): axum::extract::Query<InspectParams>,
+) -> Response {
+    let Some(stored) = ctx.engine.registry().dataset(&name) else {
+        return error_response(HttpError::new(
+            404,
+            "unknown_dataset",
+            format!("no committed dataset named {name}"),
+        ));
+    };
+    let def = &stored.definition;
+    let n = params.n.unwrap_or(10).min(INSPECT_MAX);
+    let ts = thyme_model::validate::timestamp_field(def)
+        .map(|f| f.name.clone())
+        .unwrap_or_default();
+    // Names are validated identifiers, so quoting them is enough.
+    let sql = format!(
+        "SELECT * FROM \"{}\" ORDER BY \"{ts}\" DESC LIMIT {n}",
+        thyme_model::snake_case(&def.name)
+    );
+    match run_query(&ctx.engine, &sql).await {
+        Ok(batches) => {
+            let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+            Json(json!({
+                "dataset": def.name,
+                "rows": rows,
+                "data": thyme_planner::json_out::columns(&batches),
+            }))
+            .into_response()
+        }
+        Err(e) => error_response(classify_http(e)),
+    }
+}
+
+/// Run one read-only statement to completion.
+async fn run_query(
+    engine: &Arc<Engine>,
+    sql: &str,
+) -> thyme_planner::Result<Vec<arrow::record_batch::RecordBatch>> {
+    use futures::TryStreamExt;
+    let mut session = engine.session();
+    let mut out = Vec::new();
+    for stmt in engine.parse(sql)? {
+        let prepared = session.prepare(stmt).await?;
+        if let thyme_planner::Output::Rows(stream) = session.execute(&prepared, None).await? {
+            out.extend(
+                stream
+                    .try_collect::<Vec<_>>()
+                    .await
+                    .map_err(thyme_planner::Error::unwrap_datafusion)?,
+            );
+        }
+    }
+    Ok(out)
 }
 
 async fn featuresets(State(ctx): State<Ctx>) -> Json<Value> {
