@@ -23,10 +23,13 @@ use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{CopyResponse, FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
-use pgwire::api::store::PortalStore;
-use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, PgWireServerHandlers, Type};
+use pgwire::api::store::{Entry, PortalStore};
+use pgwire::api::{
+    ClientInfo, ClientPortalStore, ConnectionManager, PgWireServerHandlers, Type, DEFAULT_NAME,
+};
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::copy::{CopyData, CopyDone};
+use pgwire::messages::extendedquery::{Bind, BindComplete};
 use pgwire::messages::PgWireBackendMessage;
 use thyme_planner::{CopyIn, Engine, Output, Prepared, Session};
 use tokio::net::TcpListener;
@@ -406,6 +409,44 @@ impl ExtendedQueryHandler for QueryHandler {
             session.execute(&prepared, params).await.map_err(pg_err)?
         };
         respond(&c, out, &portal.result_column_format).await
+    }
+
+    /// Bind a portal and queue `BindComplete` without flushing: it leaves
+    /// with the rest of the response (at the next flush, `Execute`'s end or
+    /// `Sync`), saving one socket write per prepared-statement round trip.
+    async fn on_bind<C>(&self, client: &mut C, message: Bind) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let statement = message.statement_name.as_deref().unwrap_or(DEFAULT_NAME);
+        match client.portal_store().get_statement(statement) {
+            Some(Entry::Value(stored)) => {
+                let portal = Portal::try_new(&message, stored)?;
+                client.portal_store().put_portal(Arc::new(portal));
+            }
+            Some(Entry::Empty) if message.parameters.is_empty() => {
+                let name = message.portal_name.as_deref().unwrap_or(DEFAULT_NAME);
+                client.portal_store().put_empty_portal(name);
+            }
+            Some(Entry::Empty) => {
+                return Err(ClientError::new(
+                    "08P01",
+                    format!(
+                        "bind message supplies {} parameters, but the empty statement {statement:?} takes none",
+                        message.parameters.len()
+                    ),
+                )
+                .into_pgwire())
+            }
+            None => return Err(PgWireError::StatementNotFound(statement.to_owned())),
+        }
+        client
+            .feed(PgWireBackendMessage::BindComplete(BindComplete::new()))
+            .await?;
+        Ok(())
     }
 }
 
