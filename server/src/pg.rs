@@ -19,17 +19,19 @@ use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::auth::StartupHandler;
 use pgwire::api::cancel::DefaultCancelHandler;
 use pgwire::api::copy::CopyHandler;
+use pgwire::api::portal::PortalExecutionState;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{CopyResponse, FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::{Entry, PortalStore};
+use pgwire::api::PgWireConnectionState;
 use pgwire::api::{
     ClientInfo, ClientPortalStore, ConnectionManager, PgWireServerHandlers, Type, DEFAULT_NAME,
 };
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::copy::{CopyData, CopyDone};
-use pgwire::messages::extendedquery::{Bind, BindComplete};
+use pgwire::messages::extendedquery::{Bind, BindComplete, Execute};
 use pgwire::messages::PgWireBackendMessage;
 use thyme_planner::{CopyIn, Engine, Output, Prepared, Session};
 use tokio::net::TcpListener;
@@ -409,6 +411,58 @@ impl ExtendedQueryHandler for QueryHandler {
             session.execute(&prepared, params).await.map_err(pg_err)?
         };
         respond(&c, out, &portal.result_column_format).await
+    }
+
+    /// Point lookups (one seek, at most one row) answer without a flush:
+    /// the row and `CommandComplete` are queued and leave with
+    /// `ReadyForQuery` at `Sync`, one socket write per round trip. Every
+    /// other statement (and row limits, re-executed portals) takes pgwire's
+    /// general path.
+    async fn on_execute<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        let portal = match client.portal_store().get_portal(name) {
+            Some(Entry::Value(p))
+                if message.max_rows == 0
+                    && p.statement.statement.is_point_lookup()
+                    && matches!(client.state(), PgWireConnectionState::ReadyForQuery)
+                    && matches!(*p.state().lock().await, PortalExecutionState::Initial) =>
+            {
+                p
+            }
+            _ => return self._on_execute(client, message).await,
+        };
+        client.set_state(PgWireConnectionState::QueryInProgress);
+        match ExtendedQueryHandler::do_query(self, client, portal.as_ref(), 0).await? {
+            Response::Query(results) => {
+                portal.start(results).await;
+                let mut fetched = portal.fetch(0).await?;
+                let tag = fetched.response.command_tag().to_owned();
+                let mut rows = 0;
+                while let Some(row) = fetched.response.data_rows().next().await {
+                    client.feed(PgWireBackendMessage::DataRow(row?)).await?;
+                    rows += 1;
+                }
+                client
+                    .feed(PgWireBackendMessage::CommandComplete(
+                        Tag::new(&tag).with_rows(rows).into(),
+                    ))
+                    .await?;
+            }
+            Response::Error(e) => return Err(PgWireError::UserError(e)),
+            _ => {
+                return Err(
+                    ClientError::new("XX000", "a point lookup did not return rows").into_pgwire(),
+                )
+            }
+        }
+        client.set_state(PgWireConnectionState::ReadyForQuery);
+        Ok(())
     }
 
     /// Bind a portal and queue `BindComplete` without flushing: it leaves
