@@ -231,24 +231,15 @@ impl Catalog {
     /// Create a dataset. `if_not_exists` turns an existing name into a no-op
     /// (returning `false`).
     pub fn create(&self, def: DatasetDef, if_not_exists: bool) -> Result<bool> {
-        def.validate()?;
-        let _guard = self.change.lock().expect("catalog change lock");
-        if self.get(&def.name).is_some() {
-            if if_not_exists {
-                return Ok(false);
-            }
-            return Err(Error::DuplicateTable(def.name));
+        if if_not_exists && self.get(&def.name).is_some() {
+            return Ok(false);
         }
-        let id = self.store.allocate_dataset_id()?;
-        let ds = Dataset::new(id, def)?;
-        let bytes = serde_json::to_vec(&ds).map_err(|e| Error::Internal(e.to_string()))?;
-        let mut wb = WriteBatch::new();
-        wb.put_catalog(&format!("{DATASET_PREFIX}{}", ds.name()), &bytes);
-        self.store.write(wb)?;
-        let mut map = (*self.list()).clone();
-        map.insert(ds.name().to_string(), Arc::new(ds));
-        *self.datasets.write().expect("catalog lock") = Arc::new(map);
-        Ok(true)
+        match self.apply(vec![def], vec![], vec![]) {
+            Ok(_) => Ok(true),
+            // Created concurrently since the check above.
+            Err(Error::DuplicateTable(_)) if if_not_exists => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Apply a set of dataset changes and extra catalog entries in one

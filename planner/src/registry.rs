@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use thyme_model::diff::{self, Change};
-use thyme_model::payload::{Cdc, Commit, Connector, Dataset as DatasetSpec, Featureset};
+use thyme_model::payload::{Commit, Connector, Dataset as DatasetSpec, Featureset};
 use thyme_model::Type;
 
 use crate::catalog::{Catalog, DatasetDef, FieldDef};
@@ -187,12 +187,12 @@ impl Registry {
                         ));
                         continue;
                     }
-                    create.push(table_def(d).map_err(|e| problem_of(&d.name, e))?);
+                    create.push(table_def(d)?);
                     summary.created.push(line(None));
                     true
                 }
                 Change::Recreated { from } => {
-                    let def = table_def(d).map_err(|e| problem_of(&d.name, e))?;
+                    let def = table_def(d)?;
                     if table_exists {
                         replace.push(def);
                     } else {
@@ -208,7 +208,7 @@ impl Registry {
                 Change::Unchanged => {
                     if !table_exists {
                         // Dropped through SQL since: bring the table back.
-                        create.push(table_def(d).map_err(|e| problem_of(&d.name, e))?);
+                        create.push(table_def(d)?);
                         summary.created.push(line(None));
                     } else {
                         summary.unchanged.push(line(None));
@@ -317,6 +317,17 @@ impl Registry {
         })
     }
 
+    /// A committed featureset by class name or SQL name.
+    pub fn featureset(&self, name: &str) -> Option<StoredDef<Featureset>> {
+        let defs = self.defs();
+        defs.featuresets.get(name).cloned().or_else(|| {
+            defs.featuresets
+                .values()
+                .find(|f| thyme_model::snake_case(&f.definition.name) == name)
+                .cloned()
+        })
+    }
+
     /// The datasets fed by a webhook endpoint.
     pub fn routes(&self, webhook: &str, endpoint: &str) -> Option<Vec<(Route, DatasetSpec)>> {
         let defs = self.defs();
@@ -409,16 +420,6 @@ fn to_json<T: Serialize>(v: &T) -> Result<Vec<u8>> {
     serde_json::to_vec(v).map_err(|e| Error::Internal(e.to_string()))
 }
 
-fn problem_of(name: &str, e: Error) -> Error {
-    match e {
-        Error::InvalidDefinition(m) => Error::InvalidDefinition(m),
-        Error::Unsupported(m) => {
-            Error::InvalidDefinition(format!("dataset {name}: {m} is not supported yet"))
-        }
-        other => other,
-    }
-}
-
 /// The webhook routing table.
 fn routes(
     datasets: &BTreeMap<String, StoredDef<DatasetSpec>>,
@@ -499,11 +500,6 @@ pub fn table_def(d: &DatasetSpec) -> Result<DatasetDef> {
         version: d.version,
         index: d.index,
     })
-}
-
-/// How a source's rows change its dataset.
-pub fn is_delete(cdc: Cdc) -> bool {
-    cdc == Cdc::Delete
 }
 
 /// A dataset definition as the control plane shows it (secrets redacted).

@@ -502,6 +502,25 @@ impl Session {
         df.execute_stream().await.map_err(Error::unwrap_datafusion)
     }
 
+    /// Run SQL text to completion and return the rows of its queries (for
+    /// callers that are not a wire protocol, e.g. the HTTP APIs).
+    pub async fn query(&mut self, sql: &str) -> Result<Vec<RecordBatch>> {
+        use futures::TryStreamExt;
+        let mut out = Vec::new();
+        for stmt in self.engine.parse(sql)? {
+            let prepared = self.prepare(stmt).await?;
+            if let Output::Rows(stream) = self.execute(&prepared, None).await? {
+                out.extend(
+                    stream
+                        .try_collect::<Vec<_>>()
+                        .await
+                        .map_err(Error::unwrap_datafusion)?,
+                );
+            }
+        }
+        Ok(out)
+    }
+
     async fn collect_query(
         &self,
         stmt: &Statement,

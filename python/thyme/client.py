@@ -54,9 +54,6 @@ class ThymeError(Exception):
 # ---------------------------------------------------------------------------
 
 
-def _timestamp(value: Any) -> str:
-    return format_timestamp(value, "timestamp")
-
 def _optional_modules() -> Tuple[Any, Any]:
     """(pandas, numpy), each None when not installed."""
     try:
@@ -97,7 +94,7 @@ def to_json_value(value: Any) -> Any:
             raise ValueError(f"{value} cannot be sent as JSON")
         return value
     if isinstance(value, _dt.datetime):
-        return _timestamp(value)
+        return format_timestamp(value)
     if isinstance(value, _dt.date):
         return value.isoformat()
     if isinstance(value, decimal.Decimal):
@@ -109,7 +106,7 @@ def to_json_value(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [to_json_value(v) for v in value]
     if hasattr(value, "to_pydatetime"):  # pandas.Timestamp
-        return _timestamp(value)
+        return format_timestamp(value)
     if hasattr(value, "tolist"):  # numpy arrays and scalars
         return to_json_value(value.tolist())
     if hasattr(value, "isoformat"):
@@ -130,7 +127,7 @@ def _series_values(series: Any) -> List[Any]:
             s = s.dt.tz_localize("UTC")
         else:
             s = s.dt.tz_convert("UTC")
-        return [None if pd.isna(v) else _timestamp(v) for v in s]
+        return [None if pd.isna(v) else format_timestamp(v) for v in s]
     return [to_json_value(v) for v in series.astype(object)]
 
 

@@ -246,7 +246,7 @@ async fn inspect(
         "SELECT * FROM \"{}\" ORDER BY \"{ts}\" DESC LIMIT {n}",
         thyme_model::snake_case(&def.name)
     );
-    match run_query(&ctx.engine, &sql).await {
+    match ctx.engine.session().query(&sql).await {
         Ok(batches) => {
             let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
             Json(json!({
@@ -258,28 +258,6 @@ async fn inspect(
         }
         Err(e) => error_response(classify_http(e)),
     }
-}
-
-/// Run one read-only statement to completion.
-async fn run_query(
-    engine: &Arc<Engine>,
-    sql: &str,
-) -> thyme_planner::Result<Vec<arrow::record_batch::RecordBatch>> {
-    use futures::TryStreamExt;
-    let mut session = engine.session();
-    let mut out = Vec::new();
-    for stmt in engine.parse(sql)? {
-        let prepared = session.prepare(stmt).await?;
-        if let thyme_planner::Output::Rows(stream) = session.execute(&prepared, None).await? {
-            out.extend(
-                stream
-                    .try_collect::<Vec<_>>()
-                    .await
-                    .map_err(thyme_planner::Error::unwrap_datafusion)?,
-            );
-        }
-    }
-    Ok(out)
 }
 
 async fn featuresets(State(ctx): State<Ctx>) -> Json<Value> {
@@ -294,10 +272,7 @@ async fn featuresets(State(ctx): State<Ctx>) -> Json<Value> {
 }
 
 async fn featureset(State(ctx): State<Ctx>, Path(name): Path<String>) -> Response {
-    let found =
-        ctx.engine.registry().featuresets().into_iter().find(|f| {
-            f.definition.name == name || thyme_model::snake_case(&f.definition.name) == name
-        });
+    let found = ctx.engine.registry().featureset(&name);
     match found {
         Some(f) => Json(describe_featureset(&f)).into_response(),
         None => error_response(HttpError::new(

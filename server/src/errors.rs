@@ -161,11 +161,7 @@ pub fn classify_http(err: Error) -> HttpError {
             details: Some(serde_json::json!({"row": row, "field": field, "value": value})),
         },
         Error::UnknownEndpoint(m) => HttpError::new(404, "unknown_endpoint", m),
-        Error::UnknownTable(m) => HttpError::new(
-            404,
-            "unknown_dataset",
-            format!("relation \"{m}\" does not exist"),
-        ),
+        e @ Error::UnknownTable(_) => HttpError::new(404, "unknown_dataset", e.to_string()),
         other => {
             let c = classify(other);
             match c.sqlstate {
