@@ -21,6 +21,7 @@ pub mod error;
 pub mod ingest;
 pub mod json_out;
 pub mod lookup;
+pub mod pipeline;
 pub mod provider;
 pub mod registry;
 pub mod scan;

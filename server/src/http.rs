@@ -12,14 +12,14 @@ use thyme_planner::Engine;
 use tokio::net::TcpListener;
 
 /// Routes of the control plane.
-pub fn control_router(engine: Arc<Engine>) -> Router {
+pub fn control_router(engine: Arc<Engine>, pipelines: Arc<crate::engine::Pipelines>) -> Router {
     let metrics = Arc::new(crate::control::Metrics::default());
-    let (e, m) = (engine.clone(), metrics.clone());
+    let (e, m, pl) = (engine.clone(), metrics.clone(), pipelines.clone());
     health()
         .route(
             "/metrics",
             get(move || {
-                let (e, m) = (e.clone(), m.clone());
+                let (e, m, pl) = (e.clone(), m.clone(), pl.clone());
                 async move {
                     let datasets = e.catalog().list().len();
                     let featuresets = e.registry().featuresets().len();
@@ -27,12 +27,55 @@ pub fn control_router(engine: Arc<Engine>) -> Router {
                         "# HELP thyme_datasets Number of datasets (SQL tables).\n# TYPE thyme_datasets gauge\nthyme_datasets {datasets}\n# HELP thyme_featuresets Number of committed featuresets.\n# TYPE thyme_featuresets gauge\nthyme_featuresets {featuresets}\n"
                     );
                     m.render(&mut out);
+                    render_pipelines(&pl.status(), &mut out);
                     out
                 }
             }),
         )
         .merge(crate::control::routes(engine, metrics))
+        .route(
+            "/api/v1/pipelines",
+            get(move || {
+                let pl = pipelines.clone();
+                async move { Json(json!({ "pipelines": pl.status() })) }
+            }),
+        )
         .merge(not_found())
+}
+
+fn render_pipelines(status: &[crate::engine::Status], out: &mut String) {
+    use std::fmt::Write;
+    for (name, help, kind, get) in [
+        (
+            "thyme_pipeline_late_events_total",
+            "Events older than their input's watermark (not applied; see thyme_late_events).",
+            "counter",
+            (|s: &crate::engine::Status| s.progress.late_events as f64) as fn(&_) -> f64,
+        ),
+        (
+            "thyme_pipeline_rows_written_total",
+            "Output rows written by the pipeline.",
+            "counter",
+            |s| s.progress.rows_written as f64,
+        ),
+        (
+            "thyme_pipeline_lag_records",
+            "Input log records not yet processed.",
+            "gauge",
+            |s| s.progress.lag as f64,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for s in status {
+            let _ = writeln!(
+                out,
+                "{name}{{dataset=\"{}\",pipeline=\"{}\"}} {}",
+                s.progress.dataset,
+                s.progress.pipeline,
+                get(s)
+            );
+        }
+    }
 }
 
 fn not_found() -> Router {

@@ -9,6 +9,7 @@
 //! `key = value` with the flag names). SIGTERM / SIGINT stop it cleanly.
 
 mod control;
+mod engine;
 mod errors;
 mod http;
 mod pg;
@@ -163,6 +164,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     let engine = Engine::new(store.clone(), pg::install_catalog).map_err(|e| e.to_string())?;
 
+    let pipelines = engine::Pipelines::start(engine.clone());
+
     let pg_listener = TcpListener::bind(args.pg_addr)
         .await
         .map_err(|e| format!("cannot listen on {} (--pg-addr): {e}", args.pg_addr))?;
@@ -184,7 +187,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     ));
     let http_task = tokio::spawn(http::serve(
         control_listener,
-        http::control_router(engine.clone()),
+        http::control_router(engine.clone(), pipelines.clone()),
         stop_rx.clone(),
     ));
     let query_task = tokio::spawn(http::serve(
@@ -206,6 +209,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let _ = pg_task.await;
     let _ = http_task.await;
     let _ = query_task.await;
+    pipelines.shutdown();
     store.flush().map_err(|e| e.to_string())?;
     tracing::info!("stopped");
     Ok(())

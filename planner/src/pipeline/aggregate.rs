@@ -1,0 +1,692 @@
+//! `groupby(keys).aggregate(...)`: exact windowed aggregation in event time.
+//!
+//! ## Semantics
+//! The output is a keyed dataset whose value for key `k` read at time `t` is,
+//! for every aggregation, the aggregate over the events of `k` that count at
+//! `t` under its window (see [`super::window`]): for `Continuous("7d")` the
+//! events with timestamp in `[t - 7d, t]`. The value is exact at every `t`,
+//! also between events: it changes only at *change points* (an event entering
+//! or leaving a window), and the operator writes one output version per key
+//! and change point. Reading the output dataset `AS OF t` therefore returns
+//! the aggregate at `t` with one seek, whatever the number of events in the
+//! window, and the output's history lists every change.
+//!
+//! ## State and cost
+//! Per key, the operator keeps its events (time, input order) -> contributed
+//! values in an ordered map, two cursors per window (last event entered, last
+//! event left) and one accumulator per aggregation. Walking forward from one
+//! change point to the next costs one accumulator update per event entering
+//! or leaving, so an in-order event costs O(1) state updates plus its own
+//! change points (one when it enters, one when it leaves each window).
+//! Change points after the engine's horizon (`max(now, newest event)`) wait in
+//! a timer queue; the runner advances the horizon as time passes.
+//!
+//! An event that arrives out of order (its change points lie before the key's
+//! horizon) is applied at its event time: the key's state is rebuilt just
+//! before its first change point and the change points up to the horizon are
+//! recomputed, overwriting the versions written there (equal times: the later
+//! write wins). That costs the events in the window plus the change points
+//! rewritten, and only happens within the source's `disorder`.
+//!
+//! Every event's contribution is also written to a hidden state dataset
+//! (key, time) in the same atomic batch as the outputs and input offsets; a
+//! restarted runner reloads it and rebuilds each key at the committed
+//! horizon, so it continues exactly where the last commit stopped.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound::{Excluded, Included, Unbounded};
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, BooleanArray, UInt64Array};
+use arrow::record_batch::RecordBatch;
+use datafusion::common::ScalarValue;
+use thyme_model::payload::{Agg, AggKind, Window};
+use thyme_storage::{DatasetId, TemporalStore, TimeRange, WriteBatch};
+
+use super::accum::{Acc, Sketch, OrdV, V};
+use super::values::{column, list_scalar, scalar, Reader};
+use super::window::Win;
+use crate::catalog::Dataset;
+use crate::error::{Error, Result};
+use crate::types::DType;
+
+type EvKey = (i64, u64);
+
+struct AggSpec {
+    kind: AggKind,
+    win: usize,
+    /// Index into the event's contributed values.
+    slot: usize,
+    out_type: DType,
+    default: Option<V>,
+    unique: bool,
+    limit: usize,
+    dedup: bool,
+    dropnull: bool,
+    p: f64,
+    half_life: f64,
+    has_of: bool,
+}
+
+struct KeyState {
+    key: Box<[V]>,
+    events: BTreeMap<EvKey, Box<[V]>>,
+    /// Every change point `<= t` has been written.
+    t: i64,
+    enter: Vec<Option<EvKey>>,
+    leave: Vec<Option<EvKey>>,
+    accs: Vec<Acc>,
+    timer: Option<i64>,
+    /// Earliest change point of events inserted out of order since the last
+    /// advance.
+    dirty: Option<i64>,
+}
+
+/// Where each output field comes from.
+enum OutSrc {
+    Key(usize),
+    Agg(usize),
+    Ts,
+}
+
+/// The aggregation operator of one pipeline.
+pub struct AggregateExec {
+    key_cols: Vec<usize>,
+    of_cols: Vec<Option<usize>>,
+    windows: Vec<Win>,
+    aggs: Vec<AggSpec>,
+    index: HashMap<Box<[u8]>, u32>,
+    states: Vec<KeyState>,
+    timers: BTreeSet<(i64, u32)>,
+    touched: Vec<u32>,
+    state_ds: DatasetId,
+    out: Arc<Dataset>,
+    out_src: Vec<OutSrc>,
+    pending: Vec<(u32, i64, Box<[ScalarValue]>)>,
+}
+
+fn default_value(a: &Agg, t: DType) -> Option<V> {
+    let d = a.default.as_ref()?;
+    Some(match (t, d) {
+        (DType::Int, serde_json::Value::Number(n)) => V::I(n.as_i64()?),
+        (DType::Float, serde_json::Value::Number(n)) => V::F(n.as_f64()?),
+        (DType::Str, serde_json::Value::String(s)) => V::S(s.as_str().into()),
+        (DType::Bool, serde_json::Value::Bool(b)) => V::B(*b),
+        _ => return None,
+    })
+}
+
+impl AggregateExec {
+    /// `input` is the schema of the rows reaching the operator; `state_ds`
+    /// the hidden dataset holding contributions.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        input: &arrow::datatypes::Schema,
+        keys: &[String],
+        window: Option<&Window>,
+        aggregates: &[Agg],
+        out: Arc<Dataset>,
+        state_ds: DatasetId,
+    ) -> Result<Self> {
+        let col = |n: &str| {
+            input
+                .index_of(n)
+                .map_err(|_| Error::InvalidDefinition(format!("aggregate: no column {n}")))
+        };
+        let key_cols = keys.iter().map(|k| col(k)).collect::<Result<Vec<_>>>()?;
+        let mut windows: Vec<Win> = Vec::new();
+        let mut aggs = Vec::new();
+        let mut of_cols = Vec::new();
+        for a in aggregates {
+            let w = a.window.as_ref().or(window).ok_or_else(|| {
+                Error::InvalidDefinition(format!("aggregate {}: no window", a.into))
+            })?;
+            let w = Win::from_model(w)?;
+            if matches!(w, Win::Session { .. }) {
+                return Err(Error::Unsupported(format!(
+                    "aggregate {}: Session windows are not supported by the engine yet",
+                    a.into
+                )));
+            }
+            let win = match windows.iter().position(|x| *x == w) {
+                Some(i) => i,
+                None => {
+                    windows.push(w);
+                    windows.len() - 1
+                }
+            };
+            let field = out
+                .fields()
+                .iter()
+                .find(|f| f.name == a.into)
+                .ok_or_else(|| {
+                    Error::InvalidDefinition(format!("aggregate: output has no field {}", a.into))
+                })?;
+            let of = a.of.as_deref().map(col).transpose()?;
+            if let Some(i) = of {
+                Reader::new(&arrow::array::new_empty_array(input.field(i).data_type()))?;
+            }
+            let half_life = match a.half_life.as_deref() {
+                Some(h) => match thyme_model::duration::parse(h).map_err(Error::InvalidDefinition)? {
+                    thyme_model::duration::Duration::Micros(m) if m > 0 => m as f64,
+                    _ => {
+                        return Err(Error::InvalidDefinition(format!(
+                            "aggregate {}: half_life must be a positive duration",
+                            a.into
+                        )))
+                    }
+                },
+                None => 0.0,
+            };
+            aggs.push(AggSpec {
+                kind: a.kind,
+                win,
+                slot: of_cols.len(),
+                out_type: field.dtype,
+                default: default_value(a, field.dtype),
+                unique: a.unique,
+                limit: a.limit.unwrap_or(1) as usize,
+                dedup: a.dedup,
+                dropnull: a.dropnull,
+                p: a.p.unwrap_or(0.5),
+                half_life,
+                has_of: of.is_some(),
+            });
+            of_cols.push(of);
+        }
+        let out_src = out
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(j, f)| {
+                if j == out.ts_index() {
+                    Ok(OutSrc::Ts)
+                } else if let Some(k) = keys.iter().position(|k| *k == f.name) {
+                    Ok(OutSrc::Key(k))
+                } else if let Some(a) = aggregates.iter().position(|a| a.into == f.name) {
+                    Ok(OutSrc::Agg(a))
+                } else {
+                    Err(Error::InvalidDefinition(format!(
+                        "aggregate: output field {} is neither a key nor an aggregation",
+                        f.name
+                    )))
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(AggregateExec {
+            key_cols,
+            of_cols,
+            windows,
+            aggs,
+            index: HashMap::new(),
+            states: Vec::new(),
+            timers: BTreeSet::new(),
+            touched: Vec::new(),
+            state_ds,
+            out,
+            out_src,
+            pending: Vec::new(),
+        })
+    }
+
+    fn new_acc(&self, a: &AggSpec) -> Acc {
+        match a.kind {
+            AggKind::Count if a.unique => Acc::Unique(Default::default()),
+            AggKind::Count if a.has_of => Acc::NonNull(0),
+            AggKind::Count => Acc::Rows(0),
+            AggKind::Sum if a.out_type == DType::Int => Acc::SumI { sum: 0, n: 0 },
+            AggKind::Sum | AggKind::Average => Acc::SumF { sum: 0.0, n: 0 },
+            AggKind::Stddev => Acc::Welford {
+                n: 0,
+                mean: 0.0,
+                m2: 0.0,
+            },
+            AggKind::Min | AggKind::Max | AggKind::Distinct => Acc::Ordered(BTreeMap::new()),
+            AggKind::Quantile => Acc::Sketch(Sketch::default()),
+            AggKind::LastK | AggKind::FirstK | AggKind::ExpDecaySum => Acc::None,
+        }
+    }
+
+    fn key_id(&mut self, key: Box<[V]>, gkey: Box<[u8]>) -> u32 {
+        if let Some(&id) = self.index.get(&gkey) {
+            return id;
+        }
+        let id = self.states.len() as u32;
+        let accs = self.aggs.iter().map(|a| self.new_acc(a)).collect();
+        let nw = self.windows.len();
+        self.states.push(KeyState {
+            key,
+            events: BTreeMap::new(),
+            t: i64::MIN,
+            enter: vec![None; nw],
+            leave: vec![None; nw],
+            accs,
+            timer: None,
+            dirty: None,
+        });
+        self.index.insert(gkey, id);
+        id
+    }
+
+    /// Reload the contributions committed so far and rebuild every key at
+    /// `horizon`.
+    pub fn restore(&mut self, store: &dyn TemporalStore, horizon: i64) -> Result<()> {
+        let mut loaded: Vec<(Box<[u8]>, i64, Vec<u8>)> = Vec::new();
+        store.scan_history(self.state_ds, &[], TimeRange::ALL, &mut |v| {
+            loaded.push((v.key.into(), v.ts, v.value.to_vec()));
+            true
+        })?;
+        for (gkey, ts, row) in loaded {
+            let mut k: &[u8] = &gkey;
+            let mut key = Vec::with_capacity(self.key_cols.len());
+            for _ in 0..self.key_cols.len() {
+                key.push(V::decode(&mut k)?);
+            }
+            let id = self.key_id(key.into(), gkey.clone());
+            if row.len() < 8 {
+                return Err(Error::Internal("corrupt pipeline state".into()));
+            }
+            let seq = u64::from_be_bytes(row[..8].try_into().expect("8 bytes"));
+            let mut r: &[u8] = &row[8..];
+            let mut vals = Vec::with_capacity(self.of_cols.len());
+            for _ in 0..self.of_cols.len() {
+                vals.push(V::decode(&mut r)?);
+            }
+            self.states[id as usize]
+                .events
+                .insert((ts, seq), vals.into());
+        }
+        for id in 0..self.states.len() as u32 {
+            self.reinit(id, horizon);
+            self.sweep(id, horizon)?;
+        }
+        Ok(())
+    }
+
+    /// Take the rows of `batch` (the operator's input schema plus the hidden
+    /// `seq` and `del` columns): record their contributions in `wb` and in
+    /// memory. Deletes carry no event and are skipped.
+    pub fn push(
+        &mut self,
+        batch: &RecordBatch,
+        ts: &[i64],
+        seq: &UInt64Array,
+        del: &BooleanArray,
+        wb: &mut WriteBatch,
+    ) -> Result<()> {
+        let keys = self
+            .key_cols
+            .iter()
+            .map(|&c| Reader::new(batch.column(c)))
+            .collect::<Result<Vec<_>>>()?;
+        let ofs = self
+            .of_cols
+            .iter()
+            .map(|c| c.map(|c| Reader::new(batch.column(c))).transpose())
+            .collect::<Result<Vec<_>>>()?;
+        let mut gkey = Vec::with_capacity(32);
+        let mut row = Vec::with_capacity(64);
+        for i in 0..batch.num_rows() {
+            if del.value(i) {
+                continue;
+            }
+            gkey.clear();
+            let key: Box<[V]> = keys
+                .iter()
+                .map(|r| {
+                    let v = r.get(i);
+                    v.encode(&mut gkey);
+                    v
+                })
+                .collect();
+            let vals: Box<[V]> = ofs
+                .iter()
+                .map(|r| r.as_ref().map_or(V::Null, |r| r.get(i)))
+                .collect();
+            let (t, s) = (ts[i], seq.value(i));
+            row.clear();
+            row.extend_from_slice(&s.to_be_bytes());
+            for v in vals.iter() {
+                v.encode(&mut row);
+            }
+            wb.put_version(self.state_ds, &gkey, t, &row);
+            let id = match self.index.get(gkey.as_slice()) {
+                Some(&id) => id,
+                None => self.key_id(key, gkey.as_slice().into()),
+            };
+            let first = self
+                .windows
+                .iter()
+                .map(|w| w.enter(t))
+                .min()
+                .unwrap_or(t);
+            let ks = &mut self.states[id as usize];
+            ks.events.insert((t, s), vals);
+            if first <= ks.t {
+                ks.dirty = Some(ks.dirty.map_or(first, |d| d.min(first)));
+            }
+            self.touched.push(id);
+        }
+        Ok(())
+    }
+
+    /// Write every change point up to `horizon` of the keys touched since the
+    /// last call and of the keys whose timers are due.
+    pub fn advance(&mut self, horizon: i64) -> Result<()> {
+        let mut touched = std::mem::take(&mut self.touched);
+        touched.sort_unstable();
+        touched.dedup();
+        for id in touched {
+            if let Some(p) = self.states[id as usize].dirty.take() {
+                let upto = self.states[id as usize].t;
+                self.reinit(id, p.saturating_sub(1));
+                self.sweep(id, upto)?;
+            }
+            self.sweep(id, horizon)?;
+        }
+        while let Some(&(t, id)) = self.timers.first() {
+            if t > horizon {
+                break;
+            }
+            self.timers.pop_first();
+            if self.states[id as usize].timer == Some(t) {
+                self.states[id as usize].timer = None;
+            }
+            self.sweep(id, horizon)?;
+        }
+        Ok(())
+    }
+
+    /// Number of keys and buffered events (for progress reports).
+    pub fn size(&self) -> (usize, usize) {
+        (
+            self.states.len(),
+            self.states.iter().map(|s| s.events.len()).sum(),
+        )
+    }
+
+    /// Rebuild key `id` as of read time `t`: cursors and accumulators hold
+    /// exactly the events that count at `t`.
+    fn reinit(&mut self, id: u32, t: i64) {
+        let ks = &mut self.states[id as usize];
+        for (w, win) in self.windows.iter().enumerate() {
+            let last_le = |bound: Option<i64>| -> Option<EvKey> {
+                let b = bound?;
+                ks.events.range(..=(b, u64::MAX)).next_back().map(|(k, _)| *k)
+            };
+            ks.enter[w] = last_le(max_event_entered(win, t));
+            ks.leave[w] = last_le(max_event_left(win, t));
+        }
+        for (a, acc) in self.aggs.iter().zip(ks.accs.iter_mut()) {
+            acc.reset();
+            let w = a.win;
+            let Some(hi) = ks.enter[w] else { continue };
+            let lo = match ks.leave[w] {
+                Some(k) => Excluded(k),
+                None => Unbounded,
+            };
+            for (_, vals) in ks.events.range((lo, Included(hi))) {
+                acc.update(&vals[a.slot], true);
+            }
+        }
+        ks.t = t;
+        if let Some(old) = ks.timer.take() {
+            self.timers.remove(&(old, id));
+        }
+    }
+
+    fn next_after(events: &BTreeMap<EvKey, Box<[V]>>, c: Option<EvKey>) -> Option<EvKey> {
+        match c {
+            None => events.keys().next().copied(),
+            Some(k) => events.range((Excluded(k), Unbounded)).next().map(|(k, _)| *k),
+        }
+    }
+
+    /// Walk key `id` forward through its change points up to `upto`,
+    /// emitting an output row at each.
+    fn sweep(&mut self, id: u32, upto: i64) -> Result<()> {
+        loop {
+            let ks = &self.states[id as usize];
+            let mut next = i64::MAX;
+            for (w, win) in self.windows.iter().enumerate() {
+                if let Some(k) = Self::next_after(&ks.events, ks.enter[w]) {
+                    next = next.min(win.enter(k.0));
+                }
+                if let Some(k) = Self::next_after(&ks.events, ks.leave[w]) {
+                    let l = win.leave(k.0);
+                    if l != i64::MAX {
+                        next = next.min(l);
+                    }
+                }
+            }
+            if next > upto || next == i64::MAX {
+                let ks = &mut self.states[id as usize];
+                if upto > ks.t {
+                    ks.t = upto;
+                }
+                if next != i64::MAX && ks.timer != Some(next) {
+                    if let Some(old) = ks.timer.take() {
+                        self.timers.remove(&(old, id));
+                    }
+                    ks.timer = Some(next);
+                    self.timers.insert((next, id));
+                }
+                return Ok(());
+            }
+            let ks = &mut self.states[id as usize];
+            for (w, win) in self.windows.iter().enumerate() {
+                while let Some(k) = Self::next_after(&ks.events, ks.enter[w]) {
+                    if win.enter(k.0) != next {
+                        break;
+                    }
+                    let vals = &ks.events[&k];
+                    for (a, acc) in self.aggs.iter().zip(ks.accs.iter_mut()) {
+                        if a.win == w {
+                            acc.update(&vals[a.slot], true);
+                        }
+                    }
+                    ks.enter[w] = Some(k);
+                }
+                while let Some(k) = Self::next_after(&ks.events, ks.leave[w]) {
+                    if win.leave(k.0) != next {
+                        break;
+                    }
+                    let vals = &ks.events[&k];
+                    for (a, acc) in self.aggs.iter().zip(ks.accs.iter_mut()) {
+                        if a.win == w {
+                            acc.update(&vals[a.slot], false);
+                        }
+                    }
+                    ks.leave[w] = Some(k);
+                }
+            }
+            ks.t = next;
+            let row = self.values(id, next)?;
+            self.pending.push((id, next, row));
+        }
+    }
+
+    /// The aggregation values of key `id` at read time `t` (its state must
+    /// be positioned at `t`).
+    fn values(&self, id: u32, t: i64) -> Result<Box<[ScalarValue]>> {
+        let ks = &self.states[id as usize];
+        self.aggs
+            .iter()
+            .zip(&ks.accs)
+            .map(|(a, acc)| {
+                let or_default = |v: Option<V>| v.or_else(|| a.default.clone()).unwrap_or(V::Null);
+                let v = match acc {
+                    Acc::Rows(n) | Acc::NonNull(n) => V::I(*n),
+                    Acc::Unique(m) => V::I(m.len() as i64),
+                    Acc::SumI { sum, .. } => V::I(*sum as i64),
+                    Acc::SumF { sum, n } => match a.kind {
+                        AggKind::Average => {
+                            or_default((*n > 0).then(|| V::F(*sum / *n as f64)))
+                        }
+                        _ => V::F(*sum),
+                    },
+                    Acc::Welford { n, m2, .. } => {
+                        or_default((*n > 0).then(|| V::F((m2 / *n as f64).max(0.0).sqrt())))
+                    }
+                    Acc::Ordered(m) => match a.kind {
+                        AggKind::Min => or_default(m.keys().next().map(|k| k.0.clone())),
+                        AggKind::Max => or_default(m.keys().next_back().map(|k| k.0.clone())),
+                        _ => {
+                            let items: Vec<V> = m.keys().map(|k| k.0.clone()).collect();
+                            return list_scalar(a.out_type, &items);
+                        }
+                    },
+                    Acc::Sketch(s) => or_default(s.quantile(a.p).map(V::F)),
+                    Acc::None => {
+                        let range = match (ks.enter[a.win], ks.leave[a.win]) {
+                            (None, _) => None,
+                            (Some(hi), None) => Some(ks.events.range(..=hi)),
+                            (Some(hi), Some(lo)) if lo < hi => {
+                                Some(ks.events.range((Excluded(lo), Included(hi))))
+                            }
+                            _ => None,
+                        };
+                        if a.kind == AggKind::ExpDecaySum {
+                            let mut s = 0.0;
+                            for ((e, _), vals) in range.into_iter().flatten() {
+                                if let Some(x) = vals[a.slot].as_f64() {
+                                    s += x * (-((t - e) as f64) / a.half_life).exp2();
+                                }
+                            }
+                            V::F(s)
+                        } else {
+                            let mut items: Vec<V> = Vec::with_capacity(a.limit);
+                            let mut push = |v: &V| {
+                                if (a.dropnull && v.is_null())
+                                    || (a.dedup && items.iter().any(|x| OrdV(x.clone()) == OrdV(v.clone())))
+                                {
+                                    return items.len() >= a.limit;
+                                }
+                                items.push(v.clone());
+                                items.len() >= a.limit
+                            };
+                            if let Some(r) = range {
+                                if a.kind == AggKind::LastK {
+                                    for (_, vals) in r.rev() {
+                                        if push(&vals[a.slot]) {
+                                            break;
+                                        }
+                                    }
+                                } else {
+                                    for (_, vals) in r {
+                                        if push(&vals[a.slot]) {
+                                            break;
+                                        }
+                                    }
+                                }
+                            }
+                            return list_scalar(a.out_type, &items);
+                        }
+                    }
+                };
+                scalar(a.out_type, &v)
+            })
+            .collect()
+    }
+
+    /// The output rows produced since the last call, as one batch of the
+    /// output dataset's schema.
+    pub fn take_output(&mut self) -> Result<Option<RecordBatch>> {
+        if self.pending.is_empty() {
+            return Ok(None);
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let mut cols: Vec<ArrayRef> = Vec::with_capacity(self.out_src.len());
+        for (j, src) in self.out_src.iter().enumerate() {
+            let dtype = self.out.fields()[j].dtype;
+            let vals = pending
+                .iter()
+                .map(|(id, t, row)| match src {
+                    OutSrc::Ts => scalar(dtype, &V::I(*t)),
+                    OutSrc::Key(k) => scalar(dtype, &self.states[*id as usize].key[*k]),
+                    OutSrc::Agg(a) => Ok(row[*a].clone()),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            cols.push(column(dtype, vals)?);
+        }
+        RecordBatch::try_new(self.out.schema(), cols)
+            .map(Some)
+            .map_err(|e| Error::Internal(format!("aggregate output: {e}")))
+    }
+}
+
+/// Largest event time whose event has entered window `w` by read time `t`.
+fn max_event_entered(w: &Win, t: i64) -> Option<i64> {
+    match *w {
+        Win::Continuous(_) | Win::Session { .. } => Some(t),
+        Win::Hopping {
+            duration: Some(d),
+            stride,
+            lookback,
+        } => {
+            let j = (t.saturating_sub(d).saturating_sub(lookback)).div_euclid(stride);
+            j.checked_mul(stride)?.checked_add(d - 1)
+        }
+        Win::Hopping {
+            duration: None,
+            stride,
+            lookback,
+        } => {
+            let k = t.saturating_sub(lookback).div_euclid(stride);
+            k.checked_mul(stride)?.checked_sub(1)
+        }
+    }
+}
+
+/// Largest event time whose event has left window `w` by read time `t`.
+fn max_event_left(w: &Win, t: i64) -> Option<i64> {
+    match *w {
+        Win::Continuous(None) | Win::Session { .. } => None,
+        Win::Continuous(Some(d)) => t.checked_sub(d)?.checked_sub(1),
+        Win::Hopping {
+            duration: Some(d),
+            stride,
+            lookback,
+        } => {
+            let j = (t.saturating_sub(d).saturating_sub(lookback)).div_euclid(stride);
+            j.checked_mul(stride)?.checked_sub(1)
+        }
+        Win::Hopping { duration: None, .. } => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_bounds_agree_with_enter_and_leave() {
+        let wins = [
+            Win::Continuous(Some(10)),
+            Win::Continuous(None),
+            Win::Hopping {
+                duration: Some(10),
+                stride: 10,
+                lookback: 0,
+            },
+            Win::Hopping {
+                duration: Some(12),
+                stride: 4,
+                lookback: 3,
+            },
+            Win::Hopping {
+                duration: None,
+                stride: 5,
+                lookback: 2,
+            },
+        ];
+        for w in wins {
+            for t in -50..50 {
+                let entered = (-200..200).filter(|&e| w.enter(e) <= t).max();
+                let left = (-200..200).filter(|&e| w.leave(e) <= t).max();
+                assert_eq!(max_event_entered(&w, t), entered, "{w:?} t={t}");
+                assert_eq!(max_event_left(&w, t), left, "{w:?} t={t}");
+            }
+        }
+    }
+}

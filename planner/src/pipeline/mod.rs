@@ -1,0 +1,897 @@
+//! Pipelines: the operator graphs committed with datasets, run continuously
+//! in event time.
+//!
+//! A [`PipelineRunner`] owns one committed pipeline. Each [`step`] reads the
+//! next records of its input datasets' logs (from the offsets it stored),
+//! pushes them through the operators in Arrow batches, and commits — in one
+//! atomic [`WriteBatch`] — the output rows (versions or events plus the
+//! output dataset's log records, so pipelines chain), the operators' state
+//! and the new input offsets. A crash at any moment therefore leaves either
+//! the state before the step or the state after it: restarted, the runner
+//! resumes from the stored offsets and produces exactly what an
+//! uninterrupted run would. A newly committed pipeline starts at offset 0:
+//! its first steps *backfill* the full history of its inputs, then it
+//! follows live.
+//!
+//! **Event time.** Each input has a watermark: the newest event time seen
+//! minus the input's `disorder` (the source's, or for a dataset made by a
+//! pipeline the largest of its inputs'; none declared: no watermark).
+//! Events at or after the watermark are applied at their event time, out of
+//! order or not; older ones are *late*: they are not applied, but counted
+//! (progress, `/metrics`) and recorded in the `thyme_late_events` table.
+//!
+//! Operators live in [`ops`] (stateless ones and the as-of join),
+//! [`aggregate`] (windowed aggregation) and here (`first` / `latest` /
+//! `dedup`, which write keyed versions directly).
+//!
+//! [`step`]: PipelineRunner::step
+
+pub mod accum;
+pub mod aggregate;
+pub mod expr;
+pub mod ops;
+mod values;
+pub mod window;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, BooleanArray, StringBuilder, TimestampMicrosecondBuilder, UInt32Array, UInt64Array};
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use datafusion::prelude::SessionContext;
+use serde::{Deserialize, Serialize};
+use thyme_model::duration::{self, Duration};
+use thyme_model::payload::{Dataset as DatasetSpec, ExprOrFunc, Node, Pipeline};
+use thyme_storage::{DatasetId, TemporalStore, WriteBatch};
+
+use crate::catalog::{Catalog, Dataset, DatasetDef, FieldDef};
+use crate::codec::RowDecoder;
+use crate::error::{Error, Result};
+use crate::ingest::{add_deletes, add_rows, LOG_DELETE};
+use crate::registry::Registry;
+use crate::types::DType;
+use aggregate::AggregateExec;
+use expr::Compiled;
+use ops::{Flow, JoinExec};
+
+/// The table late events are recorded in.
+pub const LATE_TABLE: &str = "thyme_late_events";
+
+/// What a runner has stored about its progress (one catalog entry, written
+/// with every step).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Checkpoint {
+    /// Next log offset to read, per input.
+    offsets: Vec<u64>,
+    /// Newest event time seen, per input.
+    max_ts: Vec<i64>,
+    /// Every aggregation change point up to here has been written.
+    horizon: i64,
+    /// Hidden datasets holding operator state, by node id.
+    state: BTreeMap<usize, DatasetId>,
+    late: u64,
+    rows_out: u64,
+}
+
+/// A snapshot of a runner's progress.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Progress {
+    pub pipeline: String,
+    pub dataset: String,
+    pub inputs: Vec<InputProgress>,
+    /// Records still to read, over all inputs.
+    pub lag: u64,
+    pub late_events: u64,
+    pub rows_written: u64,
+    pub keys: usize,
+    pub buffered_events: usize,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct InputProgress {
+    pub dataset: String,
+    pub offset: u64,
+    pub end: u64,
+    pub watermark: Option<String>,
+}
+
+struct Input {
+    ds: Arc<Dataset>,
+    schema: SchemaRef,
+    disorder: Option<i64>,
+}
+
+enum Op {
+    Input(usize),
+    Filter(Option<Compiled>, ExprOrFunc),
+    Assign(Vec<(String, Option<Compiled>, thyme_model::payload::Assigned)>),
+    Select(Vec<String>),
+    Drop(Vec<String>),
+    Rename(BTreeMap<String, String>),
+    DropNull(Option<Vec<String>>),
+    Join(JoinExec),
+    Explode(Vec<String>),
+    Union(Vec<usize>),
+    Changelog(String),
+    /// Terminal operators.
+    Aggregate(Box<Option<AggregateExec>>, Node),
+    Latest,
+    First(HashMap<Vec<u8>, i64>),
+    Dedup(Option<Vec<String>>),
+}
+
+/// Runs one committed pipeline.
+pub struct PipelineRunner {
+    store: Arc<dyn TemporalStore>,
+    name: String,
+    out: Arc<Dataset>,
+    inputs: Vec<Input>,
+    /// Operators by node id (`nodes[i]` reads earlier nodes only).
+    ops: Vec<Op>,
+    deps: Vec<Vec<usize>>,
+    output: usize,
+    ctx: SessionContext,
+    ckpt: Checkpoint,
+    ckpt_key: String,
+    late: Arc<Dataset>,
+    /// Records per input read by one step.
+    pub chunk: usize,
+}
+
+fn micros(s: &str) -> Result<Option<i64>> {
+    match duration::parse(s).map_err(Error::InvalidDefinition)? {
+        Duration::Forever => Ok(None),
+        Duration::Micros(m) => Ok(Some(m)),
+    }
+}
+
+/// The disorder of a committed dataset: its sources' largest, or for a
+/// pipeline-made dataset its inputs'.
+fn disorder_of(reg: &Registry, name: &str, depth: usize) -> Result<Option<i64>> {
+    let Some(d) = reg.dataset(name) else {
+        return Ok(None);
+    };
+    let d = d.definition;
+    let mut best: Option<i64> = None;
+    let mut any = false;
+    for s in &d.sources {
+        if let Some(x) = &s.disorder {
+            any = true;
+            best = best.max(micros(x)?.or(Some(i64::MAX)));
+        }
+    }
+    if !any && depth < 16 {
+        for p in &d.pipelines {
+            for i in &p.inputs {
+                best = best.max(disorder_of(reg, i, depth + 1)?);
+            }
+        }
+    }
+    Ok(best)
+}
+
+fn relaxed(ds: &Dataset) -> SchemaRef {
+    Arc::new(Schema::new(
+        ds.fields()
+            .iter()
+            .map(|f| Field::new(&f.name, f.dtype.arrow(), true))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+fn fmt_ts(us: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(us)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+        .unwrap_or_default()
+}
+
+/// The table late events go to (created on first use).
+pub fn late_table(catalog: &Catalog) -> Result<Arc<Dataset>> {
+    if let Some(d) = catalog.get(LATE_TABLE) {
+        return Ok(d);
+    }
+    let f = |n: &str, dtype| FieldDef {
+        name: n.into(),
+        dtype,
+        nullable: false,
+    };
+    catalog.create(
+        DatasetDef {
+            name: LATE_TABLE.into(),
+            fields: vec![
+                f("pipeline", DType::Str),
+                f("dataset", DType::Str),
+                f("event_ts", DType::Datetime),
+                f("watermark", DType::Datetime),
+                f("row", DType::Str),
+                f("ts", DType::Datetime),
+            ],
+            keys: vec![],
+            timestamp: "ts".into(),
+            version: 1,
+            index: false,
+        },
+        true,
+    )?;
+    catalog
+        .get(LATE_TABLE)
+        .ok_or_else(|| Error::Internal("late events table missing".into()))
+}
+
+impl PipelineRunner {
+    /// Open the runner of pipeline `p` of committed dataset `spec`, whose
+    /// table is `out`, resuming from its stored checkpoint.
+    pub fn open(
+        registry: &Registry,
+        spec: &DatasetSpec,
+        p: &Pipeline,
+        out: Arc<Dataset>,
+    ) -> Result<Self> {
+        let catalog = registry.catalog();
+        let store = catalog.store().clone();
+        let ckpt_key = format!("pipeline/{}/{}", out.id, p.name);
+        let mut ckpt: Checkpoint = match store.catalog_get(&ckpt_key)? {
+            Some(b) => serde_json::from_slice(&b)
+                .map_err(|e| Error::Internal(format!("pipeline checkpoint: {e}")))?,
+            None => Checkpoint {
+                offsets: vec![0; p.inputs.len()],
+                max_ts: vec![i64::MIN; p.inputs.len()],
+                horizon: i64::MIN,
+                ..Default::default()
+            },
+        };
+        let mut inputs = Vec::new();
+        for name in &p.inputs {
+            let sql = thyme_model::snake_case(name);
+            let ds = catalog
+                .get(&sql)
+                .ok_or_else(|| Error::UnknownTable(sql.clone()))?;
+            inputs.push(Input {
+                schema: relaxed(&ds),
+                ds,
+                disorder: disorder_of(registry, name, 0)?,
+            });
+        }
+        let mut ops = Vec::with_capacity(p.nodes.len());
+        let mut deps = Vec::with_capacity(p.nodes.len());
+        let mut fresh = false;
+        for n in &p.nodes {
+            deps.push(n.inputs());
+            ops.push(match n {
+                Node::Input { dataset, .. } => Op::Input(
+                    p.inputs
+                        .iter()
+                        .position(|i| i == dataset)
+                        .ok_or_else(|| Error::InvalidDefinition(format!("input {dataset} is not among the pipeline's inputs")))?,
+                ),
+                Node::Filter { predicate, .. } => Op::Filter(None, predicate.clone()),
+                Node::Assign { columns, .. } => Op::Assign(
+                    columns
+                        .iter()
+                        .map(|(k, v)| (k.clone(), None, v.clone()))
+                        .collect(),
+                ),
+                Node::Transform { .. } => {
+                    return Err(Error::Unsupported(
+                        "transform() with a Python function (the engine has no embedded interpreter yet)"
+                            .into(),
+                    ))
+                }
+                Node::Select { columns, .. } => Op::Select(columns.clone()),
+                Node::Drop { columns, .. } => Op::Drop(columns.clone()),
+                Node::Rename { columns, .. } => Op::Rename(columns.clone()),
+                Node::DropNull { columns, .. } => Op::DropNull(columns.clone()),
+                Node::Join {
+                    dataset,
+                    how,
+                    on,
+                    left_on,
+                    right_on,
+                    within,
+                    fields,
+                    ..
+                } => {
+                    let sql = thyme_model::snake_case(dataset);
+                    let right = catalog
+                        .get(&sql)
+                        .ok_or_else(|| Error::UnknownTable(sql.clone()))?;
+                    let names = |i: usize| right.fields()[i].name.clone();
+                    let left_keys = right
+                        .key_indices()
+                        .iter()
+                        .map(|&k| {
+                            let kn = names(k);
+                            match (on, left_on, right_on) {
+                                (Some(_), _, _) => Ok(kn),
+                                (None, Some(l), Some(r)) => r
+                                    .iter()
+                                    .position(|x| *x == kn)
+                                    .and_then(|i| l.get(i).cloned())
+                                    .ok_or_else(|| Error::InvalidDefinition(format!("join with {dataset}: key {kn} is not joined on"))),
+                                _ => Err(Error::InvalidDefinition(format!("join with {dataset}: no join keys"))),
+                            }
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    let keys: HashSet<usize> = right.key_indices().iter().copied().collect();
+                    let fields = match fields {
+                        Some(fs) => fs
+                            .iter()
+                            .map(|f| {
+                                right.fields().iter().position(|x| &x.name == f).ok_or_else(|| {
+                                    Error::InvalidDefinition(format!("join with {dataset}: no field {f}"))
+                                })
+                            })
+                            .collect::<Result<Vec<_>>>()?,
+                        None => (0..right.fields().len())
+                            .filter(|i| !keys.contains(i) && *i != right.ts_index())
+                            .collect(),
+                    };
+                    let (before, after) = match within {
+                        Some((b, a)) => (micros(b)?, micros(a)?.unwrap_or(i64::MAX)),
+                        None => (None, 0),
+                    };
+                    Op::Join(JoinExec {
+                        right,
+                        left_keys,
+                        fields,
+                        how: *how,
+                        before,
+                        after,
+                    })
+                }
+                Node::Aggregate { .. } => {
+                    let id = n.id();
+                    if !ckpt.state.contains_key(&id) {
+                        ckpt.state.insert(id, store.allocate_dataset_id()?);
+                        fresh = true;
+                    }
+                    Op::Aggregate(Box::new(None), n.clone())
+                }
+                Node::First { .. } => Op::First(HashMap::new()),
+                Node::Latest { .. } => Op::Latest,
+                Node::Dedup { by, window, .. } => {
+                    if window.is_some() {
+                        return Err(Error::Unsupported(
+                            "dedup() with a window (the engine dedups on event time and the by-columns)".into(),
+                        ));
+                    }
+                    let id = n.id();
+                    if !ckpt.state.contains_key(&id) {
+                        ckpt.state.insert(id, store.allocate_dataset_id()?);
+                        fresh = true;
+                    }
+                    Op::Dedup(by.clone())
+                }
+                Node::Explode { columns, .. } => Op::Explode(columns.clone()),
+                Node::Union { inputs, .. } => Op::Union(inputs.clone()),
+                Node::Changelog { delete_column, .. } => Op::Changelog(delete_column.clone()),
+            });
+        }
+        for (i, op) in ops.iter().enumerate() {
+            let terminal = matches!(op, Op::Aggregate(..) | Op::Latest | Op::First(_));
+            if terminal && i != p.output {
+                return Err(Error::InvalidDefinition(format!(
+                    "pipeline {}: {} must be the last operator",
+                    p.name,
+                    p.nodes[i].op()
+                )));
+            }
+        }
+        let late = late_table(catalog)?;
+        let mut runner = PipelineRunner {
+            store,
+            name: p.name.clone(),
+            out,
+            inputs,
+            ops,
+            deps,
+            output: p.output,
+            ctx: SessionContext::new(),
+            ckpt,
+            ckpt_key,
+            late,
+            chunk: 8192,
+        };
+        let _ = spec;
+        if fresh {
+            let mut wb = WriteBatch::new();
+            runner.put_checkpoint(&mut wb)?;
+            runner.store.write(wb)?;
+        }
+        // A dry run on empty input compiles every operator (and reports a
+        // bad definition now rather than on the first event).
+        let empty: Vec<Option<Flow>> = (0..runner.inputs.len())
+            .map(|i| Some(runner.empty_flow(i)))
+            .collect();
+        let mut wb = WriteBatch::new();
+        runner.run_graph(empty, &mut wb)?;
+        runner.restore()?;
+        Ok(runner)
+    }
+
+    fn empty_flow(&self, i: usize) -> Flow {
+        let inp = &self.inputs[i];
+        Flow {
+            batch: RecordBatch::new_empty(inp.schema.clone()),
+            seq: UInt64Array::from(Vec::<u64>::new()),
+            del: BooleanArray::from(Vec::<bool>::new()),
+            ts_col: inp.ds.fields()[inp.ds.ts_index()].name.clone(),
+        }
+    }
+
+    /// Rebuild in-memory operator state from what the store holds.
+    fn restore(&mut self) -> Result<()> {
+        let horizon = self.ckpt.horizon;
+        let store = self.store.clone();
+        for op in self.ops.iter_mut() {
+            match op {
+                Op::Aggregate(agg, _) => {
+                    if let Some(a) = agg.as_mut().as_mut() {
+                        a.restore(store.as_ref(), horizon)?;
+                    }
+                }
+                Op::First(seen) => {
+                    store.scan_history(self.out.id, &[], thyme_storage::TimeRange::ALL, &mut |v| {
+                        seen.entry(v.key.to_vec()).or_insert(v.ts);
+                        true
+                    })?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn put_checkpoint(&self, wb: &mut WriteBatch) -> Result<()> {
+        let b = serde_json::to_vec(&self.ckpt).map_err(|e| Error::Internal(e.to_string()))?;
+        wb.put_catalog(&self.ckpt_key, &b);
+        Ok(())
+    }
+
+    /// The pipeline's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The output dataset.
+    pub fn output(&self) -> &Arc<Dataset> {
+        &self.out
+    }
+
+    /// Current progress.
+    pub fn progress(&self) -> Result<Progress> {
+        let mut p = Progress {
+            pipeline: self.name.clone(),
+            dataset: self.out.name().to_string(),
+            late_events: self.ckpt.late,
+            rows_written: self.ckpt.rows_out,
+            ..Default::default()
+        };
+        for (i, inp) in self.inputs.iter().enumerate() {
+            let end = self.store.log_end(inp.ds.id)?;
+            p.lag += end.saturating_sub(self.ckpt.offsets[i]);
+            p.inputs.push(InputProgress {
+                dataset: inp.ds.name().to_string(),
+                offset: self.ckpt.offsets[i],
+                end,
+                watermark: inp
+                    .disorder
+                    .filter(|_| self.ckpt.max_ts[i] != i64::MIN)
+                    .map(|d| fmt_ts(self.ckpt.max_ts[i].saturating_sub(d))),
+            });
+        }
+        for op in &self.ops {
+            if let Op::Aggregate(a, _) = op {
+                if let Some(a) = a.as_ref() {
+                    let (k, e) = a.size();
+                    p.keys += k;
+                    p.buffered_events += e;
+                }
+            }
+        }
+        Ok(p)
+    }
+
+    /// Read up to `chunk` records per input, apply them, advance
+    /// aggregations to `max(now, newest event)`, and commit everything in
+    /// one atomic write. Returns the number of input records consumed.
+    pub fn step(&mut self, now: i64) -> Result<usize> {
+        let mut wb = WriteBatch::new();
+        let mut consumed = 0;
+        let mut flows = Vec::with_capacity(self.inputs.len());
+        let mut late_rows: Vec<(usize, i64, i64, String)> = Vec::new();
+        for i in 0..self.inputs.len() {
+            let (flow, n) = self.read_input(i, &mut late_rows)?;
+            consumed += n;
+            flows.push(flow);
+        }
+        let any_timers = self.has_aggregate();
+        if consumed == 0 && !any_timers {
+            return Ok(0);
+        }
+        let newest = self.ckpt.max_ts.iter().copied().max().unwrap_or(i64::MIN);
+        let horizon = now.max(newest).max(self.ckpt.horizon);
+        let written = self.run_graph_and_advance(flows, horizon, &mut wb)?;
+        if consumed == 0 && written == 0 {
+            return Ok(0);
+        }
+        if !late_rows.is_empty() {
+            self.ckpt.late += late_rows.len() as u64;
+            self.write_late(&late_rows, now, &mut wb)?;
+        }
+        self.ckpt.horizon = horizon;
+        self.ckpt.rows_out += written as u64;
+        self.put_checkpoint(&mut wb)?;
+        self.store.write(wb)?;
+        Ok(consumed.max(1))
+    }
+
+    fn has_aggregate(&self) -> bool {
+        self.ops.iter().any(|o| matches!(o, Op::Aggregate(..)))
+    }
+
+    /// Decode the next records of input `i`; late rows are set aside.
+    fn read_input(
+        &mut self,
+        i: usize,
+        late_rows: &mut Vec<(usize, i64, i64, String)>,
+    ) -> Result<(Option<Flow>, usize)> {
+        let inp = &self.inputs[i];
+        let projection: Vec<usize> = (0..inp.ds.fields().len()).collect();
+        let mut dec = RowDecoder::new(&inp.ds, &projection, inp.schema.clone(), self.chunk);
+        let mut seqs = Vec::with_capacity(self.chunk);
+        let mut dels = Vec::with_capacity(self.chunk);
+        let mut err = None;
+        let from = self.ckpt.offsets[i];
+        let next = self.store.read_log(inp.ds.id, from, self.chunk, &mut |off, rec| {
+            if err.is_some() || rec.is_empty() {
+                return;
+            }
+            if let Err(e) = dec.append(&rec[1..]) {
+                err = Some(e);
+            }
+            seqs.push(((i as u64) << 48) | off);
+            dels.push(rec[0] == LOG_DELETE);
+        })?;
+        if let Some(e) = err {
+            return Err(e);
+        }
+        let n = (next - from) as usize;
+        self.ckpt.offsets[i] = next;
+        if n == 0 {
+            return Ok((None, 0));
+        }
+        let ts_col = inp.ds.fields()[inp.ds.ts_index()].name.clone();
+        let flow = Flow {
+            batch: dec.finish(vec![])?,
+            seq: UInt64Array::from(seqs),
+            del: BooleanArray::from(dels),
+            ts_col,
+        };
+        // Watermark: newest event time so far minus the disorder, in log order.
+        let ts = flow.ts()?;
+        let mut keep = Vec::with_capacity(ts.len());
+        let mut max_ts = self.ckpt.max_ts[i];
+        for (r, &t) in ts.iter().enumerate() {
+            let late = match inp.disorder {
+                Some(d) if max_ts != i64::MIN => t < max_ts.saturating_sub(d),
+                _ => false,
+            };
+            if late {
+                let row = flow.batch.slice(r, 1);
+                late_rows.push((i, t, max_ts.saturating_sub(inp.disorder.unwrap_or(0)), row_json(&row)));
+            }
+            keep.push(!late);
+            max_ts = max_ts.max(t);
+        }
+        self.ckpt.max_ts[i] = max_ts;
+        let flow = if keep.iter().all(|k| *k) {
+            flow
+        } else {
+            flow.filter(&BooleanArray::from(keep))?
+        };
+        Ok((Some(flow), n))
+    }
+
+    fn write_late(&self, rows: &[(usize, i64, i64, String)], now: i64, wb: &mut WriteBatch) -> Result<()> {
+        let n = rows.len();
+        let mut p = StringBuilder::new();
+        let mut d = StringBuilder::new();
+        let mut e = TimestampMicrosecondBuilder::with_capacity(n).with_timezone(crate::types::UTC);
+        let mut w = TimestampMicrosecondBuilder::with_capacity(n).with_timezone(crate::types::UTC);
+        let mut r = StringBuilder::new();
+        let mut t = TimestampMicrosecondBuilder::with_capacity(n).with_timezone(crate::types::UTC);
+        for (i, ts, wm, row) in rows {
+            p.append_value(&self.name);
+            d.append_value(self.inputs[*i].ds.name());
+            e.append_value(*ts);
+            w.append_value(*wm);
+            r.append_value(row);
+            t.append_value(now);
+        }
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(p.finish()),
+            Arc::new(d.finish()),
+            Arc::new(e.finish()),
+            Arc::new(w.finish()),
+            Arc::new(r.finish()),
+            Arc::new(t.finish()),
+        ];
+        let batch = RecordBatch::try_new(self.late.schema(), cols)
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        add_rows(&self.late, &batch, wb)
+    }
+
+    /// Run the operator graph on one flow per input (None: nothing new);
+    /// returns the output node's flow.
+    fn run_graph(&mut self, mut inputs: Vec<Option<Flow>>, wb: &mut WriteBatch) -> Result<Option<Flow>> {
+        let mut results: Vec<Option<Flow>> = Vec::with_capacity(self.ops.len());
+        for id in 0..self.ops.len() {
+            let deps = self.deps[id].clone();
+            let input = deps.first().and_then(|&d| results[d].clone());
+            let out = match &mut self.ops[id] {
+                Op::Input(i) => inputs[*i].take(),
+                Op::Union(ins) => {
+                    let fs: Vec<Flow> = ins.iter().filter_map(|&d| results[d].clone()).collect();
+                    if fs.is_empty() {
+                        None
+                    } else {
+                        Some(ops::union(&fs)?)
+                    }
+                }
+                op => match input {
+                    None => None,
+                    Some(f) => Some(apply(op, &self.ctx, self.store.as_ref(), &self.out, &self.ckpt.state, id, f, wb)?),
+                },
+            };
+            results.push(out);
+        }
+        Ok(results[self.output].take())
+    }
+
+    /// Run the graph and write the output; returns the rows written.
+    fn run_graph_and_advance(&mut self, flows: Vec<Option<Flow>>, horizon: i64, wb: &mut WriteBatch) -> Result<usize> {
+        let out = self.run_graph(flows, wb)?;
+        if let Op::Aggregate(agg, _) = &mut self.ops[self.output] {
+            let agg = agg.as_mut().as_mut().ok_or_else(|| Error::Internal("aggregate not compiled".into()))?;
+            agg.advance(horizon)?;
+            return match agg.take_output()? {
+                Some(b) => {
+                    add_rows(&self.out, &b, wb)?;
+                    Ok(b.num_rows())
+                }
+                None => Ok(0),
+            };
+        }
+        let Some(f) = out else { return Ok(0) };
+        if f.is_empty() {
+            return Ok(0);
+        }
+        write_flow(&self.out, &f, wb)
+    }
+}
+
+/// One operator on one flow.
+#[allow(clippy::too_many_arguments)]
+fn apply(
+    op: &mut Op,
+    ctx: &SessionContext,
+    store: &dyn TemporalStore,
+    out: &Arc<Dataset>,
+    state: &BTreeMap<usize, DatasetId>,
+    id: usize,
+    f: Flow,
+    wb: &mut WriteBatch,
+) -> Result<Flow> {
+    Ok(match op {
+        Op::Input(_) | Op::Union(_) => unreachable!("handled by the graph walk"),
+        Op::Filter(compiled, pred) => {
+            let c = match compiled {
+                Some(c) => c,
+                None => {
+                    let e = match pred {
+                        ExprOrFunc::Expr { expr } => expr,
+                        ExprOrFunc::Func { .. } => {
+                            return Err(Error::Unsupported(
+                                "filter() with a Python function (the engine has no embedded interpreter yet; use an expression such as col(\"amount\") > 0)".into(),
+                            ))
+                        }
+                    };
+                    compiled.insert(Compiled::new(ctx, &f.batch.schema(), e, None)?)
+                }
+            };
+            f.filter(&ops::mask(&c.eval(&f.batch)?)?)?
+        }
+        Op::Assign(cols) => {
+            let mut new = Vec::with_capacity(cols.len());
+            for (name, compiled, a) in cols.iter_mut() {
+                let c = match compiled {
+                    Some(c) => c,
+                    None => {
+                        let e = match &a.value {
+                            ExprOrFunc::Expr { expr } => expr,
+                            ExprOrFunc::Func { .. } => {
+                                return Err(Error::Unsupported(
+                                    "assign() with a Python function (the engine has no embedded interpreter yet; use an expression)".into(),
+                                ))
+                            }
+                        };
+                        compiled.insert(Compiled::new(ctx, &f.batch.schema(), e, Some(&a.ty))?)
+                    }
+                };
+                new.push((name.clone(), c.eval(&f.batch)?));
+            }
+            ops::assign(&f, new)?
+        }
+        Op::Select(c) => ops::select(&f, c)?,
+        Op::Drop(c) => ops::drop(&f, c)?,
+        Op::Rename(c) => ops::rename(&f, c)?,
+        Op::DropNull(c) => ops::dropnull(&f, c.as_deref())?,
+        Op::Join(j) => j.execute(store, &f)?,
+        Op::Explode(c) => ops::explode(&f, c)?,
+        Op::Changelog(c) => ops::changelog(&f, c)?,
+        Op::Aggregate(agg, node) => {
+            if agg.is_none() {
+                let Node::Aggregate {
+                    keys,
+                    window,
+                    aggregates,
+                    ..
+                } = node
+                else {
+                    unreachable!()
+                };
+                **agg = Some(AggregateExec::new(
+                    &f.batch.schema(),
+                    keys,
+                    window.as_ref(),
+                    aggregates,
+                    out.clone(),
+                    state[&id],
+                )?);
+            }
+            let a = agg.as_mut().as_mut().expect("just built");
+            let ts = f.ts()?;
+            a.push(&f.batch, &ts, &f.seq, &f.del, wb)?;
+            f
+        }
+        Op::Latest => f,
+        Op::First(seen) => {
+            // Keep each key's earliest event; an earlier one arriving later
+            // replaces it from its own time on.
+            let conformed = conform(out, &f)?;
+            let enc = crate::codec::RowEncoder::new(out, &conformed)?;
+            let mut keep = Vec::with_capacity(f.len());
+            let mut key = Vec::new();
+            let mut row = Vec::new();
+            for r in 0..f.len() {
+                if f.del.value(r) {
+                    keep.push(false);
+                    continue;
+                }
+                enc.encode_key(r, &mut key);
+                let t = enc.ts(r);
+                match seen.get(&key) {
+                    Some(&old) if old <= t => keep.push(false),
+                    Some(&old) => {
+                        // Overwrite the old first version with this row.
+                        enc.encode_row(r, &mut row);
+                        wb.put_version(out.id, &key, old, &row);
+                        seen.insert(key.clone(), t);
+                        keep.push(true);
+                    }
+                    None => {
+                        seen.insert(key.clone(), t);
+                        keep.push(true);
+                    }
+                }
+            }
+            f.filter(&BooleanArray::from(keep))?
+        }
+        Op::Dedup(by) => {
+            let sid = state[&id];
+            let schema = f.batch.schema();
+            let cols: Vec<usize> = match by {
+                Some(b) => b.iter().filter_map(|c| schema.index_of(c).ok()).collect(),
+                None => (0..schema.fields().len())
+                    .filter(|&i| schema.field(i).name() != &f.ts_col)
+                    .collect(),
+            };
+            let ts = f.ts()?;
+            let mut keep = Vec::with_capacity(f.len());
+            let mut key = Vec::new();
+            let mut fresh: HashSet<(Vec<u8>, i64)> = HashSet::new();
+            for r in 0..f.len() {
+                key.clear();
+                for &c in &cols {
+                    let v = datafusion::common::ScalarValue::try_from_array(f.batch.column(c), r)
+                        .map_err(|e| Error::Internal(e.to_string()))?;
+                    let s = v.to_string();
+                    key.extend_from_slice(&(s.len() as u32).to_be_bytes());
+                    key.extend_from_slice(s.as_bytes());
+                    key.push(v.is_null() as u8);
+                }
+                key.extend_from_slice(&[0xFF, 0xFF, 0xFF, 0xFF, 0xFF]);
+                let t = ts[r];
+                let mut dup = fresh.contains(&(key.clone(), t));
+                if !dup {
+                    store.get_as_of(sid, &[key.as_slice()], t, &mut |_, v| {
+                        dup = v.is_some_and(|v| v.ts == t);
+                    })?;
+                }
+                if !dup {
+                    wb.put_version(sid, &key, t, &[]);
+                    fresh.insert((key.clone(), t));
+                }
+                keep.push(!dup);
+            }
+            f.filter(&BooleanArray::from(keep))?
+        }
+    })
+}
+
+/// The flow's columns in the output dataset's order and types.
+fn conform(out: &Dataset, f: &Flow) -> Result<RecordBatch> {
+    let cols = out
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(j, fd)| {
+            let name = if j == out.ts_index() { &f.ts_col } else { &fd.name };
+            let c = f.batch.column_by_name(name).ok_or_else(|| {
+                Error::InvalidDefinition(format!(
+                    "pipeline output has no column {} for dataset {}",
+                    fd.name,
+                    out.name()
+                ))
+            })?;
+            crate::ingest::conform_column(out, j, c, 0)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    RecordBatch::try_new(relaxed(out), cols).map_err(|e| Error::Internal(e.to_string()))
+}
+
+/// Write a flow to the output dataset: rows as versions or events, deletes
+/// as delete versions.
+fn write_flow(out: &Dataset, f: &Flow, wb: &mut WriteBatch) -> Result<usize> {
+    let batch = conform(out, f)?;
+    let batch = RecordBatch::try_new(out.schema(), batch.columns().to_vec()).map_err(|e| {
+        Error::InvalidDefinition(format!(
+            "pipeline output does not fit dataset {}: {e}",
+            out.name()
+        ))
+    })?;
+    let dels = f.del.true_count();
+    if dels == 0 {
+        add_rows(out, &batch, wb)?;
+    } else {
+        let up: Vec<u32> = (0..f.len() as u32).filter(|&r| !f.del.value(r as usize)).collect();
+        let dn: Vec<u32> = (0..f.len() as u32).filter(|&r| f.del.value(r as usize)).collect();
+        let take = |idx: Vec<u32>| -> Result<RecordBatch> {
+            let idx = UInt32Array::from(idx);
+            let cols = batch
+                .columns()
+                .iter()
+                .map(|c| arrow::compute::take(c, &idx, None))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| Error::Internal(e.to_string()))?;
+            RecordBatch::try_new(batch.schema(), cols).map_err(|e| Error::Internal(e.to_string()))
+        };
+        add_rows(out, &take(up)?, wb)?;
+        if out.is_keyed() {
+            add_deletes(out, &take(dn)?, wb)?;
+        }
+    }
+    Ok(f.len())
+}
+
+/// One row as a JSON object.
+fn row_json(row: &RecordBatch) -> String {
+    let mut w = arrow::json::ArrayWriter::new(Vec::new());
+    if w.write(row).is_err() || w.finish().is_err() {
+        return String::new();
+    }
+    let s = String::from_utf8(w.into_inner()).unwrap_or_default();
+    s.trim().trim_start_matches('[').trim_end_matches(']').to_string()
+}

@@ -1,0 +1,121 @@
+//! Moving single values between Arrow columns and [`V`].
+
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, BooleanArray, Date32Array, Float64Array, Int64Array, StringArray,
+    TimestampMicrosecondArray,
+};
+use arrow::datatypes::DataType;
+use datafusion::common::ScalarValue;
+
+use super::accum::V;
+use crate::error::{Error, Result};
+use crate::types::DType;
+
+/// A typed reader over one column.
+pub enum Reader<'a> {
+    I(&'a Int64Array),
+    F(&'a Float64Array),
+    B(&'a BooleanArray),
+    S(&'a StringArray),
+    T(&'a TimestampMicrosecondArray),
+    D(&'a Date32Array),
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(a: &'a ArrayRef) -> Result<Reader<'a>> {
+        let any = a.as_any();
+        Ok(match a.data_type() {
+            DataType::Int64 => Reader::I(any.downcast_ref().expect("int64")),
+            DataType::Float64 => Reader::F(any.downcast_ref().expect("float64")),
+            DataType::Boolean => Reader::B(any.downcast_ref().expect("bool")),
+            DataType::Utf8 => Reader::S(any.downcast_ref().expect("utf8")),
+            DataType::Timestamp(_, _) => Reader::T(any.downcast_ref().ok_or_else(|| {
+                Error::Unsupported("timestamps in pipelines are microseconds".into())
+            })?),
+            DataType::Date32 => Reader::D(any.downcast_ref().expect("date32")),
+            other => {
+                return Err(Error::Unsupported(format!(
+                    "a pipeline column of type {other} cannot be aggregated or grouped on"
+                )))
+            }
+        })
+    }
+
+    #[inline]
+    pub fn get(&self, i: usize) -> V {
+        macro_rules! g {
+            ($a:expr, $f:expr) => {
+                if $a.is_null(i) {
+                    V::Null
+                } else {
+                    $f($a.value(i))
+                }
+            };
+        }
+        match self {
+            Reader::I(a) => g!(a, V::I),
+            Reader::F(a) => g!(a, V::F),
+            Reader::B(a) => g!(a, V::B),
+            Reader::S(a) => g!(a, |s: &str| V::S(s.into())),
+            Reader::T(a) => g!(a, V::I),
+            Reader::D(a) => g!(a, |d: i32| V::I(d as i64)),
+        }
+    }
+}
+
+/// A scalar of a stored type from a value.
+pub fn scalar(dtype: DType, v: &V) -> Result<ScalarValue> {
+    let dt = dtype.arrow();
+    if v.is_null() {
+        return ScalarValue::try_from(&dt).map_err(|e| Error::Internal(e.to_string()));
+    }
+    let bad = || {
+        Error::Internal(format!(
+            "pipeline value {v:?} does not fit the output type {dtype}"
+        ))
+    };
+    Ok(match (dtype, v) {
+        (DType::Int, V::I(i)) => ScalarValue::Int64(Some(*i)),
+        (DType::Int, V::F(f)) => ScalarValue::Int64(Some(*f as i64)),
+        (DType::Float, V::F(f)) => ScalarValue::Float64(Some(*f)),
+        (DType::Float, V::I(i)) => ScalarValue::Float64(Some(*i as f64)),
+        (DType::Bool, V::B(b)) => ScalarValue::Boolean(Some(*b)),
+        (DType::Str, V::S(s)) => ScalarValue::Utf8(Some(s.to_string())),
+        (DType::Datetime, V::I(i)) => {
+            ScalarValue::TimestampMicrosecond(Some(*i), Some(crate::types::UTC.into()))
+        }
+        (DType::Date, V::I(i)) => ScalarValue::Date32(Some(*i as i32)),
+        _ => return Err(bad()),
+    })
+}
+
+/// A list scalar of a stored list type from values.
+pub fn list_scalar(dtype: DType, items: &[V]) -> Result<ScalarValue> {
+    let DType::List(elem) = dtype else {
+        return Err(Error::Internal(format!("{dtype} is not a list type")));
+    };
+    let et = elem.dtype();
+    let values = items
+        .iter()
+        .map(|v| scalar(et, v))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(ScalarValue::List(ScalarValue::new_list_nullable(
+        &values,
+        &et.arrow(),
+    )))
+}
+
+/// Build a column from scalars of one type.
+pub fn column(dtype: DType, values: Vec<ScalarValue>) -> Result<ArrayRef> {
+    if values.is_empty() {
+        return Ok(arrow::array::new_empty_array(&dtype.arrow()));
+    }
+    let a = ScalarValue::iter_to_array(values).map_err(|e| Error::Internal(e.to_string()))?;
+    if a.data_type() != &dtype.arrow() {
+        return arrow::compute::cast(&a, &dtype.arrow())
+            .map_err(|e| Error::Internal(e.to_string()));
+    }
+    Ok(Arc::clone(&a))
+}

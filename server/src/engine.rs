@@ -1,0 +1,240 @@
+//! The engine runtime: one thread per committed pipeline.
+//!
+//! A supervisor thread watches the committed definitions; for every
+//! pipeline of every committed dataset it keeps one runner thread
+//! ([`thyme_planner::pipeline::PipelineRunner`]) that steps as long as its
+//! inputs have records and otherwise sleeps briefly (aggregations still
+//! advance with the clock, so windows close when no events arrive). A
+//! recommitted dataset (new table) gets a new runner; the old one stops. A
+//! runner whose step fails is reopened from the store after a pause, which
+//! discards whatever it held in memory past its last commit. Backfill shows
+//! in the log (records, rate) and in `GET /api/v1/pipelines`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use thyme_planner::pipeline::{PipelineRunner, Progress};
+use thyme_planner::Engine;
+
+/// What `GET /api/v1/pipelines` shows for one runner.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Input records per second over the last report period.
+    pub records_per_sec: f64,
+    #[serde(flatten)]
+    pub progress: Progress,
+}
+
+struct Worker {
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<()>,
+}
+
+/// The running pipelines.
+pub struct Pipelines {
+    status: Mutex<BTreeMap<String, Status>>,
+    stop: AtomicBool,
+    supervisor: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Pipelines {
+    /// Start the supervisor.
+    pub fn start(engine: Arc<Engine>) -> Arc<Pipelines> {
+        let p = Arc::new(Pipelines {
+            status: Mutex::new(BTreeMap::new()),
+            stop: AtomicBool::new(false),
+            supervisor: Mutex::new(None),
+        });
+        let me = p.clone();
+        let h = std::thread::Builder::new()
+            .name("pipelines".into())
+            .spawn(move || me.supervise(engine))
+            .expect("spawn pipeline supervisor");
+        *p.supervisor.lock().expect("lock") = Some(h);
+        p
+    }
+
+    /// Every runner's status, by `dataset/pipeline`.
+    pub fn status(&self) -> Vec<Status> {
+        self.status.lock().expect("lock").values().cloned().collect()
+    }
+
+    /// Stop every runner (each finishes its current step) and wait.
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.supervisor.lock().expect("lock").take() {
+            let _ = h.join();
+        }
+    }
+
+    fn supervise(self: Arc<Self>, engine: Arc<Engine>) {
+        let mut workers: BTreeMap<String, Worker> = BTreeMap::new();
+        while !self.stop.load(Ordering::SeqCst) {
+            let mut wanted = BTreeMap::new();
+            for d in engine.registry().datasets() {
+                let spec = d.definition;
+                let Some(table) = engine.catalog().get(&thyme_model::snake_case(&spec.name)) else {
+                    continue;
+                };
+                for p in &spec.pipelines {
+                    let id = format!("{}/{}/{}", table.id, spec.name, p.name);
+                    wanted.insert(id, (spec.clone(), p.clone()));
+                }
+            }
+            workers.retain(|id, w| {
+                let keep = wanted.contains_key(id) && !w.handle.is_finished();
+                if !keep {
+                    w.stop.store(true, Ordering::SeqCst);
+                    self.status.lock().expect("lock").remove(id);
+                }
+                keep
+            });
+            for (id, (spec, p)) in wanted {
+                if workers.contains_key(&id) {
+                    continue;
+                }
+                let stop = Arc::new(AtomicBool::new(false));
+                let (me, e, s) = (self.clone(), engine.clone(), stop.clone());
+                let key = id.clone();
+                let handle = std::thread::Builder::new()
+                    .name(format!("pipeline {}", p.name))
+                    .spawn(move || me.run(e, key, spec, p, s))
+                    .expect("spawn pipeline runner");
+                workers.insert(id, Worker { stop, handle });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        for w in workers.values() {
+            w.stop.store(true, Ordering::SeqCst);
+        }
+        for (_, w) in workers {
+            let _ = w.handle.join();
+        }
+    }
+
+    fn set(&self, id: &str, s: Status) {
+        self.status.lock().expect("lock").insert(id.to_string(), s);
+    }
+
+    fn run(
+        &self,
+        engine: Arc<Engine>,
+        id: String,
+        spec: thyme_model::payload::Dataset,
+        p: thyme_model::payload::Pipeline,
+        stop: Arc<AtomicBool>,
+    ) {
+        let stopped = || stop.load(Ordering::SeqCst) || self.stop.load(Ordering::SeqCst);
+        while !stopped() {
+            let out = engine.catalog().get(&thyme_model::snake_case(&spec.name));
+            let opened = out.ok_or_else(|| thyme_planner::Error::UnknownTable(spec.name.clone())).and_then(
+                |out| PipelineRunner::open(engine.registry(), &spec, &p, out),
+            );
+            let mut runner = match opened {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(pipeline = %p.name, dataset = %spec.name, error = %e, "pipeline cannot start");
+                    self.set(
+                        &id,
+                        Status {
+                            status: "error",
+                            error: Some(e.to_string()),
+                            records_per_sec: 0.0,
+                            progress: Progress {
+                                pipeline: p.name.clone(),
+                                dataset: thyme_model::snake_case(&spec.name),
+                                ..Default::default()
+                            },
+                        },
+                    );
+                    sleep_unless(&stopped, Duration::from_secs(2));
+                    continue;
+                }
+            };
+            if let Err(e) = self.drive(&id, &mut runner, &stopped) {
+                tracing::error!(pipeline = %p.name, dataset = %spec.name, error = %e, "pipeline step failed; restarting from the last commit");
+                if let Ok(progress) = runner.progress() {
+                    self.set(
+                        &id,
+                        Status {
+                            status: "error",
+                            error: Some(e.to_string()),
+                            records_per_sec: 0.0,
+                            progress,
+                        },
+                    );
+                }
+                sleep_unless(&stopped, Duration::from_secs(1));
+            }
+        }
+    }
+
+    fn drive(
+        &self,
+        id: &str,
+        runner: &mut PipelineRunner,
+        stopped: &dyn Fn() -> bool,
+    ) -> thyme_planner::Result<()> {
+        let mut window_start = Instant::now();
+        let mut window_records = 0usize;
+        let mut total = 0usize;
+        let report = |runner: &PipelineRunner, rate: f64| -> thyme_planner::Result<()> {
+            let progress = runner.progress()?;
+            self.set(
+                id,
+                Status {
+                    status: "running",
+                    error: None,
+                    records_per_sec: rate,
+                    progress,
+                },
+            );
+            Ok(())
+        };
+        report(runner, 0.0)?;
+        while !stopped() {
+            let now = chrono::Utc::now().timestamp_micros();
+            let n = runner.step(now)?;
+            window_records += n;
+            total += n;
+            let elapsed = window_start.elapsed();
+            if n == 0 || elapsed > Duration::from_secs(1) {
+                let rate = window_records as f64 / elapsed.as_secs_f64().max(1e-3);
+                report(runner, if n == 0 { 0.0 } else { rate })?;
+                if elapsed > Duration::from_secs(5) && window_records > 0 {
+                    let p = runner.progress()?;
+                    tracing::info!(
+                        pipeline = runner.name(),
+                        dataset = runner.output().name(),
+                        records = total,
+                        lag = p.lag,
+                        rate = format!("{rate:.0}/s"),
+                        "pipeline progress"
+                    );
+                }
+                if elapsed > Duration::from_secs(5) || n == 0 {
+                    window_start = Instant::now();
+                    window_records = 0;
+                }
+            }
+            if n == 0 {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn sleep_unless(stopped: &dyn Fn() -> bool, d: Duration) {
+    let until = Instant::now() + d;
+    while Instant::now() < until && !stopped() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
