@@ -354,6 +354,11 @@ impl Acc {
                     if *n == 0 {
                         *mean = 0.0;
                         *m2 = 0.0;
+                    } else if *n == 1 {
+                        // One value left: its mean is exact and it has no
+                        // spread (drop the rounding the removals left).
+                        *mean = *mean * 2.0 - x;
+                        *m2 = 0.0;
                     } else {
                         let old_mean = (*mean * (*n + 1) as f64 - x) / *n as f64;
                         *m2 -= (x - *mean) * (x - old_mean);
