@@ -17,7 +17,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use thyme_planner::pipeline::{PipelineRunner, Progress};
+use thyme_planner::pipeline::{PipelineRunner, Progress, PythonRuntime};
 use thyme_planner::Engine;
 
 /// What `GET /api/v1/pipelines` shows for one runner.
@@ -39,6 +39,7 @@ struct Worker {
 
 /// The running pipelines.
 pub struct Pipelines {
+    python: Option<Arc<dyn PythonRuntime>>,
     status: Mutex<BTreeMap<String, Status>>,
     stop: AtomicBool,
     supervisor: Mutex<Option<JoinHandle<()>>>,
@@ -47,7 +48,15 @@ pub struct Pipelines {
 impl Pipelines {
     /// Start the supervisor.
     pub fn start(engine: Arc<Engine>) -> Arc<Pipelines> {
+        let python: Option<Arc<dyn PythonRuntime>> = match crate::python::Interpreter::new() {
+            Ok(i) => Some(i),
+            Err(e) => {
+                tracing::warn!(error = %e, "no embedded Python: pipelines with Python functions will not run");
+                None
+            }
+        };
         let p = Arc::new(Pipelines {
+            python,
             status: Mutex::new(BTreeMap::new()),
             stop: AtomicBool::new(false),
             supervisor: Mutex::new(None),
@@ -135,7 +144,7 @@ impl Pipelines {
         while !stopped() {
             let out = engine.catalog().get(&thyme_model::snake_case(&spec.name));
             let opened = out.ok_or_else(|| thyme_planner::Error::UnknownTable(spec.name.clone())).and_then(
-                |out| PipelineRunner::open(engine.registry(), &spec, &p, out),
+                |out| PipelineRunner::open(engine.registry(), &spec, &p, out, self.python.clone()),
             );
             let mut runner = match opened {
                 Ok(r) => r,

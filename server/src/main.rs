@@ -13,6 +13,7 @@ mod engine;
 mod errors;
 mod http;
 mod pg;
+mod python;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

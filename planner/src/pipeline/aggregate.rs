@@ -343,17 +343,21 @@ impl AggregateExec {
                 .iter()
                 .map(|r| r.as_ref().map_or(V::Null, |r| r.get(i)))
                 .collect();
-            let (t, s) = (ts[i], seq.value(i));
+            let (t, mut s) = (ts[i], seq.value(i));
+            let id = match self.index.get(gkey.as_slice()) {
+                Some(&id) => id,
+                None => self.key_id(key, gkey.as_slice().into()),
+            };
+            // Rows fanned out of one record share its order; keep them apart.
+            while self.states[id as usize].events.contains_key(&(t, s)) {
+                s += 1;
+            }
             row.clear();
             row.extend_from_slice(&s.to_be_bytes());
             for v in vals.iter() {
                 v.encode(&mut row);
             }
             wb.put_version(self.state_ds, &gkey, t, &row);
-            let id = match self.index.get(gkey.as_slice()) {
-                Some(&id) => id,
-                None => self.key_id(key, gkey.as_slice().into()),
-            };
             let first = self
                 .windows
                 .iter()

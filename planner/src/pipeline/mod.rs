@@ -55,6 +55,31 @@ use aggregate::AggregateExec;
 use expr::Compiled;
 use ops::{Flow, JoinExec};
 
+/// Runs the Python functions shipped with pipelines. The server implements
+/// it with its embedded interpreter; without one, pipelines that use Python
+/// functions report an error instead of running.
+pub trait PythonRuntime: Send + Sync {
+    /// Call `func` with `batch` as a pandas DataFrame; its result (a Series
+    /// or list, one value per row) as an array of `dtype`.
+    fn call_series(
+        &self,
+        func: &thyme_model::payload::Func,
+        imports: &str,
+        batch: &RecordBatch,
+        dtype: &arrow::datatypes::DataType,
+    ) -> Result<ArrayRef>;
+
+    /// Call a `transform` function: DataFrame in, DataFrame out, read back
+    /// with the columns of `schema`.
+    fn call_frame(
+        &self,
+        func: &thyme_model::payload::Func,
+        imports: &str,
+        batch: &RecordBatch,
+        schema: SchemaRef,
+    ) -> Result<RecordBatch>;
+}
+
 /// The table late events are recorded in.
 pub const LATE_TABLE: &str = "thyme_late_events";
 
@@ -112,6 +137,7 @@ enum Op {
     DropNull(Option<Vec<String>>),
     Join(JoinExec),
     Explode(Vec<String>),
+    Transform(thyme_model::payload::Func, SchemaRef),
     Union(Vec<usize>),
     Changelog(String),
     /// Terminal operators.
@@ -132,6 +158,8 @@ pub struct PipelineRunner {
     deps: Vec<Vec<usize>>,
     output: usize,
     ctx: SessionContext,
+    python: Option<Arc<dyn PythonRuntime>>,
+    imports: String,
     ckpt: Checkpoint,
     ckpt_key: String,
     late: Arc<Dataset>,
@@ -227,6 +255,7 @@ impl PipelineRunner {
         spec: &DatasetSpec,
         p: &Pipeline,
         out: Arc<Dataset>,
+        python: Option<Arc<dyn PythonRuntime>>,
     ) -> Result<Self> {
         let catalog = registry.catalog();
         let store = catalog.store().clone();
@@ -272,11 +301,18 @@ impl PipelineRunner {
                         .map(|(k, v)| (k.clone(), None, v.clone()))
                         .collect(),
                 ),
-                Node::Transform { .. } => {
-                    return Err(Error::Unsupported(
-                        "transform() with a Python function (the engine has no embedded interpreter yet)"
-                            .into(),
-                    ))
+                Node::Transform { func, schema, .. } => {
+                    let schema = schema.as_ref().ok_or_else(|| {
+                        Error::InvalidDefinition("transform() needs the schema of its result".into())
+                    })?;
+                    let fields = schema
+                        .iter()
+                        .map(|(n, t)| {
+                            let (d, _) = crate::registry::stored_type(t).map_err(Error::InvalidDefinition)?;
+                            Ok(Field::new(n, d.arrow(), true))
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    Op::Transform(func.clone(), Arc::new(Schema::new(fields)))
                 }
                 Node::Select { columns, .. } => Op::Select(columns.clone()),
                 Node::Drop { columns, .. } => Op::Drop(columns.clone()),
@@ -388,6 +424,12 @@ impl PipelineRunner {
             deps,
             output: p.output,
             ctx: SessionContext::new(),
+            python,
+            imports: p
+                .env
+                .as_ref()
+                .and_then(|e| e.imports.clone())
+                .unwrap_or_default(),
             ckpt,
             ckpt_key,
             late,
@@ -551,7 +593,7 @@ impl PipelineRunner {
             if let Err(e) = dec.append(&rec[1..]) {
                 err = Some(e);
             }
-            seqs.push(((i as u64) << 48) | off);
+            seqs.push(((i as u64) << 56) | (off << 16));
             dels.push(rec[0] == LOG_DELETE);
         })?;
         if let Some(e) = err {
@@ -642,7 +684,17 @@ impl PipelineRunner {
                 }
                 op => match input {
                     None => None,
-                    Some(f) => Some(apply(op, &self.ctx, self.store.as_ref(), &self.out, &self.ckpt.state, id, f, wb)?),
+                    Some(f) => {
+                        let env = Env {
+                            ctx: &self.ctx,
+                            store: self.store.as_ref(),
+                            out: &self.out,
+                            state: &self.ckpt.state,
+                            python: self.python.as_deref(),
+                            imports: &self.imports,
+                        };
+                        Some(apply(op, &env, id, f, wb)?)
+                    }
                 },
             };
             results.push(out);
@@ -672,18 +724,29 @@ impl PipelineRunner {
     }
 }
 
+/// What operators read besides their input.
+struct Env<'a> {
+    ctx: &'a SessionContext,
+    store: &'a dyn TemporalStore,
+    out: &'a Arc<Dataset>,
+    state: &'a BTreeMap<usize, DatasetId>,
+    python: Option<&'a dyn PythonRuntime>,
+    imports: &'a str,
+}
+
+impl Env<'_> {
+    fn python(&self, what: &str) -> Result<&dyn PythonRuntime> {
+        self.python.ok_or_else(|| {
+            Error::Unsupported(format!(
+                "{what} with a Python function in a server without the embedded interpreter"
+            ))
+        })
+    }
+}
+
 /// One operator on one flow.
-#[allow(clippy::too_many_arguments)]
-fn apply(
-    op: &mut Op,
-    ctx: &SessionContext,
-    store: &dyn TemporalStore,
-    out: &Arc<Dataset>,
-    state: &BTreeMap<usize, DatasetId>,
-    id: usize,
-    f: Flow,
-    wb: &mut WriteBatch,
-) -> Result<Flow> {
+fn apply(op: &mut Op, env: &Env<'_>, id: usize, f: Flow, wb: &mut WriteBatch) -> Result<Flow> {
+    let (ctx, store, out, state) = (env.ctx, env.store, env.out, env.state);
     Ok(match op {
         Op::Input(_) | Op::Union(_) => unreachable!("handled by the graph walk"),
         Op::Filter(compiled, pred) => {
@@ -692,10 +755,14 @@ fn apply(
                 None => {
                     let e = match pred {
                         ExprOrFunc::Expr { expr } => expr,
-                        ExprOrFunc::Func { .. } => {
-                            return Err(Error::Unsupported(
-                                "filter() with a Python function (the engine has no embedded interpreter yet; use an expression such as col(\"amount\") > 0)".into(),
-                            ))
+                        ExprOrFunc::Func { func } => {
+                            let m = env.python("filter()")?.call_series(
+                                func,
+                                env.imports,
+                                &f.batch,
+                                &arrow::datatypes::DataType::Boolean,
+                            )?;
+                            return f.filter(&ops::mask(&m)?);
                         }
                     };
                     compiled.insert(Compiled::new(ctx, &f.batch.schema(), e, None)?)
@@ -711,10 +778,17 @@ fn apply(
                     None => {
                         let e = match &a.value {
                             ExprOrFunc::Expr { expr } => expr,
-                            ExprOrFunc::Func { .. } => {
-                                return Err(Error::Unsupported(
-                                    "assign() with a Python function (the engine has no embedded interpreter yet; use an expression)".into(),
-                                ))
+                            ExprOrFunc::Func { func } => {
+                                let (d, _) = crate::registry::stored_type(&a.ty)
+                                    .map_err(Error::InvalidDefinition)?;
+                                let v = env.python("assign()")?.call_series(
+                                    func,
+                                    env.imports,
+                                    &f.batch,
+                                    &d.arrow(),
+                                )?;
+                                new.push((name.clone(), v));
+                                continue;
                             }
                         };
                         compiled.insert(Compiled::new(ctx, &f.batch.schema(), e, Some(&a.ty))?)
@@ -730,6 +804,26 @@ fn apply(
         Op::DropNull(c) => ops::dropnull(&f, c.as_deref())?,
         Op::Join(j) => j.execute(store, &f)?,
         Op::Explode(c) => ops::explode(&f, c)?,
+        Op::Transform(func, schema) => {
+            let b = env
+                .python("transform()")?
+                .call_frame(func, env.imports, &f.batch, schema.clone())?;
+            let (seq, del) = if b.num_rows() == f.len() {
+                (f.seq.clone(), f.del.clone())
+            } else {
+                let first = if f.is_empty() { 0 } else { f.seq.value(0) };
+                (
+                    UInt64Array::from_iter_values((0..b.num_rows() as u64).map(|i| first + i)),
+                    BooleanArray::from(vec![false; b.num_rows()]),
+                )
+            };
+            Flow {
+                batch: b,
+                seq,
+                del,
+                ts_col: f.ts_col.clone(),
+            }
+        }
         Op::Changelog(c) => ops::changelog(&f, c)?,
         Op::Aggregate(agg, node) => {
             if agg.is_none() {

@@ -239,6 +239,7 @@ pub fn explode(f: &Flow, columns: &[String]) -> Result<Flow> {
         })
         .collect::<Result<_>>()?;
     let mut rows = Vec::new();
+    let mut subs: Vec<u64> = Vec::new();
     let mut elems: Vec<Vec<Option<u32>>> = vec![Vec::new(); lists.len()];
     for r in 0..f.len() {
         let n = lists
@@ -248,13 +249,18 @@ pub fn explode(f: &Flow, columns: &[String]) -> Result<Flow> {
             .unwrap_or(0);
         for k in 0..n.max(1) {
             rows.push(r as u32);
+            subs.push(k as u64);
             for (j, (_, l)) in lists.iter().enumerate() {
                 let len = if l.is_null(r) { 0 } else { l.value_length(r) as usize };
                 elems[j].push((k < len).then(|| l.value_offsets()[r] as u32 + k as u32));
             }
         }
     }
-    let base = f.take(&UInt32Array::from(rows))?;
+    let mut base = f.take(&UInt32Array::from(rows))?;
+    // Elements of one row keep its input order, one after another.
+    base.seq = UInt64Array::from_iter_values(
+        base.seq.values().iter().zip(&subs).map(|(s, k)| s + k),
+    );
     let (mut fields, mut cols) = base.parts();
     for (j, (i, l)) in lists.iter().enumerate() {
         let idx = UInt32Array::from(std::mem::take(&mut elems[j]));
