@@ -1,5 +1,5 @@
 """The seed-shaped example: transactions pushed to a webhook, per-user
-7-day statistics computed by a pipeline, user info joined in for
+7-day and 30-day statistics computed by a pipeline, user info joined in for
 per-country totals, and a featureset serving them.
 
 Written the way a Fennel feature file is; only the imports say thyme.
@@ -47,6 +47,8 @@ class UserStats:
     txn_count_7d: int
     total_7d: float
     avg_7d: float
+    txn_count_30d: int
+    total_30d: float
     ts: datetime
 
     @pipeline(version=1)
@@ -56,6 +58,8 @@ class UserStats:
             txn_count_7d=Count(window=Continuous("7d")),
             total_7d=Sum(of="amount", window=Continuous("7d")),
             avg_7d=Average(of="amount", window=Continuous("7d"), default=0.0),
+            txn_count_30d=Count(window=Continuous("30d")),
+            total_30d=Sum(of="amount", window=Continuous("30d")),
         )
 
 

@@ -5,6 +5,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -17,6 +18,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def server_env() -> dict:
+    """The server's environment: quiet logs, and this virtualenv's packages
+    (pandas, the SDK) for the Python functions it runs."""
+    env = {**os.environ, "THYME_LOG": "warn"}
+    if sys.prefix != sys.base_prefix:
+        env["VIRTUAL_ENV"] = sys.prefix
+    return env
 
 
 def thyme_bin() -> str:
@@ -51,7 +61,7 @@ class ThymeServer:
                 "--query-addr",
                 f"127.0.0.1:{self.query_port}",
             ],
-            env={**os.environ, "THYME_LOG": "warn"},
+            env=server_env(),
         )
         deadline = time.time() + 60
         while time.time() < deadline:

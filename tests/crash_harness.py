@@ -17,6 +17,7 @@ import random
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -114,7 +115,7 @@ class Server:
         self.proc = subprocess.Popen(
             [self.binary, "serve", "--data", self.data, "--pg-addr", f"127.0.0.1:{self.pg}",
              "--control-addr", f"127.0.0.1:{self.ctl}", "--query-addr", f"127.0.0.1:{self.q}"],
-            env={**os.environ, "THYME_LOG": "warn"},
+            env={**os.environ, "THYME_LOG": "warn", **({"VIRTUAL_ENV": sys.prefix} if sys.prefix != sys.base_prefix else {})},
         )
         deadline = time.time() + 120
         while time.time() < deadline:

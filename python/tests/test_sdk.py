@@ -142,6 +142,10 @@ def test_example_user_stats_pipeline():
          "window": {"kind": "continuous", "duration": "7d"}},
         {"kind": "average", "into": "avg_7d", "of": "amount",
          "window": {"kind": "continuous", "duration": "7d"}, "default": 0.0},
+        {"kind": "count", "into": "txn_count_30d", "of": None,
+         "window": {"kind": "continuous", "duration": "30d"}, "unique": False, "approx": False},
+        {"kind": "sum", "into": "total_30d", "of": "amount",
+         "window": {"kind": "continuous", "duration": "30d"}},
     ]
     assert p["source"].startswith("def compute(cls, txn: Dataset):\n    return txn.groupby(\"uid\")")
     assert "@pipeline" not in p["source"] and "@inputs" not in p["source"]
