@@ -25,7 +25,7 @@ from thyme.client import Client
 from thyme.connectors import Webhook, source
 from thyme.datasets import (Average, Count, Dataset, Distinct, FirstK, LastK, Max, Min, Quantile,
                             Stddev, Sum, dataset, field, pipeline)
-from thyme.dtypes import Continuous, Hopping, Tumbling
+from thyme.dtypes import Continuous, Hopping, Session, Tumbling
 from thyme.expr import col
 from thyme.lib import inputs
 
@@ -71,6 +71,9 @@ class EvAgg:
     first2: List[str]
     q50: Optional[float]
     cnt_tlb: int
+    sess_n: int
+    sess_sum: float
+    sess_last2: List[str]
     ts: datetime
 
     @pipeline
@@ -90,6 +93,9 @@ class EvAgg:
             first2=FirstK(of="s", limit=2, window=Hopping("20m", "5m", lookback="5m")),
             q50=Quantile(of="v", p=0.5, window=Continuous("1h")),
             cnt_tlb=Count(window=Tumbling("15m", lookback="10m")),
+            sess_n=Count(window=Session("4m")),
+            sess_sum=Sum(of="v", window=Session("4m")),
+            sess_last2=LastK(of="s", limit=2, window=Session("4m")),
         )
 
 
@@ -178,6 +184,19 @@ def expected_ev(events, t):
     lo, hi = hop_window(t, 15 * MIN, 15 * MIN, 10 * MIN)
     tlb = in_window(events, lo, hi, False)
     order = lambda e: (e["ts"], e["seq"])  # noqa: E731
+    # Session("4m"): the most recent session closed by t (a session closes
+    # 4m + 1µs after its last event).
+    sess = []
+    cur = []
+    for e in sorted(events, key=order):
+        if cur and e["ts"] - cur[-1]["ts"] > 4 * MIN:
+            sess.append(cur)
+            cur = []
+        cur.append(e)
+    if cur:
+        sess.append(cur)
+    closed = [x for x in sess if x[-1]["ts"] + 4 * MIN + 1 <= t]
+    last_sess = closed[-1] if closed else []
     vs = sorted(e["v"] for e in h1)
     std = None
     if h1:
@@ -197,13 +216,16 @@ def expected_ev(events, t):
         "first2": [e["s"] for e in sorted(hop2, key=order)[:2]],
         "q50": vs[int(math.floor(0.5 * (len(vs) - 1)))] if vs else None,
         "cnt_tlb": len(tlb),
+        "sess_n": len(last_sess),
+        "sess_sum": sum(e["v"] for e in last_sess),
+        "sess_last2": [e["s"] for e in reversed(last_sess)][:2],
     }
 
 
 def check_ev(got, exp, where):
     for k, e in exp.items():
         g = got[k]
-        if k in ("sum_30m", "avg_tumble"):
+        if k in ("sum_30m", "avg_tumble", "sess_sum"):
             ok = close(g, e)
         elif k == "std_1h":
             # Sliding removal leaves rounding of order 1e-12 in M2, which the
@@ -219,8 +241,26 @@ def check_ev(got, exp, where):
 
 
 def test_aggregations_match_the_oracle(thyme):
+    run_oracle(thyme, "test_aggregations_match_the_oracle")
+
+
+def test_aggregations_match_the_oracle_in_tiny_steps(monkeypatch, tmp_path):
+    """Three input records per pipeline step: every event meets state
+    committed by earlier steps (out-of-order recomputation, session merges
+    across steps)."""
+    from conftest import ThymeServer
+
+    monkeypatch.setenv("THYME_PIPELINE_CHUNK", "3")
+    server = ThymeServer(str(tmp_path / "data"))
+    try:
+        run_oracle(server, "test_aggregations_match_the_oracle_in_tiny_steps")
+    finally:
+        server.stop()
+
+
+def run_oracle(thyme, name):
     seed = int(os.environ.get("THYME_SEED", random.randrange(1 << 30)))
-    print(f"test_aggregations_match_the_oracle: THYME_SEED={seed}")
+    print(f"{name}: THYME_SEED={seed}")
     rng = random.Random(seed)
     client = Client(thyme.control_url)
     client.commit("oracle", datasets=[Ev, Info, EvAgg, Clean, RegionAgg])
@@ -280,7 +320,8 @@ def test_aggregations_match_the_oracle(thyme):
     by_uid = {u: [e for e in applied if e["uid"] == u] for u in uids}
     times = [rng.randrange(t0 - 30 * MIN, t0 + 10 * HOUR) for _ in range(60)]
     for e in rng.sample(applied, 40):
-        times += [e["ts"], e["ts"] - 1, e["ts"] + HOUR, e["ts"] + HOUR + 1, e["ts"] + 30 * MIN + 1]
+        times += [e["ts"], e["ts"] - 1, e["ts"] + HOUR, e["ts"] + HOUR + 1, e["ts"] + 30 * MIN + 1,
+                  e["ts"] + 4 * MIN, e["ts"] + 4 * MIN + 1]
     cols = list(expected_ev([{"ts": 0, "v": 0.0, "iv": 0, "s": "a", "seq": 0}], 0).keys())
     checked = 0
     with psycopg.connect(thyme.dsn, autocommit=True) as conn:
@@ -294,7 +335,15 @@ def test_aggregations_match_the_oracle(thyme):
                     assert u not in got, f"{where}: unexpected row {got.get(u)}"
                     continue
                 assert u in got, f"{where}: missing row"
-                check_ev(got[u], exp, where)
+                try:
+                    check_ev(got[u], exp, where)
+                except AssertionError:
+                    if os.environ.get("THYME_DEBUG"):
+                        near = sorted((e["ts"], e["seq"]) for e in by_uid[u] if t - 2 * HOUR <= e["ts"] <= t + 10 * MIN)
+                        print("events", [(iso(a), b) for a, b in near])
+                        hist = conn.execute(f"SELECT ts, count_1h FROM history.ev_agg WHERE uid = {u}").fetchall()
+                        print("history", [(h[0].isoformat(), h[1]) for h in hist if abs(h[0].timestamp() * 1e6 - t) < 2 * HOUR])
+                    raise
                 checked += 1
 
         # The chained, joined pipeline: positive events, region as of the

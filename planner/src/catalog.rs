@@ -64,7 +64,7 @@ pub struct Dataset {
 }
 
 impl Dataset {
-    fn new(id: DatasetId, def: DatasetDef) -> Result<Self> {
+    pub(crate) fn new(id: DatasetId, def: DatasetDef) -> Result<Self> {
         def.validate()?;
         let fields: Vec<Field> = def
             .fields

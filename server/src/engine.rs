@@ -167,6 +167,13 @@ impl Pipelines {
                     continue;
                 }
             };
+            if let Some(n) = std::env::var("THYME_PIPELINE_CHUNK")
+                .ok()
+                .and_then(|v| v.parse::<usize>().ok())
+                .filter(|n| *n > 0)
+            {
+                runner.chunk = n;
+            }
             if let Err(e) = self.drive(&id, &mut runner, &stopped) {
                 tracing::error!(pipeline = %p.name, dataset = %spec.name, error = %e, "pipeline step failed; restarting from the last commit");
                 if let Ok(progress) = runner.progress() {

@@ -80,6 +80,9 @@ struct KeyState {
     /// Earliest change point of events inserted out of order since the last
     /// advance.
     dirty: Option<i64>,
+    /// Session windows: the last event whose possible close (time + gap +
+    /// 1µs) has been passed.
+    closed: Vec<Option<EvKey>>,
 }
 
 /// Where each output field comes from.
@@ -142,12 +145,6 @@ impl AggregateExec {
                 Error::InvalidDefinition(format!("aggregate {}: no window", a.into))
             })?;
             let w = Win::from_model(w)?;
-            if matches!(w, Win::Session { .. }) {
-                return Err(Error::Unsupported(format!(
-                    "aggregate {}: Session windows are not supported by the engine yet",
-                    a.into
-                )));
-            }
             let win = match windows.iter().position(|x| *x == w) {
                 Some(i) => i,
                 None => {
@@ -263,6 +260,7 @@ impl AggregateExec {
             accs,
             timer: None,
             dirty: None,
+            closed: vec![None; nw],
         });
         self.index.insert(gkey, id);
         id
@@ -365,10 +363,10 @@ impl AggregateExec {
                 .min()
                 .unwrap_or(t);
             let ks = &mut self.states[id as usize];
-            ks.events.insert((t, s), vals);
             if first <= ks.t {
                 ks.dirty = Some(ks.dirty.map_or(first, |d| d.min(first)));
             }
+            ks.events.insert((t, s), vals);
             self.touched.push(id);
         }
         Ok(())
@@ -414,6 +412,34 @@ impl AggregateExec {
     fn reinit(&mut self, id: u32, t: i64) {
         let ks = &mut self.states[id as usize];
         for (w, win) in self.windows.iter().enumerate() {
+            if let Win::Session { gap } = *win {
+                let pc = ks
+                    .events
+                    .range(..=(t.saturating_sub(gap).saturating_sub(1), u64::MAX))
+                    .next_back()
+                    .map(|(k, _)| *k);
+                ks.closed[w] = pc;
+                // The most recent session closed by t ends at the last event
+                // up to `pc` that no event follows within the gap.
+                let mut end = None;
+                if let Some(pc) = pc {
+                    let mut follower = ks.events.range((Excluded(pc), Unbounded)).next().map(|(k, _)| *k);
+                    for (&k, _) in ks.events.range(..=pc).rev() {
+                        if follower.is_none_or(|f| f.0 - k.0 > gap) {
+                            end = Some(k);
+                            break;
+                        }
+                        follower = Some(k);
+                    }
+                }
+                let (enter, leave) = match end {
+                    Some(e) => (Some(e), session_start(&ks.events, e, gap)),
+                    None => (None, None),
+                };
+                ks.enter[w] = enter;
+                ks.leave[w] = leave;
+                continue;
+            }
             let last_le = |bound: Option<i64>| -> Option<EvKey> {
                 let b = bound?;
                 ks.events.range(..=(b, u64::MAX)).next_back().map(|(k, _)| *k)
@@ -453,6 +479,14 @@ impl AggregateExec {
             let ks = &self.states[id as usize];
             let mut next = i64::MAX;
             for (w, win) in self.windows.iter().enumerate() {
+                if let Win::Session { gap } = *win {
+                    // Every event's possible close is a change point (so
+                    // none disappears when sessions merge).
+                    if let Some(k) = Self::next_after(&ks.events, ks.closed[w]) {
+                        next = next.min(k.0.saturating_add(gap).saturating_add(1));
+                    }
+                    continue;
+                }
                 if let Some(k) = Self::next_after(&ks.events, ks.enter[w]) {
                     next = next.min(win.enter(k.0));
                 }
@@ -479,6 +513,39 @@ impl AggregateExec {
             }
             let ks = &mut self.states[id as usize];
             for (w, win) in self.windows.iter().enumerate() {
+                if let Win::Session { gap } = *win {
+                    let mut passed = None;
+                    while let Some(k) = Self::next_after(&ks.events, ks.closed[w]) {
+                        if k.0.saturating_add(gap).saturating_add(1) != next {
+                            break;
+                        }
+                        ks.closed[w] = Some(k);
+                        passed = Some(k);
+                    }
+                    // The session ending at the last passed event closes now
+                    // unless another event follows within the gap.
+                    if let Some(end) = passed {
+                        let follower = Self::next_after(&ks.events, Some(end));
+                        if follower.is_none_or(|f| f.0 - end.0 > gap) {
+                            let before = session_start(&ks.events, end, gap);
+                            let lo = match before {
+                                Some(b) => Excluded(b),
+                                None => Unbounded,
+                            };
+                            for (a, acc) in self.aggs.iter().zip(ks.accs.iter_mut()) {
+                                if a.win == w {
+                                    acc.reset();
+                                    for (_, vals) in ks.events.range((lo, Included(end))) {
+                                        acc.update(&vals[a.slot], true);
+                                    }
+                                }
+                            }
+                            ks.enter[w] = Some(end);
+                            ks.leave[w] = before;
+                        }
+                    }
+                    continue;
+                }
                 while let Some(k) = Self::next_after(&ks.events, ks.enter[w]) {
                     if win.enter(k.0) != next {
                         break;
@@ -619,6 +686,21 @@ impl AggregateExec {
     }
 }
 
+/// The event just before the session that ends at `end` (`None`: the
+/// session starts at the key's first event). A session is a maximal run of
+/// events whose consecutive gaps are at most `gap`; it closes `gap` + 1µs
+/// after its last event (an event exactly `gap` later still joins it).
+fn session_start(events: &BTreeMap<EvKey, Box<[V]>>, end: EvKey, gap: i64) -> Option<EvKey> {
+    let mut later = end;
+    for (&k, _) in events.range(..end).rev() {
+        if later.0 - k.0 > gap {
+            return Some(k);
+        }
+        later = k;
+    }
+    None
+}
+
 /// Largest event time whose event has entered window `w` by read time `t`.
 fn max_event_entered(w: &Win, t: i64) -> Option<i64> {
     match *w {
@@ -694,3 +776,93 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod session_tests {
+    use super::*;
+    use crate::catalog::{DatasetDef, FieldDef};
+    use arrow::array::{Int64Array, TimestampMicrosecondArray};
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    use thyme_model::payload::{Agg, AggKind, Window};
+
+    fn agg(kind: AggKind, into: &str, w: Window) -> Agg {
+        serde_json::from_value(serde_json::json!({"kind": "count", "into": into, "window": w}))
+            .map(|mut a: Agg| {
+                a.kind = kind;
+                a
+            })
+            .unwrap()
+    }
+
+    /// One key; count over 1h and over a 4-minute session, fed one event
+    /// per step; reads the value in effect at `t` from the written rows.
+    #[test]
+    fn session_merge_rewrites_the_close_it_removed() {
+        let out = Arc::new(
+            Dataset::new(
+                7,
+                DatasetDef {
+                    name: "o".into(),
+                    fields: vec![
+                        FieldDef { name: "k".into(), dtype: DType::Int, nullable: false },
+                        FieldDef { name: "n".into(), dtype: DType::Int, nullable: false },
+                        FieldDef { name: "s".into(), dtype: DType::Int, nullable: false },
+                        FieldDef { name: "ts".into(), dtype: DType::Datetime, nullable: false },
+                    ],
+                    keys: vec!["k".into()],
+                    timestamp: "ts".into(),
+                    version: 1,
+                    index: true,
+                },
+            )
+            .unwrap(),
+        );
+        let input = Schema::new(vec![
+            Field::new("k", DataType::Int64, false),
+            Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
+        ]);
+        let m = 60_000_000i64;
+        let aggs = vec![
+            agg(AggKind::Count, "n", Window::Continuous { duration: "1h".into() }),
+            agg(AggKind::Count, "s", Window::Session { gap: "4m".into() }),
+        ];
+        let mut a = AggregateExec::new(&input, &["k".into()], None, &aggs, out, 99).unwrap();
+        let mut rows: Vec<(i64, i64, i64)> = Vec::new();
+        let now = 100 * m;
+        for (i, t) in [10 * m, 13 * m].into_iter().enumerate() {
+            let b = RecordBatch::try_new(
+                Arc::new(input.clone()),
+                vec![
+                    Arc::new(Int64Array::from(vec![1])),
+                    Arc::new(TimestampMicrosecondArray::from(vec![t]).with_timezone("UTC")),
+                ],
+            )
+            .unwrap();
+            let mut wb = WriteBatch::new();
+            a.push(&b, &[t], &UInt64Array::from(vec![i as u64 * 65536]), &BooleanArray::from(vec![false]), &mut wb)
+                .unwrap();
+            a.advance(now).unwrap();
+            for (_, t, r) in std::mem::take(&mut a.pending) {
+                let n = match &r[0] { ScalarValue::Int64(Some(v)) => *v, _ => -1 };
+                let s = match &r[1] { ScalarValue::Int64(Some(v)) => *v, _ => -1 };
+                rows.push((t, n, s));
+            }
+        }
+        // Last write per time wins; the value in effect at t.
+        let at = |t: i64| {
+            let mut best: Option<(i64, i64, i64)> = None;
+            for r in &rows {
+                if r.0 <= t && best.is_none_or(|b| r.0 >= b.0) {
+                    best = Some(*r);
+                }
+            }
+            best.map(|b| (b.1, b.2))
+        };
+        // The first event's session (closing at 14m + 1µs) merged with the
+        // second's (closing at 17m + 1µs).
+        assert_eq!(at(14 * m + 1), Some((2, 0)));
+        assert_eq!(at(17 * m + 1), Some((2, 2)));
+        assert_eq!(at(71 * m), Some((1, 2)));
+    }
+}
+
