@@ -15,7 +15,7 @@ import math
 import os
 import random
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import List, Optional
 
 import pandas as pd
@@ -23,7 +23,7 @@ import psycopg
 
 from thyme.client import Client
 from thyme.connectors import Webhook, source
-from thyme.datasets import (Average, Count, Dataset, Distinct, FirstK, LastK, Max, Min, Quantile,
+from thyme.datasets import (Average, Count, Dataset, Distinct, ExpDecaySum, FirstK, LastK, Max, Min, Quantile,
                             Stddev, Sum, dataset, field, pipeline)
 from thyme.dtypes import Continuous, Hopping, Session, Tumbling
 from thyme.expr import col
@@ -33,6 +33,8 @@ US = 1
 MIN = 60_000_000
 HOUR = 60 * MIN
 DISORDER = 30 * MIN
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 webhook = Webhook(name="oracle")
 
@@ -74,6 +76,7 @@ class EvAgg:
     sess_n: int
     sess_sum: float
     sess_last2: List[str]
+    decay_1h: float
     ts: datetime
 
     @pipeline
@@ -96,6 +99,7 @@ class EvAgg:
             sess_n=Count(window=Session("4m")),
             sess_sum=Sum(of="v", window=Session("4m")),
             sess_last2=LastK(of="s", limit=2, window=Session("4m")),
+            decay_1h=ExpDecaySum(of="v", window=Continuous("1h"), half_life="10m"),
         )
 
 
@@ -219,13 +223,15 @@ def expected_ev(events, t):
         "sess_n": len(last_sess),
         "sess_sum": sum(e["v"] for e in last_sess),
         "sess_last2": [e["s"] for e in reversed(last_sess)][:2],
+        # Exact at every t, also between events: the read decays the value.
+        "decay_1h": sum(e["v"] * 2 ** (-(t - e["ts"]) / (10 * MIN)) for e in h1),
     }
 
 
 def check_ev(got, exp, where):
     for k, e in exp.items():
         g = got[k]
-        if k in ("sum_30m", "avg_tumble", "sess_sum"):
+        if k in ("sum_30m", "avg_tumble", "sess_sum", "decay_1h"):
             ok = close(g, e)
         elif k == "std_1h":
             # Sliding removal leaves rounding of order 1e-12 in M2, which the
@@ -345,6 +351,17 @@ def run_oracle(thyme, name):
                         print("history", [(h[0].isoformat(), h[1]) for h in hist if abs(h[0].timestamp() * 1e6 - t) < 2 * HOUR])
                     raise
                 checked += 1
+
+        # Point lookups with placeholders (the prepared-statement path).
+        for t in times[:40]:
+            for u in uids:
+                exp = expected_ev(by_uid[u], t)
+                row = conn.execute("SELECT count_1h, decay_1h FROM ev_agg WHERE uid = %s AS OF %s",
+                                   (u, EPOCH + timedelta(microseconds=t))).fetchone()
+                if exp is None:
+                    assert row is None, (seed, u, iso(t), row)
+                    continue
+                assert row[0] == exp["count_1h"] and close(row[1], exp["decay_1h"]), (seed, u, iso(t), row, exp)
 
         # The chained, joined pipeline: positive events, region as of the
         # event time, doubled, then summed per region.

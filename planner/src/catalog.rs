@@ -40,6 +40,12 @@ pub struct DatasetDef {
     pub version: u32,
     #[serde(default = "default_true")]
     pub index: bool,
+    /// Float fields that decay with read time (`ExpDecaySum` outputs): each
+    /// stored value holds the sum as of its row's event time, and a read as
+    /// of `t` multiplies it by `2^(-(t - ts) / half_life)` (half-life in
+    /// microseconds).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub decay: Vec<(String, i64)>,
 }
 
 fn default_version() -> u32 {

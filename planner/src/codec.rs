@@ -517,3 +517,67 @@ impl RowDecoder {
             .map_err(|e| Error::Internal(e.to_string()))
     }
 }
+
+/// Decayed fields of a dataset, resolved to field positions.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Decay {
+    fields: Vec<(usize, f64)>,
+}
+
+impl Decay {
+    pub(crate) fn of(ds: &Dataset) -> Decay {
+        Decay {
+            fields: ds
+                .def
+                .decay
+                .iter()
+                .filter_map(|(name, h)| {
+                    ds.fields()
+                        .iter()
+                        .position(|f| &f.name == name && f.dtype == DType::Float)
+                        .map(|i| (i, *h as f64))
+                })
+                .collect(),
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+
+    /// The row as read at `as_of` (`i64::MAX`: now): every decayed field
+    /// multiplied by `2^(-(as_of - ts) / half_life)`.
+    pub(crate) fn apply(&self, ds: &Dataset, row: &[u8], as_of: i64) -> Result<Vec<u8>> {
+        let read_at = if as_of == i64::MAX {
+            chrono::Utc::now().timestamp_micros()
+        } else {
+            as_of
+        };
+        let mut out = row.to_vec();
+        let n = ds.fields().len();
+        let bitmap_len = n.div_ceil(8);
+        let mut pos = bitmap_len;
+        let mut ts = None;
+        let mut offsets = vec![None; n];
+        for (j, f) in ds.fields().iter().enumerate() {
+            if row[j / 8] & (1 << (j % 8)) != 0 {
+                continue;
+            }
+            let w = width(f.dtype, &row[pos..])?;
+            offsets[j] = Some(pos);
+            if j == ds.ts_index() {
+                ts = Some(i64::from_le_bytes(row[pos..pos + 8].try_into().expect("8 bytes")));
+            }
+            pos += w;
+        }
+        let Some(ts) = ts else { return Ok(out) };
+        for &(j, h) in &self.fields {
+            if let Some(p) = offsets[j] {
+                let v = f64::from_le_bytes(row[p..p + 8].try_into().expect("8 bytes"));
+                let d = v * (-((read_at - ts).max(0) as f64) / h).exp2();
+                out[p..p + 8].copy_from_slice(&d.to_le_bytes());
+            }
+        }
+        Ok(out)
+    }
+}

@@ -146,10 +146,18 @@ impl PointLookup {
         let mut decoder = RowDecoder::new(&self.ds, &self.projection, self.schema.clone(), 1);
         if matches {
             let mut err = None;
+            let decay = crate::codec::Decay::of(&self.ds);
             store.get_as_of(self.ds.id, &[key.as_slice()], as_of, &mut |_, v| {
                 if let Some(v) = v {
                     if !v.deleted {
-                        if let Err(e) = decoder.append(v.value) {
+                        let res = if decay.is_empty() {
+                            decoder.append(v.value)
+                        } else {
+                            decay
+                                .apply(&self.ds, v.value, as_of)
+                                .and_then(|row| decoder.append(&row))
+                        };
+                        if let Err(e) = res {
                             err = Some(e);
                         }
                     }

@@ -499,7 +499,40 @@ pub fn table_def(d: &DatasetSpec) -> Result<DatasetDef> {
         timestamp: ts.name.clone(),
         version: d.version,
         index: d.index,
+        decay: decay_fields(d)?,
     })
+}
+
+/// The `ExpDecaySum` outputs of a dataset's pipelines, with their
+/// half-lives in microseconds.
+fn decay_fields(d: &DatasetSpec) -> Result<Vec<(String, i64)>> {
+    let mut out = Vec::new();
+    for p in &d.pipelines {
+        for n in &p.nodes {
+            if let thyme_model::payload::Node::Aggregate { aggregates, .. } = n {
+                for a in aggregates {
+                    if a.kind != thyme_model::payload::AggKind::ExpDecaySum {
+                        continue;
+                    }
+                    let h = a.half_life.as_deref().unwrap_or_default();
+                    match thyme_model::duration::parse(h) {
+                        Ok(thyme_model::duration::Duration::Micros(m)) if m > 0 => {
+                            if !out.iter().any(|(f, _)| f == &a.into) {
+                                out.push((a.into.clone(), m));
+                            }
+                        }
+                        _ => {
+                            return Err(Error::InvalidDefinition(format!(
+                                "dataset {}: {}: half_life must be a positive duration",
+                                d.name, a.into
+                            )))
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// A dataset definition as the control plane shows it (secrets redacted).

@@ -227,7 +227,29 @@ fn run_scan(
     }
     let mut err: Option<Error> = None;
     let mut stopped = false;
+    // Reads at a time decay `ExpDecaySum` fields from their row's time.
+    let decay = crate::codec::Decay::of(ds);
+    let read_at = match spec {
+        ScanSpec::PointKeys { as_of, .. } | ScanSpec::Latest { as_of, .. } if !decay.is_empty() => {
+            Some(*as_of)
+        }
+        _ => None,
+    };
     let mut visit = |v: VersionRef<'_>| -> bool {
+        let decayed;
+        let v = match read_at {
+            Some(t) if !v.deleted => match decay.apply(ds, v.value, t) {
+                Ok(b) => {
+                    decayed = b;
+                    VersionRef { value: &decayed, ..v }
+                }
+                Err(e) => {
+                    err = Some(e);
+                    return false;
+                }
+            },
+            _ => v,
+        };
         match maker.push(&v) {
             Ok(full) => {
                 if full || maker.done() {

@@ -1158,6 +1158,7 @@ impl Session {
             timestamp,
             version: 1,
             index: true,
+            decay: vec![],
         };
         self.engine.catalog.create(def, ct.if_not_exists)
     }

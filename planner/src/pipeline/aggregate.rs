@@ -813,6 +813,7 @@ mod session_tests {
                     timestamp: "ts".into(),
                     version: 1,
                     index: true,
+                    decay: vec![],
                 },
             )
             .unwrap(),

@@ -239,6 +239,7 @@ pub fn late_table(catalog: &Catalog) -> Result<Arc<Dataset>> {
             timestamp: "ts".into(),
             version: 1,
             index: false,
+            decay: vec![],
         },
         true,
     )?;
