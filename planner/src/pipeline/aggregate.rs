@@ -39,12 +39,11 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, BooleanArray, UInt64Array};
 use arrow::record_batch::RecordBatch;
-use datafusion::common::ScalarValue;
 use thyme_model::payload::{Agg, AggKind, Window};
 use thyme_storage::{DatasetId, TemporalStore, TimeRange, WriteBatch};
 
 use super::accum::{Acc, Sketch, OrdV, V};
-use super::values::{column, list_scalar, scalar, Reader};
+use super::values::{Cell, ColumnBuilder, Reader};
 use super::window::Win;
 use crate::catalog::Dataset;
 use crate::error::{Error, Result};
@@ -105,7 +104,7 @@ pub struct AggregateExec {
     state_ds: DatasetId,
     out: Arc<Dataset>,
     out_src: Vec<OutSrc>,
-    pending: Vec<(u32, i64, Box<[ScalarValue]>)>,
+    pending: Vec<(u32, i64, Box<[Cell]>)>,
 }
 
 fn default_value(a: &Agg, t: DType) -> Option<V> {
@@ -329,14 +328,9 @@ impl AggregateExec {
                 continue;
             }
             gkey.clear();
-            let key: Box<[V]> = keys
-                .iter()
-                .map(|r| {
-                    let v = r.get(i);
-                    v.encode(&mut gkey);
-                    v
-                })
-                .collect();
+            for r in &keys {
+                r.get(i).encode(&mut gkey);
+            }
             let vals: Box<[V]> = ofs
                 .iter()
                 .map(|r| r.as_ref().map_or(V::Null, |r| r.get(i)))
@@ -344,7 +338,10 @@ impl AggregateExec {
             let (t, mut s) = (ts[i], seq.value(i));
             let id = match self.index.get(gkey.as_slice()) {
                 Some(&id) => id,
-                None => self.key_id(key, gkey.as_slice().into()),
+                None => {
+                    let key: Box<[V]> = keys.iter().map(|r| r.get(i)).collect();
+                    self.key_id(key, gkey.as_slice().into())
+                }
             };
             // Rows fanned out of one record share its order; keep them apart.
             while self.states[id as usize].events.contains_key(&(t, s)) {
@@ -579,7 +576,7 @@ impl AggregateExec {
 
     /// The aggregation values of key `id` at read time `t` (its state must
     /// be positioned at `t`).
-    fn values(&self, id: u32, t: i64) -> Result<Box<[ScalarValue]>> {
+    fn values(&self, id: u32, t: i64) -> Result<Box<[Cell]>> {
         let ks = &self.states[id as usize];
         self.aggs
             .iter()
@@ -604,7 +601,7 @@ impl AggregateExec {
                         AggKind::Max => or_default(m.keys().next_back().map(|k| k.0.clone())),
                         _ => {
                             let items: Vec<V> = m.keys().map(|k| k.0.clone()).collect();
-                            return list_scalar(a.out_type, &items);
+                            return Ok(Cell::List(items));
                         }
                     },
                     Acc::Sketch(s) => or_default(s.quantile(a.p).map(V::F)),
@@ -651,11 +648,11 @@ impl AggregateExec {
                                     }
                                 }
                             }
-                            return list_scalar(a.out_type, &items);
+                            return Ok(Cell::List(items));
                         }
                     }
                 };
-                scalar(a.out_type, &v)
+                Ok(Cell::V(v))
             })
             .collect()
     }
@@ -669,16 +666,15 @@ impl AggregateExec {
         let pending = std::mem::take(&mut self.pending);
         let mut cols: Vec<ArrayRef> = Vec::with_capacity(self.out_src.len());
         for (j, src) in self.out_src.iter().enumerate() {
-            let dtype = self.out.fields()[j].dtype;
-            let vals = pending
-                .iter()
-                .map(|(id, t, row)| match src {
-                    OutSrc::Ts => scalar(dtype, &V::I(*t)),
-                    OutSrc::Key(k) => scalar(dtype, &self.states[*id as usize].key[*k]),
-                    OutSrc::Agg(a) => Ok(row[*a].clone()),
-                })
-                .collect::<Result<Vec<_>>>()?;
-            cols.push(column(dtype, vals)?);
+            let mut b = ColumnBuilder::new(self.out.fields()[j].dtype, pending.len());
+            for (id, t, row) in &pending {
+                match src {
+                    OutSrc::Ts => b.push(&V::I(*t))?,
+                    OutSrc::Key(k) => b.push(&self.states[*id as usize].key[*k])?,
+                    OutSrc::Agg(a) => b.push_cell(&row[*a])?,
+                }
+            }
+            cols.push(b.finish()?);
         }
         RecordBatch::try_new(self.out.schema(), cols)
             .map(Some)
@@ -844,8 +840,8 @@ mod session_tests {
                 .unwrap();
             a.advance(now).unwrap();
             for (_, t, r) in std::mem::take(&mut a.pending) {
-                let n = match &r[0] { ScalarValue::Int64(Some(v)) => *v, _ => -1 };
-                let s = match &r[1] { ScalarValue::Int64(Some(v)) => *v, _ => -1 };
+                let n = match &r[0] { Cell::V(V::I(v)) => *v, _ => -1 };
+                let s = match &r[1] { Cell::V(V::I(v)) => *v, _ => -1 };
                 rows.push((t, n, s));
             }
         }

@@ -65,6 +65,102 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// One output value of an aggregation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    V(V),
+    List(Vec<V>),
+}
+
+/// Builds one output column of a stored type from values, without a
+/// per-value allocation for scalar types.
+pub enum ColumnBuilder {
+    Int(arrow::array::Int64Builder),
+    Float(arrow::array::Float64Builder),
+    Bool(arrow::array::BooleanBuilder),
+    Str(arrow::array::StringBuilder),
+    Ts(arrow::array::TimestampMicrosecondBuilder),
+    Date(arrow::array::Date32Builder),
+    Other(DType, Vec<ScalarValue>),
+}
+
+impl ColumnBuilder {
+    pub fn new(dtype: DType, cap: usize) -> Self {
+        match dtype {
+            DType::Int => ColumnBuilder::Int(arrow::array::Int64Builder::with_capacity(cap)),
+            DType::Float => ColumnBuilder::Float(arrow::array::Float64Builder::with_capacity(cap)),
+            DType::Bool => ColumnBuilder::Bool(arrow::array::BooleanBuilder::with_capacity(cap)),
+            DType::Str => ColumnBuilder::Str(arrow::array::StringBuilder::with_capacity(cap, cap * 8)),
+            DType::Datetime => ColumnBuilder::Ts(
+                arrow::array::TimestampMicrosecondBuilder::with_capacity(cap)
+                    .with_timezone(crate::types::UTC),
+            ),
+            DType::Date => ColumnBuilder::Date(arrow::array::Date32Builder::with_capacity(cap)),
+            other => ColumnBuilder::Other(other, Vec::with_capacity(cap)),
+        }
+    }
+
+    pub fn push(&mut self, v: &V) -> Result<()> {
+        macro_rules! put {
+            ($b:expr, $x:expr) => {
+                match $x {
+                    Some(x) => $b.append_value(x),
+                    None => $b.append_null(),
+                }
+            };
+        }
+        match self {
+            ColumnBuilder::Int(b) => put!(b, match v {
+                V::I(i) => Some(*i),
+                V::F(f) => Some(*f as i64),
+                _ => None,
+            }),
+            ColumnBuilder::Float(b) => put!(b, v.as_f64()),
+            ColumnBuilder::Bool(b) => put!(b, match v {
+                V::B(x) => Some(*x),
+                _ => None,
+            }),
+            ColumnBuilder::Str(b) => put!(b, match v {
+                V::S(x) => Some(x.as_ref()),
+                _ => None,
+            }),
+            ColumnBuilder::Ts(b) => put!(b, match v {
+                V::I(i) => Some(*i),
+                _ => None,
+            }),
+            ColumnBuilder::Date(b) => put!(b, match v {
+                V::I(i) => Some(*i as i32),
+                _ => None,
+            }),
+            ColumnBuilder::Other(dtype, vals) => vals.push(scalar(*dtype, v)?),
+        }
+        Ok(())
+    }
+
+    pub fn push_cell(&mut self, c: &Cell) -> Result<()> {
+        match (c, self) {
+            (Cell::V(v), b) => b.push(v),
+            (Cell::List(items), ColumnBuilder::Other(dtype, vals)) => {
+                vals.push(list_scalar(*dtype, items)?);
+                Ok(())
+            }
+            (Cell::List(_), _) => Err(Error::Internal("a list value for a scalar column".into())),
+        }
+    }
+
+    pub fn finish(self) -> Result<ArrayRef> {
+        Ok(match self {
+            ColumnBuilder::Int(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::Float(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::Bool(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::Str(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::Ts(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::Date(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::Other(dtype, vals) => column(dtype, vals)?,
+        })
+    }
+}
+
 /// A scalar of a stored type from a value.
 pub fn scalar(dtype: DType, v: &V) -> Result<ScalarValue> {
     let dt = dtype.arrow();
