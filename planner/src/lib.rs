@@ -12,7 +12,10 @@
 //! - [`ingest`], [`codec`], [`copy`]: turning rows into stored versions;
 //! - [`registry`]: committed definitions (datasets, featuresets) and commits;
 //! - [`webhook`]: webhook ingestion routed by the committed sources;
-//! - [`json_out`]: results as column-oriented JSON for the HTTP APIs.
+//! - [`json_out`]: results as column-oriented JSON for the HTTP APIs;
+//! - [`pipeline`]: committed pipelines' operators, exact windowed
+//!   aggregation in event time, and the runner that commits outputs, state
+//!   and input offsets atomically.
 
 pub mod catalog;
 mod codec;
