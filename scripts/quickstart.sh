@@ -36,6 +36,12 @@ import pandas as pd
 from thyme.client import Client
 
 client = Client(url=sys.argv[1])
+client.log("main", "UserInfo", pd.DataFrame({
+    "uid": [1, 2, 1],
+    "country": ["DE", "US", "FR"],
+    "signup_time": pd.to_datetime(["2023-05-01", "2023-07-01", "2023-05-01"], utc=True),
+    "ts": pd.to_datetime(["2024-01-01", "2024-01-01", "2024-01-08"], utc=True),
+}))
 client.log("main", "Transaction", pd.DataFrame({
     "uid": [1, 2, 1, 1],
     "amount": [12.5, 80.0, 7.5, 300.0],
@@ -43,13 +49,17 @@ client.log("main", "Transaction", pd.DataFrame({
     "ts": pd.to_datetime(["2024-01-01T09:00:00Z", "2024-01-02T10:00:00Z",
                           "2024-01-03T08:30:00Z", "2024-01-10T12:00:00Z"]),
 }))
-client.log("main", "UserInfo", pd.DataFrame({
-    "uid": [1, 2, 1],
-    "country": ["DE", "US", "FR"],
-    "signup_time": pd.to_datetime(["2023-05-01", "2023-07-01", "2023-05-01"], utc=True),
-    "ts": pd.to_datetime(["2024-01-01", "2024-01-01", "2024-01-08"], utc=True),
-}))
-print("logged 4 transactions and 3 user-info versions")
+print("logged 3 user-info versions and 4 transactions")
+
+# Pipelines run in the server; wait until they have consumed everything.
+import json, time, urllib.request
+for _ in range(600):
+    ps = json.load(urllib.request.urlopen(sys.argv[1] + "/api/v1/pipelines"))["pipelines"]
+    if ps and all(p["status"] == "running" and p["lag"] == 0 for p in ps):
+        break
+    time.sleep(0.1)
+for p in ps:
+    print(f"pipeline {p['pipeline']} -> {p['dataset']}: {p['status']}, {p['rows_written']} rows written")
 PY
 
 psql -X -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U thyme -d thyme <<'SQL'
@@ -63,5 +73,11 @@ SELECT uid, country, ts FROM user_info ORDER BY uid;
 SELECT uid, country FROM user_info WHERE uid = 1 AS OF '2024-01-05T00:00:00Z';
 \echo 'Every version of user 1'
 SELECT uid, country, ts, _deleted FROM history.user_info WHERE uid = 1;
+\echo 'Pipeline output: 7-day and 30-day aggregates per user, exact at any time'
+SELECT uid, txn_count_7d, total_7d, txn_count_30d, total_30d FROM user_stats AS OF '2024-01-09T00:00:00Z';
+\echo '... a week after the 2024-01-03 transaction left the 7-day window (no new event needed)'
+SELECT uid, txn_count_7d, total_7d, txn_count_30d, total_30d FROM user_stats AS OF '2024-01-10T09:00:00Z';
+\echo 'Per-country 1-day totals (Python lambda filter + as-of join with user_info)'
+SELECT country, total_1d, ts FROM country_stats AS OF '2024-01-10T12:00:00Z';
 SQL
 echo "quickstart: ok (data in $DATA)"

@@ -12,5 +12,6 @@ cargo build --locked --workspace --all-targets
 bench/storage.sh --smoke
 bench/pgbench_lookup.sh --smoke
 bench/http_ingest.sh --smoke
+bench/pipeline.sh --smoke
 cargo test --locked --workspace
 "$THYME_VENV/bin/python" -m pytest -q python/tests tests

@@ -67,7 +67,8 @@ def test_example_aggregates_backfilled_then_live_match_brute_force(thyme):
     # Commit the whole file: UserStats and CountryStats backfill.
     client.commit("pipelines", datasets=[ex.Transaction, ex.UserInfo, ex.UserStats, ex.CountryStats],
                   featuresets=[ex.UserFeatures])
-    ps = wait_caught_up(thyme)
+    wait_caught_up(thyme)
+    ps = client.pipelines()
     stats = next(p for p in ps if p["pipeline"] == "compute")
     assert stats["inputs"][0]["offset"] == half and stats["inputs"][0]["end"] == half, stats
     log_txns(client, txns[half:])

@@ -322,6 +322,11 @@ class Client:
         """``GET /api/v1/lineage``."""
         return self._request("GET", f"{self.url}/api/v1/lineage")
 
+    def pipelines(self) -> List[Dict[str, Any]]:
+        """``GET /api/v1/pipelines``: every running pipeline with its input
+        offsets, lag, records/s, late events and status."""
+        return self._request("GET", f"{self.url}/api/v1/pipelines")["pipelines"]
+
     def inspect(self, dataset: Any, n: int = 10) -> Any:
         """The last ``n`` rows of a dataset: ``GET
         /api/v1/datasets/{name}/inspect?n=``. A column-oriented answer

@@ -18,8 +18,9 @@
 //! change point to the next costs one accumulator update per event entering
 //! or leaving, so an in-order event costs O(1) state updates plus its own
 //! change points (one when it enters, one when it leaves each window).
-//! Change points after the engine's horizon (`max(now, newest event)`) wait in
-//! a timer queue; the runner advances the horizon as time passes.
+//! Change points after the engine's horizon (the newest event time while
+//! input flows, the clock once it is idle) wait in a timer queue; the
+//! runner advances the horizon as time passes.
 //!
 //! An event that arrives out of order (its change points lie before the key's
 //! horizon) is applied at its event time: the key's state is rebuilt just

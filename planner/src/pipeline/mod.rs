@@ -537,8 +537,9 @@ impl PipelineRunner {
     }
 
     /// Read up to `chunk` records per input, apply them, advance
-    /// aggregations to `max(now, newest event)`, and commit everything in
-    /// one atomic write. Returns the number of input records consumed.
+    /// aggregations (to the newest event time while input flows, to `now`
+    /// once it is idle), and commit everything in one atomic write. Returns
+    /// the number of input records consumed.
     pub fn step(&mut self, now: i64) -> Result<usize> {
         let mut wb = WriteBatch::new();
         let mut consumed = 0;
@@ -553,8 +554,13 @@ impl PipelineRunner {
         if consumed == 0 && !any_timers {
             return Ok(0);
         }
+        // Aggregations advance with event time while input flows, and with
+        // the clock once the inputs are idle (so windows still close when
+        // no events arrive). Advancing to the clock during a replay of old
+        // events would write every key's future exits early, and each later
+        // event would rewrite them.
         let newest = self.ckpt.max_ts.iter().copied().max().unwrap_or(i64::MIN);
-        let horizon = now.max(newest).max(self.ckpt.horizon);
+        let horizon = if consumed == 0 { now.max(newest) } else { newest }.max(self.ckpt.horizon);
         let written = self.run_graph_and_advance(flows, horizon, &mut wb)?;
         if consumed == 0 && written == 0 {
             return Ok(0);
