@@ -144,7 +144,7 @@ impl Pipelines {
         while !stopped() {
             let out = engine.catalog().get(&thyme_model::snake_case(&spec.name));
             let opened = out.ok_or_else(|| thyme_planner::Error::UnknownTable(spec.name.clone())).and_then(
-                |out| PipelineRunner::open(engine.registry(), &spec, &p, out, self.python.clone()),
+                |out| PipelineRunner::open(engine.registry(), &p, out, self.python.clone()),
             );
             let mut runner = match opened {
                 Ok(r) => r,

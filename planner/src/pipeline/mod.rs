@@ -42,7 +42,7 @@ use arrow::record_batch::RecordBatch;
 use datafusion::prelude::SessionContext;
 use serde::{Deserialize, Serialize};
 use thyme_model::duration::{self, Duration};
-use thyme_model::payload::{Dataset as DatasetSpec, ExprOrFunc, Node, Pipeline};
+use thyme_model::payload::{ExprOrFunc, Node, Pipeline};
 use thyme_storage::{DatasetId, TemporalStore, WriteBatch};
 
 use crate::catalog::{Catalog, Dataset, DatasetDef, FieldDef};
@@ -137,13 +137,15 @@ enum Op {
     DropNull(Option<Vec<String>>),
     Join(JoinExec),
     Explode(Vec<String>),
-    Transform(thyme_model::payload::Func, SchemaRef),
+    Transform(thyme_model::payload::Func, Option<SchemaRef>),
     Union(Vec<usize>),
     Changelog(String),
     /// Terminal operators.
     Aggregate(Box<Option<AggregateExec>>, Node),
     Latest,
-    First(HashMap<Vec<u8>, i64>),
+    /// Per key the earliest event time written, and versions to rewrite
+    /// after this step's rows.
+    First(HashMap<Vec<u8>, i64>, Vec<(Vec<u8>, i64, Vec<u8>)>),
     Dedup(Option<Vec<String>>),
 }
 
@@ -249,11 +251,10 @@ pub fn late_table(catalog: &Catalog) -> Result<Arc<Dataset>> {
 }
 
 impl PipelineRunner {
-    /// Open the runner of pipeline `p` of committed dataset `spec`, whose
-    /// table is `out`, resuming from its stored checkpoint.
+    /// Open the runner of pipeline `p`, whose output table is `out`,
+    /// resuming from its stored checkpoint.
     pub fn open(
         registry: &Registry,
-        spec: &DatasetSpec,
         p: &Pipeline,
         out: Arc<Dataset>,
         python: Option<Arc<dyn PythonRuntime>>,
@@ -303,17 +304,21 @@ impl PipelineRunner {
                         .collect(),
                 ),
                 Node::Transform { func, schema, .. } => {
-                    let schema = schema.as_ref().ok_or_else(|| {
-                        Error::InvalidDefinition("transform() needs the schema of its result".into())
-                    })?;
-                    let fields = schema
-                        .iter()
-                        .map(|(n, t)| {
-                            let (d, _) = crate::registry::stored_type(t).map_err(Error::InvalidDefinition)?;
-                            Ok(Field::new(n, d.arrow(), true))
-                        })
-                        .collect::<Result<Vec<_>>>()?;
-                    Op::Transform(func.clone(), Arc::new(Schema::new(fields)))
+                    // No schema: the result has the input's columns.
+                    let schema = match schema {
+                        None => None,
+                        Some(schema) => Some(Arc::new(Schema::new(
+                            schema
+                                .iter()
+                                .map(|(n, t)| {
+                                    let (d, _) = crate::registry::stored_type(t)
+                                        .map_err(Error::InvalidDefinition)?;
+                                    Ok(Field::new(n, d.arrow(), true))
+                                })
+                                .collect::<Result<Vec<_>>>()?,
+                        ))),
+                    };
+                    Op::Transform(func.clone(), schema)
                 }
                 Node::Select { columns, .. } => Op::Select(columns.clone()),
                 Node::Drop { columns, .. } => Op::Drop(columns.clone()),
@@ -385,7 +390,7 @@ impl PipelineRunner {
                     }
                     Op::Aggregate(Box::new(None), n.clone())
                 }
-                Node::First { .. } => Op::First(HashMap::new()),
+                Node::First { .. } => Op::First(HashMap::new(), Vec::new()),
                 Node::Latest { .. } => Op::Latest,
                 Node::Dedup { by, window, .. } => {
                     if window.is_some() {
@@ -406,7 +411,7 @@ impl PipelineRunner {
             });
         }
         for (i, op) in ops.iter().enumerate() {
-            let terminal = matches!(op, Op::Aggregate(..) | Op::Latest | Op::First(_));
+            let terminal = matches!(op, Op::Aggregate(..) | Op::Latest | Op::First(..));
             if terminal && i != p.output {
                 return Err(Error::InvalidDefinition(format!(
                     "pipeline {}: {} must be the last operator",
@@ -436,7 +441,6 @@ impl PipelineRunner {
             late,
             chunk: 8192,
         };
-        let _ = spec;
         if fresh {
             let mut wb = WriteBatch::new();
             runner.put_checkpoint(&mut wb)?;
@@ -474,7 +478,7 @@ impl PipelineRunner {
                         a.restore(store.as_ref(), horizon)?;
                     }
                 }
-                Op::First(seen) => {
+                Op::First(seen, _) => {
                     store.scan_history(self.out.id, &[], thyme_storage::TimeRange::ALL, &mut |v| {
                         seen.entry(v.key.to_vec()).or_insert(v.ts);
                         true
@@ -727,7 +731,18 @@ impl PipelineRunner {
         if f.is_empty() {
             return Ok(0);
         }
-        write_flow(&self.out, &f, wb)
+        let n = write_flow(&self.out, &f, wb)?;
+        if let Op::First(_, rewrites) = &mut self.ops[self.output] {
+            let mut rec = Vec::new();
+            for (key, ts, row) in rewrites.drain(..) {
+                wb.put_version(self.out.id, &key, ts, &row);
+                rec.clear();
+                rec.push(crate::ingest::LOG_UPSERT);
+                rec.extend_from_slice(&row);
+                wb.append_log(self.out.id, &rec);
+            }
+        }
+        Ok(n)
     }
 }
 
@@ -812,9 +827,10 @@ fn apply(op: &mut Op, env: &Env<'_>, id: usize, f: Flow, wb: &mut WriteBatch) ->
         Op::Join(j) => j.execute(store, &f)?,
         Op::Explode(c) => ops::explode(&f, c)?,
         Op::Transform(func, schema) => {
+            let schema = schema.clone().unwrap_or_else(|| f.batch.schema());
             let b = env
                 .python("transform()")?
-                .call_frame(func, env.imports, &f.batch, schema.clone())?;
+                .call_frame(func, env.imports, &f.batch, schema)?;
             let (seq, del) = if b.num_rows() == f.len() {
                 (f.seq.clone(), f.del.clone())
             } else {
@@ -858,34 +874,33 @@ fn apply(op: &mut Op, env: &Env<'_>, id: usize, f: Flow, wb: &mut WriteBatch) ->
             f
         }
         Op::Latest => f,
-        Op::First(seen) => {
+        Op::First(seen, rewrites) => {
             // Keep each key's earliest event; an earlier one arriving later
-            // replaces it from its own time on.
+            // replaces it from its own time on (its version is written, and
+            // the displaced version is rewritten with it after this step's
+            // rows).
             let conformed = conform(out, &f)?;
             let enc = crate::codec::RowEncoder::new(out, &conformed)?;
-            let mut keep = Vec::with_capacity(f.len());
+            let mut best: HashMap<Vec<u8>, (i64, usize)> = HashMap::new();
             let mut key = Vec::new();
-            let mut row = Vec::new();
             for r in 0..f.len() {
                 if f.del.value(r) {
-                    keep.push(false);
                     continue;
                 }
                 enc.encode_key(r, &mut key);
                 let t = enc.ts(r);
-                match seen.get(&key) {
-                    Some(&old) if old <= t => keep.push(false),
-                    Some(&old) => {
-                        // Overwrite the old first version with this row.
-                        enc.encode_row(r, &mut row);
-                        wb.put_version(out.id, &key, old, &row);
-                        seen.insert(key.clone(), t);
-                        keep.push(true);
-                    }
-                    None => {
-                        seen.insert(key.clone(), t);
-                        keep.push(true);
-                    }
+                let current = best.get(&key).map(|b| b.0).or_else(|| seen.get(&key).copied());
+                if current.is_none_or(|c| t < c) {
+                    best.insert(key.clone(), (t, r));
+                }
+            }
+            let mut keep = vec![false; f.len()];
+            for (k, (t, r)) in best {
+                keep[r] = true;
+                if let Some(old) = seen.insert(k.clone(), t) {
+                    let mut row = Vec::new();
+                    enc.encode_row(r, &mut row);
+                    rewrites.push((k, old, row));
                 }
             }
             f.filter(&BooleanArray::from(keep))?
