@@ -566,7 +566,9 @@ impl Decay {
             let w = width(f.dtype, &row[pos..])?;
             offsets[j] = Some(pos);
             if j == ds.ts_index() {
-                ts = Some(i64::from_le_bytes(row[pos..pos + 8].try_into().expect("8 bytes")));
+                ts = Some(i64::from_le_bytes(
+                    row[pos..pos + 8].try_into().expect("8 bytes"),
+                ));
             }
             pos += w;
         }

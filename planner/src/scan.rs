@@ -241,7 +241,10 @@ fn run_scan(
             Some(t) if !v.deleted => match decay.apply(ds, v.value, t) {
                 Ok(b) => {
                     decayed = b;
-                    VersionRef { value: &decayed, ..v }
+                    VersionRef {
+                        value: &decayed,
+                        ..v
+                    }
                 }
                 Err(e) => {
                     err = Some(e);

@@ -72,7 +72,12 @@ impl Pipelines {
 
     /// Every runner's status, by `dataset/pipeline`.
     pub fn status(&self) -> Vec<Status> {
-        self.status.lock().expect("lock").values().cloned().collect()
+        self.status
+            .lock()
+            .expect("lock")
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Stop every runner (each finishes its current step) and wait.
@@ -143,9 +148,11 @@ impl Pipelines {
         let stopped = || stop.load(Ordering::SeqCst) || self.stop.load(Ordering::SeqCst);
         while !stopped() {
             let out = engine.catalog().get(&thyme_model::snake_case(&spec.name));
-            let opened = out.ok_or_else(|| thyme_planner::Error::UnknownTable(spec.name.clone())).and_then(
-                |out| PipelineRunner::open(engine.registry(), &p, out, self.python.clone()),
-            );
+            let opened = out
+                .ok_or_else(|| thyme_planner::Error::UnknownTable(spec.name.clone()))
+                .and_then(|out| {
+                    PipelineRunner::open(engine.registry(), &p, out, self.python.clone())
+                });
             let mut runner = match opened {
                 Ok(r) => r,
                 Err(e) => {

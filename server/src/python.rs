@@ -84,10 +84,13 @@ def column(df, name, kind):
     return values(df[name], kind, None)
 "#;
 
+/// Built functions by (source, imports).
+type FunctionCache = HashMap<(String, String), Arc<Py<PyAny>>>;
+
 /// The pyo3-backed runtime.
 pub struct Interpreter {
     helpers: Py<PyModule>,
-    funcs: Mutex<HashMap<(String, String), Arc<Py<PyAny>>>>,
+    funcs: Mutex<FunctionCache>,
 }
 
 static INIT: Once = Once::new();
@@ -175,8 +178,11 @@ fn to_py<'py>(py: Python<'py>, a: &ArrayRef) -> Result<Bound<'py, PyList>> {
     macro_rules! list {
         ($t:ty, $f:expr) => {{
             let a = a.as_any().downcast_ref::<$t>().expect("type checked");
-            PyList::new(py, (0..a.len()).map(|i| if a.is_null(i) { None } else { Some($f(a, i)) }))
-                .map_err(err)
+            PyList::new(
+                py,
+                (0..a.len()).map(|i| if a.is_null(i) { None } else { Some($f(a, i)) }),
+            )
+            .map_err(err)
         }};
     }
     match a.data_type() {
@@ -186,7 +192,10 @@ fn to_py<'py>(py: Python<'py>, a: &ArrayRef) -> Result<Bound<'py, PyList>> {
         DataType::Utf8 => list!(StringArray, |a: &StringArray, i| a.value(i).to_string()),
         DataType::Binary => list!(BinaryArray, |a: &BinaryArray, i| a.value(i).to_vec()),
         DataType::Timestamp(..) => {
-            list!(TimestampMicrosecondArray, |a: &TimestampMicrosecondArray, i| a.value(i))
+            list!(
+                TimestampMicrosecondArray,
+                |a: &TimestampMicrosecondArray, i| a.value(i)
+            )
         }
         DataType::Date32 => list!(Date32Array, |a: &Date32Array, i| a.value(i) as i64),
         DataType::List(_) => {

@@ -275,9 +275,19 @@ pub enum Acc {
     Rows(i64),
     NonNull(i64),
     Unique(HashMap<HV, u32>),
-    SumI { sum: i128, n: i64 },
-    SumF { sum: f64, n: i64 },
-    Welford { n: i64, mean: f64, m2: f64 },
+    SumI {
+        sum: i128,
+        n: i64,
+    },
+    SumF {
+        sum: f64,
+        n: i64,
+    },
+    Welford {
+        n: i64,
+        mean: f64,
+        m2: f64,
+    },
     Ordered(BTreeMap<OrdV, u32>),
     Sketch(Sketch),
     /// LastK / FirstK: read from the event map.

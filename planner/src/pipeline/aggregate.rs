@@ -43,7 +43,7 @@ use arrow::record_batch::RecordBatch;
 use thyme_model::payload::{Agg, AggKind, Window};
 use thyme_storage::{DatasetId, TemporalStore, TimeRange, WriteBatch};
 
-use super::accum::{Acc, Sketch, OrdV, V};
+use super::accum::{Acc, OrdV, Sketch, V};
 use super::values::{Cell, ColumnBuilder, Reader};
 use super::window::Win;
 use crate::catalog::Dataset;
@@ -164,15 +164,17 @@ impl AggregateExec {
                 Reader::new(&arrow::array::new_empty_array(input.field(i).data_type()))?;
             }
             let half_life = match a.half_life.as_deref() {
-                Some(h) => match thyme_model::duration::parse(h).map_err(Error::InvalidDefinition)? {
-                    thyme_model::duration::Duration::Micros(m) if m > 0 => m as f64,
-                    _ => {
-                        return Err(Error::InvalidDefinition(format!(
-                            "aggregate {}: half_life must be a positive duration",
-                            a.into
-                        )))
+                Some(h) => {
+                    match thyme_model::duration::parse(h).map_err(Error::InvalidDefinition)? {
+                        thyme_model::duration::Duration::Micros(m) if m > 0 => m as f64,
+                        _ => {
+                            return Err(Error::InvalidDefinition(format!(
+                                "aggregate {}: half_life must be a positive duration",
+                                a.into
+                            )))
+                        }
                     }
-                },
+                }
                 None => 0.0,
             };
             aggs.push(AggSpec {
@@ -324,7 +326,7 @@ impl AggregateExec {
             .collect::<Result<Vec<_>>>()?;
         let mut gkey = Vec::with_capacity(32);
         let mut row = Vec::with_capacity(64);
-        for i in 0..batch.num_rows() {
+        for (i, &t) in ts.iter().enumerate().take(batch.num_rows()) {
             if del.value(i) {
                 continue;
             }
@@ -336,7 +338,7 @@ impl AggregateExec {
                 .iter()
                 .map(|r| r.as_ref().map_or(V::Null, |r| r.get(i)))
                 .collect();
-            let (t, mut s) = (ts[i], seq.value(i));
+            let mut s = seq.value(i);
             let id = match self.index.get(gkey.as_slice()) {
                 Some(&id) => id,
                 None => {
@@ -354,12 +356,7 @@ impl AggregateExec {
                 v.encode(&mut row);
             }
             wb.put_version(self.state_ds, &gkey, t, &row);
-            let first = self
-                .windows
-                .iter()
-                .map(|w| w.enter(t))
-                .min()
-                .unwrap_or(t);
+            let first = self.windows.iter().map(|w| w.enter(t)).min().unwrap_or(t);
             let ks = &mut self.states[id as usize];
             if first <= ks.t {
                 ks.dirty = Some(ks.dirty.map_or(first, |d| d.min(first)));
@@ -421,7 +418,11 @@ impl AggregateExec {
                 // up to `pc` that no event follows within the gap.
                 let mut end = None;
                 if let Some(pc) = pc {
-                    let mut follower = ks.events.range((Excluded(pc), Unbounded)).next().map(|(k, _)| *k);
+                    let mut follower = ks
+                        .events
+                        .range((Excluded(pc), Unbounded))
+                        .next()
+                        .map(|(k, _)| *k);
                     for (&k, _) in ks.events.range(..=pc).rev() {
                         if follower.is_none_or(|f| f.0 - k.0 > gap) {
                             end = Some(k);
@@ -440,7 +441,10 @@ impl AggregateExec {
             }
             let last_le = |bound: Option<i64>| -> Option<EvKey> {
                 let b = bound?;
-                ks.events.range(..=(b, u64::MAX)).next_back().map(|(k, _)| *k)
+                ks.events
+                    .range(..=(b, u64::MAX))
+                    .next_back()
+                    .map(|(k, _)| *k)
             };
             ks.enter[w] = last_le(max_event_entered(win, t));
             ks.leave[w] = last_le(max_event_left(win, t));
@@ -466,7 +470,10 @@ impl AggregateExec {
     fn next_after(events: &BTreeMap<EvKey, Box<[V]>>, c: Option<EvKey>) -> Option<EvKey> {
         match c {
             None => events.keys().next().copied(),
-            Some(k) => events.range((Excluded(k), Unbounded)).next().map(|(k, _)| *k),
+            Some(k) => events
+                .range((Excluded(k), Unbounded))
+                .next()
+                .map(|(k, _)| *k),
         }
     }
 
@@ -589,9 +596,7 @@ impl AggregateExec {
                     Acc::Unique(m) => V::I(m.len() as i64),
                     Acc::SumI { sum, .. } => V::I(*sum as i64),
                     Acc::SumF { sum, n } => match a.kind {
-                        AggKind::Average => {
-                            or_default((*n > 0).then(|| V::F(*sum / *n as f64)))
-                        }
+                        AggKind::Average => or_default((*n > 0).then(|| V::F(*sum / *n as f64))),
                         _ => V::F(*sum),
                     },
                     Acc::Welford { n, m2, .. } => {
@@ -627,7 +632,8 @@ impl AggregateExec {
                             let mut items: Vec<V> = Vec::with_capacity(a.limit);
                             let mut push = |v: &V| {
                                 if (a.dropnull && v.is_null())
-                                    || (a.dedup && items.iter().any(|x| OrdV(x.clone()) == OrdV(v.clone())))
+                                    || (a.dedup
+                                        && items.iter().any(|x| OrdV(x.clone()) == OrdV(v.clone())))
                                 {
                                     return items.len() >= a.limit;
                                 }
@@ -801,10 +807,26 @@ mod session_tests {
                 DatasetDef {
                     name: "o".into(),
                     fields: vec![
-                        FieldDef { name: "k".into(), dtype: DType::Int, nullable: false },
-                        FieldDef { name: "n".into(), dtype: DType::Int, nullable: false },
-                        FieldDef { name: "s".into(), dtype: DType::Int, nullable: false },
-                        FieldDef { name: "ts".into(), dtype: DType::Datetime, nullable: false },
+                        FieldDef {
+                            name: "k".into(),
+                            dtype: DType::Int,
+                            nullable: false,
+                        },
+                        FieldDef {
+                            name: "n".into(),
+                            dtype: DType::Int,
+                            nullable: false,
+                        },
+                        FieldDef {
+                            name: "s".into(),
+                            dtype: DType::Int,
+                            nullable: false,
+                        },
+                        FieldDef {
+                            name: "ts".into(),
+                            dtype: DType::Datetime,
+                            nullable: false,
+                        },
                     ],
                     keys: vec!["k".into()],
                     timestamp: "ts".into(),
@@ -817,11 +839,21 @@ mod session_tests {
         );
         let input = Schema::new(vec![
             Field::new("k", DataType::Int64, false),
-            Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
+            Field::new(
+                "ts",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                false,
+            ),
         ]);
         let m = 60_000_000i64;
         let aggs = vec![
-            agg(AggKind::Count, "n", Window::Continuous { duration: "1h".into() }),
+            agg(
+                AggKind::Count,
+                "n",
+                Window::Continuous {
+                    duration: "1h".into(),
+                },
+            ),
             agg(AggKind::Count, "s", Window::Session { gap: "4m".into() }),
         ];
         let mut a = AggregateExec::new(&input, &["k".into()], None, &aggs, out, 99).unwrap();
@@ -837,12 +869,24 @@ mod session_tests {
             )
             .unwrap();
             let mut wb = WriteBatch::new();
-            a.push(&b, &[t], &UInt64Array::from(vec![i as u64 * 65536]), &BooleanArray::from(vec![false]), &mut wb)
-                .unwrap();
+            a.push(
+                &b,
+                &[t],
+                &UInt64Array::from(vec![i as u64 * 65536]),
+                &BooleanArray::from(vec![false]),
+                &mut wb,
+            )
+            .unwrap();
             a.advance(now).unwrap();
             for (_, t, r) in std::mem::take(&mut a.pending) {
-                let n = match &r[0] { Cell::V(V::I(v)) => *v, _ => -1 };
-                let s = match &r[1] { Cell::V(V::I(v)) => *v, _ => -1 };
+                let n = match &r[0] {
+                    Cell::V(V::I(v)) => *v,
+                    _ => -1,
+                };
+                let s = match &r[1] {
+                    Cell::V(V::I(v)) => *v,
+                    _ => -1,
+                };
                 rows.push((t, n, s));
             }
         }
@@ -863,4 +907,3 @@ mod session_tests {
         assert_eq!(at(71 * m), Some((1, 2)));
     }
 }
-

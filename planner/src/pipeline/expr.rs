@@ -29,7 +29,12 @@ pub struct Compiled {
 
 impl Compiled {
     /// Compile `e` for batches of `schema`; `target` casts the result.
-    pub fn new(ctx: &SessionContext, schema: &Schema, e: &Expr, target: Option<&Type>) -> Result<Self> {
+    pub fn new(
+        ctx: &SessionContext,
+        schema: &Schema,
+        e: &Expr,
+        target: Option<&Type>,
+    ) -> Result<Self> {
         let df = DFSchema::try_from(schema.clone()).map_err(|e| Error::Internal(e.to_string()))?;
         let logical = translate(ctx, &df, e)?;
         let expr = ctx

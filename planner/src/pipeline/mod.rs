@@ -36,7 +36,9 @@ pub mod window;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanArray, StringBuilder, TimestampMicrosecondBuilder, UInt32Array, UInt64Array};
+use arrow::array::{
+    ArrayRef, BooleanArray, StringBuilder, TimestampMicrosecondBuilder, UInt32Array, UInt64Array,
+};
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use datafusion::prelude::SessionContext;
@@ -383,9 +385,8 @@ impl PipelineRunner {
                     })
                 }
                 Node::Aggregate { .. } => {
-                    let id = n.id();
-                    if !ckpt.state.contains_key(&id) {
-                        ckpt.state.insert(id, store.allocate_dataset_id()?);
+                    if let std::collections::btree_map::Entry::Vacant(e) = ckpt.state.entry(n.id()) {
+                        e.insert(store.allocate_dataset_id()?);
                         fresh = true;
                     }
                     Op::Aggregate(Box::new(None), n.clone())
@@ -398,9 +399,8 @@ impl PipelineRunner {
                             "dedup() with a window (the engine dedups on event time and the by-columns)".into(),
                         ));
                     }
-                    let id = n.id();
-                    if !ckpt.state.contains_key(&id) {
-                        ckpt.state.insert(id, store.allocate_dataset_id()?);
+                    if let std::collections::btree_map::Entry::Vacant(e) = ckpt.state.entry(n.id()) {
+                        e.insert(store.allocate_dataset_id()?);
                         fresh = true;
                     }
                     Op::Dedup(by.clone())
@@ -479,10 +479,15 @@ impl PipelineRunner {
                     }
                 }
                 Op::First(seen, _) => {
-                    store.scan_history(self.out.id, &[], thyme_storage::TimeRange::ALL, &mut |v| {
-                        seen.entry(v.key.to_vec()).or_insert(v.ts);
-                        true
-                    })?;
+                    store.scan_history(
+                        self.out.id,
+                        &[],
+                        thyme_storage::TimeRange::ALL,
+                        &mut |v| {
+                            seen.entry(v.key.to_vec()).or_insert(v.ts);
+                            true
+                        },
+                    )?;
                 }
                 _ => {}
             }
@@ -564,7 +569,12 @@ impl PipelineRunner {
         // events would write every key's future exits early, and each later
         // event would rewrite them.
         let newest = self.ckpt.max_ts.iter().copied().max().unwrap_or(i64::MIN);
-        let horizon = if consumed == 0 { now.max(newest) } else { newest }.max(self.ckpt.horizon);
+        let horizon = if consumed == 0 {
+            now.max(newest)
+        } else {
+            newest
+        }
+        .max(self.ckpt.horizon);
         let written = self.run_graph_and_advance(flows, horizon, &mut wb)?;
         if consumed == 0 && written == 0 {
             return Ok(0);
@@ -597,16 +607,18 @@ impl PipelineRunner {
         let mut dels = Vec::with_capacity(self.chunk);
         let mut err = None;
         let from = self.ckpt.offsets[i];
-        let next = self.store.read_log(inp.ds.id, from, self.chunk, &mut |off, rec| {
-            if err.is_some() || rec.is_empty() {
-                return;
-            }
-            if let Err(e) = dec.append(&rec[1..]) {
-                err = Some(e);
-            }
-            seqs.push(((i as u64) << 56) | (off << 16));
-            dels.push(rec[0] == LOG_DELETE);
-        })?;
+        let next = self
+            .store
+            .read_log(inp.ds.id, from, self.chunk, &mut |off, rec| {
+                if err.is_some() || rec.is_empty() {
+                    return;
+                }
+                if let Err(e) = dec.append(&rec[1..]) {
+                    err = Some(e);
+                }
+                seqs.push(((i as u64) << 56) | (off << 16));
+                dels.push(rec[0] == LOG_DELETE);
+            })?;
         if let Some(e) = err {
             return Err(e);
         }
@@ -633,7 +645,12 @@ impl PipelineRunner {
             };
             if late {
                 let row = flow.batch.slice(r, 1);
-                late_rows.push((i, t, max_ts.saturating_sub(inp.disorder.unwrap_or(0)), row_json(&row)));
+                late_rows.push((
+                    i,
+                    t,
+                    max_ts.saturating_sub(inp.disorder.unwrap_or(0)),
+                    row_json(&row),
+                ));
             }
             keep.push(!late);
             max_ts = max_ts.max(t);
@@ -647,7 +664,12 @@ impl PipelineRunner {
         Ok((Some(flow), n))
     }
 
-    fn write_late(&self, rows: &[(usize, i64, i64, String)], now: i64, wb: &mut WriteBatch) -> Result<()> {
+    fn write_late(
+        &self,
+        rows: &[(usize, i64, i64, String)],
+        now: i64,
+        wb: &mut WriteBatch,
+    ) -> Result<()> {
         let n = rows.len();
         let mut p = StringBuilder::new();
         let mut d = StringBuilder::new();
@@ -678,7 +700,11 @@ impl PipelineRunner {
 
     /// Run the operator graph on one flow per input (None: nothing new);
     /// returns the output node's flow.
-    fn run_graph(&mut self, mut inputs: Vec<Option<Flow>>, wb: &mut WriteBatch) -> Result<Option<Flow>> {
+    fn run_graph(
+        &mut self,
+        mut inputs: Vec<Option<Flow>>,
+        wb: &mut WriteBatch,
+    ) -> Result<Option<Flow>> {
         let mut results: Vec<Option<Flow>> = Vec::with_capacity(self.ops.len());
         for id in 0..self.ops.len() {
             let deps = self.deps[id].clone();
@@ -714,10 +740,18 @@ impl PipelineRunner {
     }
 
     /// Run the graph and write the output; returns the rows written.
-    fn run_graph_and_advance(&mut self, flows: Vec<Option<Flow>>, horizon: i64, wb: &mut WriteBatch) -> Result<usize> {
+    fn run_graph_and_advance(
+        &mut self,
+        flows: Vec<Option<Flow>>,
+        horizon: i64,
+        wb: &mut WriteBatch,
+    ) -> Result<usize> {
         let out = self.run_graph(flows, wb)?;
         if let Op::Aggregate(agg, _) = &mut self.ops[self.output] {
-            let agg = agg.as_mut().as_mut().ok_or_else(|| Error::Internal("aggregate not compiled".into()))?;
+            let agg = agg
+                .as_mut()
+                .as_mut()
+                .ok_or_else(|| Error::Internal("aggregate not compiled".into()))?;
             agg.advance(horizon)?;
             return match agg.take_output()? {
                 Some(b) => {
@@ -889,7 +923,10 @@ fn apply(op: &mut Op, env: &Env<'_>, id: usize, f: Flow, wb: &mut WriteBatch) ->
                 }
                 enc.encode_key(r, &mut key);
                 let t = enc.ts(r);
-                let current = best.get(&key).map(|b| b.0).or_else(|| seen.get(&key).copied());
+                let current = best
+                    .get(&key)
+                    .map(|b| b.0)
+                    .or_else(|| seen.get(&key).copied());
                 if current.is_none_or(|c| t < c) {
                     best.insert(key.clone(), (t, r));
                 }
@@ -918,7 +955,7 @@ fn apply(op: &mut Op, env: &Env<'_>, id: usize, f: Flow, wb: &mut WriteBatch) ->
             let mut keep = Vec::with_capacity(f.len());
             let mut key = Vec::new();
             let mut fresh: HashSet<(Vec<u8>, i64)> = HashSet::new();
-            for r in 0..f.len() {
+            for (r, &t) in ts.iter().enumerate() {
                 key.clear();
                 for &c in &cols {
                     let v = datafusion::common::ScalarValue::try_from_array(f.batch.column(c), r)
@@ -929,7 +966,6 @@ fn apply(op: &mut Op, env: &Env<'_>, id: usize, f: Flow, wb: &mut WriteBatch) ->
                     key.push(v.is_null() as u8);
                 }
                 key.extend_from_slice(&[0xFF, 0xFF, 0xFF, 0xFF, 0xFF]);
-                let t = ts[r];
                 let mut dup = fresh.contains(&(key.clone(), t));
                 if !dup {
                     store.get_as_of(sid, &[key.as_slice()], t, &mut |_, v| {
@@ -954,7 +990,11 @@ fn conform(out: &Dataset, f: &Flow) -> Result<RecordBatch> {
         .iter()
         .enumerate()
         .map(|(j, fd)| {
-            let name = if j == out.ts_index() { &f.ts_col } else { &fd.name };
+            let name = if j == out.ts_index() {
+                &f.ts_col
+            } else {
+                &fd.name
+            };
             let c = f.batch.column_by_name(name).ok_or_else(|| {
                 Error::InvalidDefinition(format!(
                     "pipeline output has no column {} for dataset {}",
@@ -982,8 +1022,12 @@ fn write_flow(out: &Dataset, f: &Flow, wb: &mut WriteBatch) -> Result<usize> {
     if dels == 0 {
         add_rows(out, &batch, wb)?;
     } else {
-        let up: Vec<u32> = (0..f.len() as u32).filter(|&r| !f.del.value(r as usize)).collect();
-        let dn: Vec<u32> = (0..f.len() as u32).filter(|&r| f.del.value(r as usize)).collect();
+        let up: Vec<u32> = (0..f.len() as u32)
+            .filter(|&r| !f.del.value(r as usize))
+            .collect();
+        let dn: Vec<u32> = (0..f.len() as u32)
+            .filter(|&r| f.del.value(r as usize))
+            .collect();
         let take = |idx: Vec<u32>| -> Result<RecordBatch> {
             let idx = UInt32Array::from(idx);
             let cols = batch
@@ -1009,5 +1053,8 @@ fn row_json(row: &RecordBatch) -> String {
         return String::new();
     }
     let s = String::from_utf8(w.into_inner()).unwrap_or_default();
-    s.trim().trim_start_matches('[').trim_end_matches(']').to_string()
+    s.trim()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string()
 }

@@ -130,10 +130,12 @@ impl Flow {
 
 /// A boolean mask with nulls as false.
 pub fn mask(a: &ArrayRef) -> Result<BooleanArray> {
-    let b = a
-        .as_any()
-        .downcast_ref::<BooleanArray>()
-        .ok_or_else(|| Error::InvalidDefinition(format!("a filter must give booleans, not {}", a.data_type())))?;
+    let b = a.as_any().downcast_ref::<BooleanArray>().ok_or_else(|| {
+        Error::InvalidDefinition(format!(
+            "a filter must give booleans, not {}",
+            a.data_type()
+        ))
+    })?;
     Ok(if b.null_count() > 0 {
         arrow::compute::prep_null_mask_filter(b)
     } else {
@@ -232,9 +234,14 @@ pub fn explode(f: &Flow, columns: &[String]) -> Result<Flow> {
             let i = schema
                 .index_of(c)
                 .map_err(|_| Error::InvalidDefinition(format!("explode: no column {c}")))?;
-            let l = f.batch.column(i).as_any().downcast_ref::<ListArray>().ok_or_else(|| {
-                Error::InvalidDefinition(format!("explode: column {c} is not a list"))
-            })?;
+            let l = f
+                .batch
+                .column(i)
+                .as_any()
+                .downcast_ref::<ListArray>()
+                .ok_or_else(|| {
+                    Error::InvalidDefinition(format!("explode: column {c} is not a list"))
+                })?;
             Ok((i, l))
         })
         .collect::<Result<_>>()?;
@@ -244,23 +251,32 @@ pub fn explode(f: &Flow, columns: &[String]) -> Result<Flow> {
     for r in 0..f.len() {
         let n = lists
             .iter()
-            .map(|(_, l)| if l.is_null(r) { 0 } else { l.value_length(r) as usize })
+            .map(|(_, l)| {
+                if l.is_null(r) {
+                    0
+                } else {
+                    l.value_length(r) as usize
+                }
+            })
             .max()
             .unwrap_or(0);
         for k in 0..n.max(1) {
             rows.push(r as u32);
             subs.push(k as u64);
             for (j, (_, l)) in lists.iter().enumerate() {
-                let len = if l.is_null(r) { 0 } else { l.value_length(r) as usize };
+                let len = if l.is_null(r) {
+                    0
+                } else {
+                    l.value_length(r) as usize
+                };
                 elems[j].push((k < len).then(|| l.value_offsets()[r] as u32 + k as u32));
             }
         }
     }
     let mut base = f.take(&UInt32Array::from(rows))?;
     // Elements of one row keep its input order, one after another.
-    base.seq = UInt64Array::from_iter_values(
-        base.seq.values().iter().zip(&subs).map(|(s, k)| s + k),
-    );
+    base.seq =
+        UInt64Array::from_iter_values(base.seq.values().iter().zip(&subs).map(|(s, k)| s + k));
     let (mut fields, mut cols) = base.parts();
     for (j, (i, l)) in lists.iter().enumerate() {
         let idx = UInt32Array::from(std::mem::take(&mut elems[j]));
@@ -282,7 +298,10 @@ pub fn union(flows: &[Flow]) -> Result<Flow> {
             .iter()
             .map(|field| {
                 let c = f.batch.column_by_name(field.name()).ok_or_else(|| {
-                    Error::InvalidDefinition(format!("union: an input has no column {}", field.name()))
+                    Error::InvalidDefinition(format!(
+                        "union: an input has no column {}",
+                        field.name()
+                    ))
                 })?;
                 arrow::compute::cast(c, field.data_type()).map_err(arrow_err)
             })
@@ -314,7 +333,11 @@ pub fn union(flows: &[Flow]) -> Result<Flow> {
 /// boolean delete column.
 pub fn changelog(f: &Flow, delete_column: &str) -> Result<Flow> {
     let (mut fields, mut cols) = f.parts();
-    fields.push(Field::new(delete_column, arrow::datatypes::DataType::Boolean, false));
+    fields.push(Field::new(
+        delete_column,
+        arrow::datatypes::DataType::Boolean,
+        false,
+    ));
     cols.push(Arc::new(f.del.clone()));
     let mut out = f.with_columns(fields, cols)?;
     out.del = BooleanArray::from(vec![false; f.len()]);
@@ -373,7 +396,8 @@ impl JoinExec {
             key.clear();
             let mut ok = true;
             for (c, dt) in key_cols.iter().zip(&key_types) {
-                let v = ScalarValue::try_from_array(c, r).map_err(|e| Error::Internal(e.to_string()))?;
+                let v = ScalarValue::try_from_array(c, r)
+                    .map_err(|e| Error::Internal(e.to_string()))?;
                 if v.is_null() || encode_key_scalar(*dt, &v, &mut key).is_none() {
                     ok = false;
                     break;

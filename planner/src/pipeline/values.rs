@@ -90,7 +90,9 @@ impl ColumnBuilder {
             DType::Int => ColumnBuilder::Int(arrow::array::Int64Builder::with_capacity(cap)),
             DType::Float => ColumnBuilder::Float(arrow::array::Float64Builder::with_capacity(cap)),
             DType::Bool => ColumnBuilder::Bool(arrow::array::BooleanBuilder::with_capacity(cap)),
-            DType::Str => ColumnBuilder::Str(arrow::array::StringBuilder::with_capacity(cap, cap * 8)),
+            DType::Str => {
+                ColumnBuilder::Str(arrow::array::StringBuilder::with_capacity(cap, cap * 8))
+            }
             DType::Datetime => ColumnBuilder::Ts(
                 arrow::array::TimestampMicrosecondBuilder::with_capacity(cap)
                     .with_timezone(crate::types::UTC),
@@ -110,28 +112,43 @@ impl ColumnBuilder {
             };
         }
         match self {
-            ColumnBuilder::Int(b) => put!(b, match v {
-                V::I(i) => Some(*i),
-                V::F(f) => Some(*f as i64),
-                _ => None,
-            }),
+            ColumnBuilder::Int(b) => put!(
+                b,
+                match v {
+                    V::I(i) => Some(*i),
+                    V::F(f) => Some(*f as i64),
+                    _ => None,
+                }
+            ),
             ColumnBuilder::Float(b) => put!(b, v.as_f64()),
-            ColumnBuilder::Bool(b) => put!(b, match v {
-                V::B(x) => Some(*x),
-                _ => None,
-            }),
-            ColumnBuilder::Str(b) => put!(b, match v {
-                V::S(x) => Some(x.as_ref()),
-                _ => None,
-            }),
-            ColumnBuilder::Ts(b) => put!(b, match v {
-                V::I(i) => Some(*i),
-                _ => None,
-            }),
-            ColumnBuilder::Date(b) => put!(b, match v {
-                V::I(i) => Some(*i as i32),
-                _ => None,
-            }),
+            ColumnBuilder::Bool(b) => put!(
+                b,
+                match v {
+                    V::B(x) => Some(*x),
+                    _ => None,
+                }
+            ),
+            ColumnBuilder::Str(b) => put!(
+                b,
+                match v {
+                    V::S(x) => Some(x.as_ref()),
+                    _ => None,
+                }
+            ),
+            ColumnBuilder::Ts(b) => put!(
+                b,
+                match v {
+                    V::I(i) => Some(*i),
+                    _ => None,
+                }
+            ),
+            ColumnBuilder::Date(b) => put!(
+                b,
+                match v {
+                    V::I(i) => Some(*i as i32),
+                    _ => None,
+                }
+            ),
             ColumnBuilder::Other(dtype, vals) => vals.push(scalar(*dtype, v)?),
         }
         Ok(())

@@ -59,7 +59,12 @@ impl Win {
                 Win::Hopping {
                     duration: Some(d),
                     stride: d,
-                    lookback: lookback.as_deref().map(micros).transpose()?.flatten().unwrap_or(0),
+                    lookback: lookback
+                        .as_deref()
+                        .map(micros)
+                        .transpose()?
+                        .flatten()
+                        .unwrap_or(0),
                 }
             }
             Window::Hopping {
@@ -79,7 +84,12 @@ impl Win {
                 Win::Hopping {
                     duration,
                     stride,
-                    lookback: lookback.as_deref().map(micros).transpose()?.flatten().unwrap_or(0),
+                    lookback: lookback
+                        .as_deref()
+                        .map(micros)
+                        .transpose()?
+                        .flatten()
+                        .unwrap_or(0),
                 }
             }
             Window::Session { gap } => Win::Session {
@@ -165,7 +175,11 @@ mod tests {
             for e in -40..40 {
                 for t in -40..80 {
                     let counted = w.enter(e) <= t && t < w.leave(e);
-                    assert_eq!(counted, brute_hopping(e, t, d, s, l), "d={d} s={s} l={l} e={e} t={t}");
+                    assert_eq!(
+                        counted,
+                        brute_hopping(e, t, d, s, l),
+                        "d={d} s={s} l={l} e={e} t={t}"
+                    );
                 }
             }
         }
