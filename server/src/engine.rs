@@ -32,6 +32,17 @@ pub struct Status {
     pub progress: Progress,
 }
 
+impl Status {
+    fn failed(e: &thyme_planner::Error, progress: Progress) -> Status {
+        Status {
+            status: "error",
+            error: Some(e.to_string()),
+            records_per_sec: 0.0,
+            progress,
+        }
+    }
+}
+
 struct Worker {
     stop: Arc<AtomicBool>,
     handle: JoinHandle<()>,
@@ -159,16 +170,14 @@ impl Pipelines {
                     tracing::error!(pipeline = %p.name, dataset = %spec.name, error = %e, "pipeline cannot start");
                     self.set(
                         &id,
-                        Status {
-                            status: "error",
-                            error: Some(e.to_string()),
-                            records_per_sec: 0.0,
-                            progress: Progress {
+                        Status::failed(
+                            &e,
+                            Progress {
                                 pipeline: p.name.clone(),
                                 dataset: thyme_model::snake_case(&spec.name),
                                 ..Default::default()
                             },
-                        },
+                        ),
                     );
                     sleep_unless(&stopped, Duration::from_secs(2));
                     continue;
@@ -184,15 +193,7 @@ impl Pipelines {
             if let Err(e) = self.drive(&id, &mut runner, &stopped) {
                 tracing::error!(pipeline = %p.name, dataset = %spec.name, error = %e, "pipeline step failed; restarting from the last commit");
                 if let Ok(progress) = runner.progress() {
-                    self.set(
-                        &id,
-                        Status {
-                            status: "error",
-                            error: Some(e.to_string()),
-                            records_per_sec: 0.0,
-                            progress,
-                        },
-                    );
+                    self.set(&id, Status::failed(&e, progress));
                 }
                 sleep_unless(&stopped, Duration::from_secs(1));
             }

@@ -551,30 +551,23 @@ impl AggregateExec {
                     }
                     continue;
                 }
-                while let Some(k) = Self::next_after(&ks.events, ks.enter[w]) {
-                    if win.enter(k.0) != next {
-                        break;
-                    }
-                    let vals = &ks.events[&k];
-                    for (a, acc) in self.aggs.iter().zip(ks.accs.iter_mut()) {
-                        if a.win == w {
-                            acc.update(&vals[a.slot], true);
+                let (events, accs) = (&ks.events, &mut ks.accs);
+                let mut cross = |cursor: &mut Option<EvKey>, at: &dyn Fn(i64) -> i64, add: bool| {
+                    while let Some(k) = Self::next_after(events, *cursor) {
+                        if at(k.0) != next {
+                            break;
                         }
-                    }
-                    ks.enter[w] = Some(k);
-                }
-                while let Some(k) = Self::next_after(&ks.events, ks.leave[w]) {
-                    if win.leave(k.0) != next {
-                        break;
-                    }
-                    let vals = &ks.events[&k];
-                    for (a, acc) in self.aggs.iter().zip(ks.accs.iter_mut()) {
-                        if a.win == w {
-                            acc.update(&vals[a.slot], false);
+                        let vals = &events[&k];
+                        for (a, acc) in self.aggs.iter().zip(accs.iter_mut()) {
+                            if a.win == w {
+                                acc.update(&vals[a.slot], add);
+                            }
                         }
+                        *cursor = Some(k);
                     }
-                    ks.leave[w] = Some(k);
-                }
+                };
+                cross(&mut ks.enter[w], &|e| win.enter(e), true);
+                cross(&mut ks.leave[w], &|e| win.leave(e), false);
             }
             ks.t = next;
             let row = self.values(id, next)?;

@@ -35,6 +35,20 @@ fn arrow_err(e: arrow::error::ArrowError) -> Error {
     Error::Internal(e.to_string())
 }
 
+fn u64s(a: ArrayRef) -> UInt64Array {
+    a.as_any()
+        .downcast_ref::<UInt64Array>()
+        .expect("u64 column")
+        .clone()
+}
+
+fn bools(a: ArrayRef) -> BooleanArray {
+    a.as_any()
+        .downcast_ref::<BooleanArray>()
+        .expect("bool column")
+        .clone()
+}
+
 impl Flow {
     pub fn len(&self) -> usize {
         self.batch.num_rows()
@@ -59,20 +73,11 @@ impl Flow {
     }
 
     pub fn filter(&self, mask: &BooleanArray) -> Result<Flow> {
+        let f = |a: &dyn Array| arrow::compute::filter(a, mask).map_err(arrow_err);
         Ok(Flow {
             batch: filter_record_batch(&self.batch, mask).map_err(arrow_err)?,
-            seq: arrow::compute::filter(&self.seq, mask)
-                .map_err(arrow_err)?
-                .as_any()
-                .downcast_ref::<UInt64Array>()
-                .expect("u64")
-                .clone(),
-            del: arrow::compute::filter(&self.del, mask)
-                .map_err(arrow_err)?
-                .as_any()
-                .downcast_ref::<BooleanArray>()
-                .expect("bool")
-                .clone(),
+            seq: u64s(f(&self.seq)?),
+            del: bools(f(&self.del)?),
             ts_col: self.ts_col.clone(),
         })
     }
@@ -87,18 +92,8 @@ impl Flow {
             .map_err(arrow_err)?;
         Ok(Flow {
             batch: RecordBatch::try_new(self.batch.schema(), cols).map_err(arrow_err)?,
-            seq: take(&self.seq, idx, None)
-                .map_err(arrow_err)?
-                .as_any()
-                .downcast_ref::<UInt64Array>()
-                .expect("u64")
-                .clone(),
-            del: take(&self.del, idx, None)
-                .map_err(arrow_err)?
-                .as_any()
-                .downcast_ref::<BooleanArray>()
-                .expect("bool")
-                .clone(),
+            seq: u64s(take(&self.seq, idx, None).map_err(arrow_err)?),
+            del: bools(take(&self.del, idx, None).map_err(arrow_err)?),
             ts_col: self.ts_col.clone(),
         })
     }
@@ -313,18 +308,8 @@ pub fn union(flows: &[Flow]) -> Result<Flow> {
     let del: Vec<&dyn Array> = flows.iter().map(|f| &f.del as &dyn Array).collect();
     Ok(Flow {
         batch,
-        seq: arrow::compute::concat(&seq)
-            .map_err(arrow_err)?
-            .as_any()
-            .downcast_ref::<UInt64Array>()
-            .expect("u64")
-            .clone(),
-        del: arrow::compute::concat(&del)
-            .map_err(arrow_err)?
-            .as_any()
-            .downcast_ref::<BooleanArray>()
-            .expect("bool")
-            .clone(),
+        seq: u64s(arrow::compute::concat(&seq).map_err(arrow_err)?),
+        del: bools(arrow::compute::concat(&del).map_err(arrow_err)?),
         ts_col: first.ts_col.clone(),
     })
 }

@@ -48,6 +48,10 @@ fn micros(s: &str) -> Result<Option<i64>> {
     }
 }
 
+fn lookback_of(l: &Option<String>) -> Result<i64> {
+    Ok(l.as_deref().map(micros).transpose()?.flatten().unwrap_or(0))
+}
+
 impl Win {
     pub fn from_model(w: &Window) -> Result<Win> {
         Ok(match w {
@@ -59,12 +63,7 @@ impl Win {
                 Win::Hopping {
                     duration: Some(d),
                     stride: d,
-                    lookback: lookback
-                        .as_deref()
-                        .map(micros)
-                        .transpose()?
-                        .flatten()
-                        .unwrap_or(0),
+                    lookback: lookback_of(lookback)?,
                 }
             }
             Window::Hopping {
@@ -84,12 +83,7 @@ impl Win {
                 Win::Hopping {
                     duration,
                     stride,
-                    lookback: lookback
-                        .as_deref()
-                        .map(micros)
-                        .transpose()?
-                        .flatten()
-                        .unwrap_or(0),
+                    lookback: lookback_of(lookback)?,
                 }
             }
             Window::Session { gap } => Win::Session {
