@@ -900,3 +900,7 @@ mod session_tests {
         assert_eq!(at(71 * m), Some((1, 2)));
     }
 }
+
+#[cfg(test)]
+#[path = "aggregate_oracle.rs"]
+mod oracle;
