@@ -115,8 +115,7 @@ fn members<'a>(evs: &'a [Ev], w: &str, t: i64) -> Vec<&'a Ev> {
     }
     sessions
         .into_iter()
-        .filter(|s| s.last().expect("non-empty").ts + gap < t)
-        .next_back()
+        .rfind(|s| s.last().expect("non-empty").ts + gap < t)
         .unwrap_or_default()
 }
 
