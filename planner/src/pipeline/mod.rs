@@ -439,7 +439,7 @@ impl PipelineRunner {
             ckpt,
             ckpt_key,
             late,
-            chunk: 8192,
+            chunk: 32_768,
         };
         if fresh {
             let mut wb = WriteBatch::new();
