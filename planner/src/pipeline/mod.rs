@@ -169,6 +169,10 @@ pub struct PipelineRunner {
     late: Arc<Dataset>,
     /// Records per input read by one step.
     pub chunk: usize,
+    /// The previous step's write, still in flight: a step computes while
+    /// the previous one is written, and waits for it before handing over
+    /// its own (writes stay in order, each atomic).
+    in_flight: Option<std::thread::JoinHandle<Result<()>>>,
 }
 
 fn micros(s: &str) -> Result<Option<i64>> {
@@ -440,6 +444,7 @@ impl PipelineRunner {
             ckpt_key,
             late,
             chunk: 32_768,
+            in_flight: None,
         };
         if fresh {
             let mut wb = WriteBatch::new();
@@ -559,6 +564,10 @@ impl PipelineRunner {
             consumed += n;
             flows.push(flow);
         }
+        if self.ops.iter().any(|o| matches!(o, Op::Dedup(_))) {
+            // Dedup reads the keys earlier steps stored.
+            self.wait_written()?;
+        }
         let any_timers = self.has_aggregate();
         if consumed == 0 && !any_timers {
             return Ok(0);
@@ -586,8 +595,26 @@ impl PipelineRunner {
         self.ckpt.horizon = horizon;
         self.ckpt.rows_out += written as u64;
         self.put_checkpoint(&mut wb)?;
-        self.store.write(wb)?;
+        self.wait_written()?;
+        let store = self.store.clone();
+        self.in_flight = Some(
+            std::thread::Builder::new()
+                .name("pipeline write".into())
+                .spawn(move || store.write(wb).map(|_| ()).map_err(Error::from))
+                .map_err(|e| Error::Internal(format!("cannot start a write: {e}")))?,
+        );
         Ok(consumed.max(1))
+    }
+
+    /// Wait until the previous step's write is durable; its error, if any,
+    /// is this runner's (the caller reopens it from the store).
+    pub fn wait_written(&mut self) -> Result<()> {
+        match self.in_flight.take() {
+            None => Ok(()),
+            Some(h) => h
+                .join()
+                .map_err(|_| Error::Internal("pipeline write panicked".into()))?,
+        }
     }
 
     fn has_aggregate(&self) -> bool {
@@ -797,6 +824,14 @@ impl Env<'_> {
                 "{what} with a Python function in a server without the embedded interpreter"
             ))
         })
+    }
+}
+
+impl Drop for PipelineRunner {
+    fn drop(&mut self) {
+        if let Err(e) = self.wait_written() {
+            tracing::error!(pipeline = %self.name, error = %e, "the last pipeline write failed");
+        }
     }
 }
 
