@@ -67,6 +67,9 @@ pub struct Dataset {
     key_idx: Vec<usize>,
     #[serde(skip)]
     ts_idx: usize,
+    /// The decayed fields, resolved once.
+    #[serde(skip)]
+    decay: crate::codec::Decay,
 }
 
 impl Dataset {
@@ -90,6 +93,7 @@ impl Dataset {
             schema: Some(Arc::new(Schema::new(fields))),
             key_idx,
             ts_idx,
+            decay: crate::codec::Decay::resolve(&def),
             def,
         })
     }
@@ -113,6 +117,11 @@ impl Dataset {
     }
 
     /// Position of the event-time field.
+    /// Fields that decay with read time (`ExpDecaySum` outputs).
+    pub(crate) fn decay(&self) -> &crate::codec::Decay {
+        &self.decay
+    }
+
     pub fn ts_index(&self) -> usize {
         self.ts_idx
     }

@@ -525,14 +525,13 @@ pub(crate) struct Decay {
 }
 
 impl Decay {
-    pub(crate) fn of(ds: &Dataset) -> Decay {
+    pub(crate) fn resolve(def: &crate::catalog::DatasetDef) -> Decay {
         Decay {
-            fields: ds
-                .def
+            fields: def
                 .decay
                 .iter()
                 .filter_map(|(name, h)| {
-                    ds.fields()
+                    def.fields
                         .iter()
                         .position(|f| &f.name == name && f.dtype == DType::Float)
                         .map(|i| (i, *h as f64))

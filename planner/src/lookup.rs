@@ -146,7 +146,7 @@ impl PointLookup {
         let mut decoder = RowDecoder::new(&self.ds, &self.projection, self.schema.clone(), 1);
         if matches {
             let mut err = None;
-            let decay = crate::codec::Decay::of(&self.ds);
+            let decay = self.ds.decay();
             store.get_as_of(self.ds.id, &[key.as_slice()], as_of, &mut |_, v| {
                 if let Some(v) = v {
                     if !v.deleted {

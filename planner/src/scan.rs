@@ -228,7 +228,7 @@ fn run_scan(
     let mut err: Option<Error> = None;
     let mut stopped = false;
     // Reads at a time decay `ExpDecaySum` fields from their row's time.
-    let decay = crate::codec::Decay::of(ds);
+    let decay = ds.decay();
     let read_at = match spec {
         ScanSpec::PointKeys { as_of, .. } | ScanSpec::Latest { as_of, .. } if !decay.is_empty() => {
             Some(*as_of)
