@@ -118,7 +118,7 @@ impl<'a> Col<'a> {
         }
     }
 
-    fn encode_key(&self, i: usize, out: &mut Vec<u8>) {
+    pub(crate) fn encode_key(&self, i: usize, out: &mut Vec<u8>) {
         match self {
             Col::Int(a) => key_i64(a.value(i), out),
             Col::Ts(a) => key_i64(a.value(i), out),

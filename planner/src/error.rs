@@ -48,6 +48,18 @@ pub enum Error {
     UnknownEndpoint(String),
     #[error("{0} is not supported")]
     Unsupported(String),
+    /// A featureset query that does not bind the features it needs.
+    #[error("{0}")]
+    UnboundInputs(String),
+    /// A feature or featureset that does not exist.
+    #[error("{0}")]
+    UnknownFeature(String),
+    /// An extractor failed (raised, or returned the wrong shape or type).
+    #[error("extractor {extractor} failed: {message}")]
+    Extractor { extractor: String, message: String },
+    /// An extractor ran past the time limit and was interrupted.
+    #[error("extractor {extractor} ran longer than the {limit_ms} ms limit and was stopped")]
+    ExtractorTimeout { extractor: String, limit_ms: u64 },
     /// Errors from the engine about the query itself (planning, types, ...).
     #[error(transparent)]
     DataFusion(#[from] DataFusionError),

@@ -12,6 +12,8 @@
 //! - [`ingest`], [`codec`], [`copy`]: turning rows into stored versions;
 //! - [`registry`]: committed definitions (datasets, featuresets) and commits;
 //! - [`webhook`]: webhook ingestion routed by the committed sources;
+//! - [`featureset`]: featuresets: the extractor graph, query planning and
+//!   evaluation, and featuresets as SQL views;
 //! - [`json_out`]: results as column-oriented JSON for the HTTP APIs;
 //! - [`pipeline`]: committed pipelines' operators, exact windowed
 //!   aggregation in event time, and the runner that commits outputs, state
@@ -21,6 +23,7 @@ pub mod catalog;
 mod codec;
 pub mod copy;
 pub mod error;
+pub mod featureset;
 pub mod ingest;
 pub mod json_out;
 pub mod lookup;

@@ -301,6 +301,11 @@ impl Registry {
         self.defs().datasets.values().cloned().collect()
     }
 
+    /// A number that changes with every commit (for caches of definitions).
+    pub fn version(&self) -> u64 {
+        self.defs().next_commit
+    }
+
     /// Committed featuresets, by class name.
     pub fn featuresets(&self) -> Vec<StoredDef<Featureset>> {
         self.defs().featuresets.values().cloned().collect()

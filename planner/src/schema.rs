@@ -1,5 +1,6 @@
 //! DataFusion catalog wiring: the `thyme` database with its `public`
-//! (current rows) and `history` (every version) schemas, and the relation
+//! (current rows, and featuresets as views) and `history` (every version)
+//! schemas, and the relation
 //! planner that gives `FOR SYSTEM_TIME AS OF` its meaning.
 
 use std::any::Any;
@@ -25,6 +26,8 @@ use sqlparser::ast::{TableFactor, TableVersion};
 
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};
+use crate::featureset::view::FeaturesetTable;
+use crate::featureset::Features;
 use crate::provider::{DatasetTable, View};
 use crate::types::UTC;
 
@@ -40,6 +43,8 @@ pub use thyme_model::snake_case;
 pub struct DatasetSchema {
     catalog: Arc<Catalog>,
     view: View,
+    /// Featuresets, shown as views in the current-rows schema.
+    features: Option<Arc<Features>>,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -49,31 +54,50 @@ impl std::fmt::Debug for Catalog {
 }
 
 impl DatasetSchema {
-    pub fn new(catalog: Arc<Catalog>, view: View) -> Self {
-        DatasetSchema { catalog, view }
+    pub fn new(catalog: Arc<Catalog>, view: View, features: Option<Arc<Features>>) -> Self {
+        DatasetSchema {
+            catalog,
+            view,
+            features,
+        }
     }
 
-    fn resolve(&self, name: &str) -> Option<Arc<DatasetTable>> {
+    fn resolve(&self, name: &str) -> Option<Arc<dyn TableProvider>> {
         let ds = self
             .catalog
             .get(name)
-            .or_else(|| self.catalog.get(&snake_case(name)))?;
-        Some(Arc::new(DatasetTable::new(
-            ds,
-            self.catalog.store().clone(),
-            self.view,
-        )))
+            .or_else(|| self.catalog.get(&snake_case(name)));
+        match ds {
+            Some(ds) => Some(Arc::new(DatasetTable::new(
+                ds,
+                self.catalog.store().clone(),
+                self.view,
+            ))),
+            None => self
+                .features
+                .as_ref()
+                .and_then(|f| FeaturesetTable::resolve(f, name))
+                .map(|t| Arc::new(t) as Arc<dyn TableProvider>),
+        }
     }
 }
 
 #[async_trait]
 impl SchemaProvider for DatasetSchema {
     fn table_names(&self) -> Vec<String> {
-        self.catalog.list().keys().cloned().collect()
+        let mut names: Vec<String> = self.catalog.list().keys().cloned().collect();
+        if let Some(graph) = self.features.as_ref().and_then(|f| f.graph().ok()) {
+            for n in graph.sql_names() {
+                if !names.contains(n) {
+                    names.push(n.clone());
+                }
+            }
+        }
+        names
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        Ok(self.resolve(name).map(|t| t as Arc<dyn TableProvider>))
+        Ok(self.resolve(name))
     }
 
     fn table_exist(&self, name: &str) -> bool {
@@ -90,15 +114,19 @@ pub struct ThymeCatalog {
 }
 
 impl ThymeCatalog {
-    pub fn new(catalog: Arc<Catalog>) -> Self {
+    pub fn new(catalog: Arc<Catalog>, features: Arc<Features>) -> Self {
         let mut fixed: HashMap<String, Arc<dyn SchemaProvider>> = HashMap::new();
         fixed.insert(
             PUBLIC.into(),
-            Arc::new(DatasetSchema::new(catalog.clone(), View::Current)),
+            Arc::new(DatasetSchema::new(
+                catalog.clone(),
+                View::Current,
+                Some(features),
+            )),
         );
         fixed.insert(
             HISTORY.into(),
-            Arc::new(DatasetSchema::new(catalog, View::History)),
+            Arc::new(DatasetSchema::new(catalog, View::History, None)),
         );
         ThymeCatalog {
             fixed,
@@ -233,12 +261,14 @@ impl RelationPlanner for AsOfRelationPlanner {
             .get_table_source(table_ref.clone())?;
         let provider = datafusion::datasource::source_as_provider(&source)?;
         let any: &dyn Any = provider.as_ref();
-        let Some(table) = any.downcast_ref::<DatasetTable>() else {
+        let dataset = any.downcast_ref::<DatasetTable>();
+        let view = any.downcast_ref::<FeaturesetTable>();
+        if dataset.is_none() && view.is_none() {
             return Err(Error::Unsupported(format!(
-                "FOR SYSTEM_TIME AS OF on {table_ref}, which is not a dataset"
+                "FOR SYSTEM_TIME AS OF on {table_ref}, which is not a dataset or featureset"
             ))
             .into());
-        };
+        }
         let expr = context.sql_to_expr(sql_expr.clone(), &DFSchema::empty())?;
         let params = context
             .context_provider()
@@ -249,7 +279,11 @@ impl RelationPlanner for AsOfRelationPlanner {
         // Unbound placeholders happen only while describing a prepared
         // statement; the schema does not depend on the time.
         let ts = eval_timestamp(expr, params.as_ref())?.unwrap_or(i64::MAX);
-        let pinned = Arc::new(table.clone().with_as_of(ts));
+        let pinned: Arc<dyn TableProvider> = match (dataset, view) {
+            (Some(t), _) => Arc::new(t.clone().with_as_of(ts)),
+            (None, Some(v)) => Arc::new(v.clone().with_as_of(ts)),
+            (None, None) => unreachable!("checked above"),
+        };
         let plan =
             LogicalPlanBuilder::scan(table_ref, provider_as_source(pinned), None)?.build()?;
         Ok(RelationPlanning::Planned(Box::new(PlannedRelation::new(

@@ -50,6 +50,7 @@ pub const AS_OF_VARIABLE: &str = "thyme.as_of";
 /// DataFusion context to clone sessions from.
 pub struct Engine {
     catalog: Arc<Catalog>,
+    features: Arc<crate::featureset::Features>,
     registry: Arc<crate::registry::Registry>,
     parser: SqlParser,
     base: SessionContext,
@@ -64,6 +65,7 @@ impl Engine {
     ) -> Result<Arc<Self>> {
         let catalog = Arc::new(Catalog::load(store)?);
         let registry = Arc::new(crate::registry::Registry::load(catalog.clone())?);
+        let features = Arc::new(crate::featureset::Features::new(registry.clone()));
         let mut config = SessionConfig::new()
             .with_default_catalog_and_schema(DATABASE, schema::PUBLIC)
             .with_create_default_catalog_and_schema(false)
@@ -78,10 +80,14 @@ impl Engine {
             .with_relation_planners(vec![Arc::new(AsOfRelationPlanner)])
             .build();
         let base = SessionContext::new_with_state(state);
-        base.register_catalog(DATABASE, Arc::new(ThymeCatalog::new(catalog.clone())));
+        base.register_catalog(
+            DATABASE,
+            Arc::new(ThymeCatalog::new(catalog.clone(), features.clone())),
+        );
         setup(&base)?;
         Ok(Arc::new(Engine {
             catalog,
+            features,
             registry,
             parser: SqlParser::new(),
             base,
@@ -90,6 +96,11 @@ impl Engine {
 
     pub fn catalog(&self) -> &Arc<Catalog> {
         &self.catalog
+    }
+
+    /// Featureset serving: the extractor graph, planning, evaluation.
+    pub fn features(&self) -> &Arc<crate::featureset::Features> {
+        &self.features
     }
 
     /// Committed definitions (datasets, featuresets, webhook routes).

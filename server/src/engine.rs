@@ -58,14 +58,7 @@ pub struct Pipelines {
 
 impl Pipelines {
     /// Start the supervisor.
-    pub fn start(engine: Arc<Engine>) -> Arc<Pipelines> {
-        let python: Option<Arc<dyn PythonRuntime>> = match crate::python::Interpreter::new() {
-            Ok(i) => Some(i),
-            Err(e) => {
-                tracing::warn!(error = %e, "no embedded Python: pipelines with Python functions will not run");
-                None
-            }
-        };
+    pub fn start(engine: Arc<Engine>, python: Option<Arc<dyn PythonRuntime>>) -> Arc<Pipelines> {
         let p = Arc::new(Pipelines {
             python,
             status: Mutex::new(BTreeMap::new()),

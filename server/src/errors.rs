@@ -54,6 +54,10 @@ pub fn classify(err: Error) -> ClientError {
         Error::InvalidRow { .. } => ClientError::new("22P02", msg),
         Error::UnknownEndpoint(_) => ClientError::new("42P01", msg),
         Error::Unsupported(_) => ClientError::new("0A000", msg),
+        Error::UnboundInputs(_) => ClientError::new("0A000", msg),
+        Error::UnknownFeature(_) => ClientError::new("42703", msg),
+        Error::Extractor { .. } => ClientError::new("38000", msg),
+        Error::ExtractorTimeout { .. } => ClientError::new("57014", msg),
         Error::DataFusion(e) => classify_datafusion(e),
         Error::Storage(e) => internal(e),
         Error::Internal(e) => internal(e),
@@ -162,6 +166,12 @@ pub fn classify_http(err: Error) -> HttpError {
         },
         Error::UnknownEndpoint(m) => HttpError::new(404, "unknown_endpoint", m),
         e @ Error::UnknownTable(_) => HttpError::new(404, "unknown_dataset", e.to_string()),
+        Error::UnboundInputs(m) => HttpError::new(400, "missing_inputs", m),
+        Error::UnknownFeature(m) => HttpError::new(404, "unknown_feature", m),
+        e @ Error::Extractor { .. } => HttpError::new(422, "extractor_error", e.to_string()),
+        e @ Error::ExtractorTimeout { .. } => {
+            HttpError::new(504, "extractor_timeout", e.to_string())
+        }
         other => {
             let c = classify(other);
             match c.sqlstate {

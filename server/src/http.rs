@@ -1,7 +1,7 @@
 //! HTTP listeners: the control plane (`--control-addr`: health, metrics,
 //! and the `/api/v1` commit / definitions / ingestion API of
-//! [`crate::control`]) and the query server (`--query-addr`: health;
-//! feature serving builds on it).
+//! [`crate::control`]) and the query server (`--query-addr`: health and
+//! the feature-serving API of [`crate::query`]).
 
 use std::sync::Arc;
 
@@ -28,6 +28,7 @@ pub fn control_router(engine: Arc<Engine>, pipelines: Arc<crate::engine::Pipelin
                     );
                     m.render(&mut out);
                     render_pipelines(&pl.status(), &mut out);
+                    render_extractors(&e.features().extractor_calls(), &mut out);
                     out
                 }
             }),
@@ -78,6 +79,20 @@ fn render_pipelines(status: &[crate::engine::Status], out: &mut String) {
     }
 }
 
+fn render_extractors(calls: &std::collections::BTreeMap<(String, String), u64>, out: &mut String) {
+    use std::fmt::Write;
+    let _ = writeln!(
+        out,
+        "# HELP thyme_extractor_calls_total Batches each extractor computed.\n# TYPE thyme_extractor_calls_total counter"
+    );
+    for ((fs, ex), n) in calls {
+        let _ = writeln!(
+            out,
+            "thyme_extractor_calls_total{{featureset=\"{fs}\",extractor=\"{ex}\"}} {n}"
+        );
+    }
+}
+
 fn not_found() -> Router {
     Router::new().fallback(|| async {
         (
@@ -95,8 +110,10 @@ fn health() -> Router {
 }
 
 /// Routes of the query server.
-pub fn query_router() -> Router {
-    health().merge(not_found())
+pub fn query_router(engine: Arc<Engine>, limit: std::time::Duration) -> Router {
+    health()
+        .merge(crate::query::routes(engine, limit))
+        .merge(not_found())
 }
 
 /// Serve `router` until `shutdown` flips.

@@ -14,6 +14,7 @@ mod errors;
 mod http;
 mod pg;
 mod python;
+mod query;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -49,13 +50,18 @@ struct ServeArgs {
     /// HTTP control-plane listener.
     #[arg(long, env = "THYME_CONTROL_ADDR", default_value = "127.0.0.1:8080")]
     control_addr: SocketAddr,
-    /// HTTP query-server listener (feature serving; today: `GET /health`).
+    /// HTTP query-server listener (`GET /features`, `POST /api/v1/query`,
+    /// `POST /api/v1/lookup`).
     #[arg(long, env = "THYME_QUERY_ADDR", default_value = "127.0.0.1:8081")]
     query_addr: SocketAddr,
     /// fsync the write-ahead log on every commit (survives power loss, not
     /// only process crashes).
     #[arg(long, env = "THYME_SYNC_WRITES")]
     sync_writes: bool,
+    /// Time limit of one Python extractor call, in milliseconds; a call that
+    /// runs longer is interrupted and its request fails.
+    #[arg(long, env = "THYME_EXTRACTOR_TIMEOUT_MS", default_value_t = 5000)]
+    extractor_timeout_ms: u64,
     /// Config file with `key = value` lines (keys as the flag names).
     #[arg(long, env = "THYME_CONFIG")]
     config: Option<PathBuf>,
@@ -106,7 +112,17 @@ fn apply_config(args: &mut ServeArgs, matches: &clap::ArgMatches) -> Result<(), 
                     .map_err(|e: std::net::AddrParseError| bad(e.to_string()))?
             }
             "sync_writes" if from_default("sync_writes") => args.sync_writes = v == "true",
-            "data" | "pg_addr" | "control_addr" | "query_addr" | "sync_writes" => {}
+            "extractor_timeout_ms" if from_default("extractor_timeout_ms") => {
+                args.extractor_timeout_ms = v
+                    .parse()
+                    .map_err(|e: std::num::ParseIntError| bad(e.to_string()))?
+            }
+            "data"
+            | "pg_addr"
+            | "control_addr"
+            | "query_addr"
+            | "sync_writes"
+            | "extractor_timeout_ms" => {}
             other => {
                 return Err(format!(
                     "{}:{}: unknown setting {other}",
@@ -165,7 +181,19 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     let engine = Engine::new(store.clone(), pg::install_catalog).map_err(|e| e.to_string())?;
 
-    let pipelines = engine::Pipelines::start(engine.clone());
+    let limit = std::time::Duration::from_millis(args.extractor_timeout_ms.max(1));
+    let python: Option<Arc<dyn thyme_planner::pipeline::PythonRuntime>> =
+        match python::Interpreter::new(limit) {
+            Ok(i) => Some(i),
+            Err(e) => {
+                tracing::warn!(error = %e, "no embedded Python: pipelines and extractors with Python functions will not run");
+                None
+            }
+        };
+    if let Some(p) = &python {
+        engine.features().set_python(p.clone());
+    }
+    let pipelines = engine::Pipelines::start(engine.clone(), python);
 
     let pg_listener = TcpListener::bind(args.pg_addr)
         .await
@@ -193,7 +221,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     ));
     let query_task = tokio::spawn(http::serve(
         query_listener,
-        http::query_router(),
+        http::query_router(engine.clone(), limit),
         stop_rx.clone(),
     ));
     tracing::info!(

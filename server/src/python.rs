@@ -10,9 +10,11 @@
 //! interpreter finds packages (pandas, the `thyme` SDK) in the virtualenv
 //! named by `VIRTUAL_ENV` and in `THYME_PYTHONPATH`, besides its own.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
-use std::sync::{Arc, Mutex, Once};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Once, OnceLock};
+use std::time::{Duration, Instant};
 
 use arrow::array::{
     Array, ArrayRef, BinaryArray, BooleanArray, BooleanBuilder, Date32Array, Date32Builder,
@@ -22,8 +24,9 @@ use arrow::array::{
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use pyo3::prelude::*;
-use pyo3::types::PyList;
+use pyo3::types::{PyCFunction, PyDict, PyList, PyTuple};
 use thyme_model::payload::Func;
+use thyme_planner::featureset::{DatasetReader, ExtractorCall};
 use thyme_planner::pipeline::PythonRuntime;
 use thyme_planner::{Error, Result};
 
@@ -78,6 +81,101 @@ def values(x, kind, n):
         raise ValueError(f"the function returned {len(out)} values for {n} rows")
     return out
 
+class ExtractorError(Exception):
+    pass
+
+class _Dataset:
+    """A committed dataset inside an extractor: ``Name.lookup(ts, key=...)``
+    reads it as of each row's time."""
+
+    def __init__(self, name, describe, read):
+        self._name = name
+        self._describe = describe
+        self._read = read
+
+    def __repr__(self):
+        return f"<dataset {self._name}>"
+
+    def lookup(self, ts, *args, fields=None, **keys):
+        import pandas as pd
+        name = self._name
+        key_names, all_fields = self._describe(name)
+        given = dict(keys)
+        if len(args) == 1 and isinstance(args[0], pd.DataFrame):
+            frame_arg = args[0]
+            args = tuple(frame_arg[k] for k in key_names if k in frame_arg.columns)
+        if len(args) > len(key_names):
+            raise TypeError(f"{name}.lookup: {len(args)} key columns for keys {key_names}")
+        for k, v in zip(key_names, args):
+            given[k] = v
+        unknown = [k for k in given if k not in key_names]
+        if unknown:
+            raise TypeError(f"{name}.lookup: {unknown} are not keys of {name} (keys: {key_names})")
+        missing = [k for k in key_names if k not in given]
+        if missing:
+            raise TypeError(f"{name}.lookup: give the keys {missing}")
+        if fields is not None:
+            fields = [str(f) for f in fields]
+            bad = [f for f in fields if f not in all_fields]
+            if bad:
+                raise KeyError(f"{name}.lookup: {bad} are not fields of {name} (fields: {all_fields})")
+        t = values(ts, "datetime", None)
+        key_values = []
+        for k in key_names:
+            v = given[k]
+            v = v.tolist() if hasattr(v, "tolist") else list(v)
+            v = [None if _missing(x) else x for x in v]
+            if len(v) != len(t):
+                raise ValueError(f"{name}.lookup: key {k} has {len(v)} values for {len(t)} timestamps")
+            key_values.append(v)
+        cols, found = self._read(name, t, key_values, fields)
+        return frame(cols), pd.Series(found, dtype=bool, name="found")
+
+def run_extractor(fn, fs_name, ts, inputs, outputs, deps, describe, read):
+    import pandas as pd, types
+    g = getattr(fn, "__globals__", None)
+    if g is not None:
+        for d in deps:
+            if not isinstance(g.get(d), _Dataset):
+                g[d] = _Dataset(d, describe, read)
+    n = len(ts)
+    ts_s = pd.to_datetime(pd.Series(ts, dtype="object"), unit="us", utc=True)
+    df = frame(inputs)
+    args = [df[name] for name, _, _ in inputs]
+    cls = types.SimpleNamespace(__name__=fs_name)
+    try:
+        out = fn(cls, ts_s, *args)
+    except TimeoutError:
+        raise
+    except Exception as e:
+        import traceback
+        lines = [f.lineno for f in traceback.extract_tb(e.__traceback__) if f.filename == "<string>"]
+        where = f" (line {lines[-1]} of {getattr(fn, '__name__', 'the extractor')})" if lines else ""
+        raise ExtractorError(f"{type(e).__name__}: {e}{where}") from None
+    names = [name for name, _ in outputs]
+    if isinstance(out, pd.Series):
+        if len(outputs) != 1:
+            raise TypeError(f"returned a Series for {len(outputs)} outputs; return a DataFrame with columns {names}")
+        cols = {names[0]: out}
+    elif isinstance(out, pd.DataFrame):
+        cols = {}
+        for name in names:
+            if name in out.columns:
+                cols[name] = out[name]
+            elif f"{fs_name}.{name}" in out.columns:
+                cols[name] = out[f"{fs_name}.{name}"]
+            else:
+                raise KeyError(f"the result has no column {name!r} (columns: {list(out.columns)})")
+    else:
+        raise TypeError(f"returned {type(out).__name__}; return a pandas DataFrame with columns {names} (or a Series for one output)")
+    result = []
+    for name, kind in outputs:
+        v = cols[name]
+        if len(v) != n:
+            raise ValueError(f"returned {len(v)} values of {name} for {n} rows")
+        result.append(values(v, kind, n))
+    return result
+
 def column(df, name, kind):
     if name not in df.columns:
         raise KeyError(f"the transform's result has no column {name!r} (columns: {list(df.columns)})")
@@ -91,9 +189,111 @@ type FunctionCache = HashMap<(String, String), Arc<Py<PyAny>>>;
 pub struct Interpreter {
     helpers: Py<PyModule>,
     funcs: Mutex<FunctionCache>,
+    /// How long one extractor call may run.
+    limit: Duration,
+    watchdog: Arc<Watchdog>,
+    /// `describe` and `read`, the callables behind `Dataset.lookup`.
+    reader_fns: OnceLock<(Py<PyAny>, Py<PyAny>)>,
+}
+
+/// Interrupts extractor calls that run past their deadline: a thread that
+/// raises `TimeoutError` in the calling Python thread (an asynchronous
+/// exception, delivered at its next bytecode).
+#[derive(Default)]
+struct Watchdog {
+    next: AtomicU64,
+    /// Call id -> (Python thread ident, deadline).
+    running: Mutex<HashMap<u64, (std::os::raw::c_ulong, Instant)>>,
+    /// Calls that were interrupted.
+    fired: Mutex<HashSet<u64>>,
+}
+
+impl Watchdog {
+    fn start(self: &Arc<Self>) {
+        let me = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("thyme-extractor-watchdog".into())
+            .spawn(move || loop {
+                std::thread::sleep(Duration::from_millis(20));
+                let Some(w) = me.upgrade() else { return };
+                let now = Instant::now();
+                let overdue: Vec<u64> = w
+                    .running
+                    .lock()
+                    .expect("watchdog")
+                    .iter()
+                    .filter(|(_, (_, d))| *d <= now)
+                    .map(|(id, _)| *id)
+                    .collect();
+                if overdue.is_empty() {
+                    continue;
+                }
+                // Holding the GIL, a call still registered is still running
+                // Python code (calls deregister before releasing the GIL).
+                Python::attach(|_py| {
+                    let running = w.running.lock().expect("watchdog");
+                    let mut fired = w.fired.lock().expect("watchdog");
+                    for id in overdue {
+                        if let Some((thread, _)) = running.get(&id) {
+                            if fired.insert(id) {
+                                // SAFETY: called with the GIL held; the
+                                // exception type is a static Python object.
+                                unsafe {
+                                    pyo3::ffi::PyThreadState_SetAsyncExc(
+                                        *thread as std::os::raw::c_long,
+                                        pyo3::ffi::PyExc_TimeoutError,
+                                    );
+                                }
+                            }
+                        }
+                    }
+                });
+            })
+            .expect("watchdog thread");
+    }
+
+    /// Register a call made by the current Python thread (GIL held).
+    fn enter(&self, limit: Duration) -> u64 {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: plain query of the current thread's identifier.
+        let thread = unsafe { pyo3::ffi::PyThread_get_thread_ident() };
+        self.running
+            .lock()
+            .expect("watchdog")
+            .insert(id, (thread, Instant::now() + limit));
+        id
+    }
+
+    /// Deregister a call (GIL held); whether it was interrupted. A pending
+    /// interrupt that the call did not reach is cleared.
+    fn leave(&self, id: u64) -> bool {
+        let entry = self.running.lock().expect("watchdog").remove(&id);
+        let fired = self.fired.lock().expect("watchdog").remove(&id);
+        if fired {
+            if let Some((thread, _)) = entry {
+                // SAFETY: GIL held; NULL clears a pending async exception.
+                unsafe {
+                    pyo3::ffi::PyThreadState_SetAsyncExc(
+                        thread as std::os::raw::c_long,
+                        std::ptr::null_mut(),
+                    );
+                }
+            }
+        }
+        fired
+    }
 }
 
 static INIT: Once = Once::new();
+
+/// The text of a Python exception (`Type: message`, and where in the
+/// extractor it was raised, as `run_extractor` words it).
+fn python_error(py: Python<'_>, e: &PyErr) -> String {
+    match e.value(py).str() {
+        Ok(s) if e.get_type(py).name().is_ok_and(|n| n == "ExtractorError") => s.to_string(),
+        _ => e.to_string(),
+    }
+}
 
 fn py_err(what: &str, e: PyErr) -> Error {
     Error::InvalidDefinition(format!("{what}: {e}"))
@@ -112,7 +312,8 @@ fn kind(dt: &DataType) -> &'static str {
 
 impl Interpreter {
     /// Start the interpreter (once per process) and load the helpers.
-    pub fn new() -> Result<Arc<Self>> {
+    /// `limit` bounds one extractor call.
+    pub fn new(limit: Duration) -> Result<Arc<Self>> {
         INIT.call_once(Python::initialize);
         Python::attach(|py| {
             let site = py.import("site").map_err(|e| py_err("python", e))?;
@@ -137,9 +338,14 @@ impl Interpreter {
             let code = CString::new(HELPERS).expect("no NUL");
             let helpers = PyModule::from_code(py, &code, c"thyme_runtime.py", c"thyme_runtime")
                 .map_err(|e| py_err("python helpers", e))?;
+            let watchdog = Arc::new(Watchdog::default());
+            watchdog.start();
             Ok(Arc::new(Interpreter {
                 helpers: helpers.unbind(),
                 funcs: Mutex::new(HashMap::new()),
+                limit,
+                watchdog,
+                reader_fns: OnceLock::new(),
             }))
         })
     }
@@ -268,7 +474,138 @@ fn from_py(values: &Bound<'_, PyAny>, dt: &DataType, what: &str) -> Result<Array
     })
 }
 
+/// The callables `describe(name)` and `read(name, ts, keys, fields)` that
+/// serve `Dataset.lookup` inside extractors.
+fn reader_functions(
+    py: Python<'_>,
+    reader: Arc<dyn DatasetReader>,
+) -> PyResult<(Py<PyAny>, Py<PyAny>)> {
+    let to_py_err = |e: Error| pyo3::exceptions::PyValueError::new_err(e.to_string());
+    let r = reader.clone();
+    let describe = PyCFunction::new_closure(
+        py,
+        Some(c"describe"),
+        None,
+        move |args: &Bound<'_, PyTuple>, _kw: Option<&Bound<'_, PyDict>>| -> PyResult<Py<PyAny>> {
+            let py = args.py();
+            let name: String = args.get_item(0)?.extract()?;
+            let (keys, fields) = r.describe(&name).map_err(to_py_err)?;
+            let keys: Vec<String> = keys.into_iter().map(|(k, _)| k).collect();
+            Ok((keys, fields).into_pyobject(py)?.into_any().unbind())
+        },
+    )?;
+    let read = PyCFunction::new_closure(
+        py,
+        Some(c"read"),
+        None,
+        move |args: &Bound<'_, PyTuple>, _kw: Option<&Bound<'_, PyDict>>| -> PyResult<Py<PyAny>> {
+            let py = args.py();
+            let name: String = args.get_item(0)?.extract()?;
+            let ts: Vec<i64> = args.get_item(1)?.extract()?;
+            let key_values = args.get_item(2)?;
+            let fields: Option<Vec<String>> = args.get_item(3)?.extract()?;
+            let (key_types, _) = reader.describe(&name).map_err(to_py_err)?;
+            let mut keys = Vec::with_capacity(key_types.len());
+            for (i, (k, dt)) in key_types.iter().enumerate() {
+                let vals = key_values.get_item(i)?;
+                keys.push(
+                    from_py(&vals, dt, &format!("{name}.lookup key {k}")).map_err(to_py_err)?,
+                );
+            }
+            let (batch, found) = reader
+                .lookup(&name, &keys, &ts, fields.as_deref())
+                .map_err(to_py_err)?;
+            let cols = PyList::empty(py);
+            for (field, col) in batch.schema().fields().iter().zip(batch.columns()) {
+                let values = to_py(py, col).map_err(to_py_err)?;
+                cols.append((field.name(), kind(field.data_type()), values))?;
+            }
+            Ok((cols, found).into_pyobject(py)?.into_any().unbind())
+        },
+    )?;
+    Ok((describe.into_any().unbind(), read.into_any().unbind()))
+}
+
 impl PythonRuntime for Interpreter {
+    fn call_extractor(&self, call: &ExtractorCall<'_>) -> Result<Vec<ArrayRef>> {
+        let qualified = format!("{}.{}", call.featureset, call.name);
+        let fail = |message: String| Error::Extractor {
+            extractor: qualified.clone(),
+            message,
+        };
+        let f = Func {
+            name: call.name.to_string(),
+            source: call.source.to_string(),
+            kind: "def".into(),
+        };
+        Python::attach(|py| {
+            let func = self
+                .function(py, &f, call.imports)
+                .map_err(|e| fail(e.to_string()))?;
+            let (describe, read) = match self.reader_fns.get() {
+                Some(fns) => (fns.0.clone_ref(py), fns.1.clone_ref(py)),
+                None => {
+                    let fns = reader_functions(py, call.reader.clone())
+                        .map_err(|e| fail(e.to_string()))?;
+                    let out = (fns.0.clone_ref(py), fns.1.clone_ref(py));
+                    let _ = self.reader_fns.set(fns);
+                    out
+                }
+            };
+            let ts = to_py(py, call.ts).map_err(|e| fail(e.to_string()))?;
+            let inputs = PyList::empty(py);
+            for (name, col) in &call.inputs {
+                let values = to_py(py, col).map_err(|e| fail(e.to_string()))?;
+                inputs
+                    .append((name, kind(col.data_type()), values))
+                    .map_err(|e| fail(e.to_string()))?;
+            }
+            let outputs: Vec<(String, &str)> = call
+                .outputs
+                .iter()
+                .map(|(n, t)| (n.clone(), kind(t)))
+                .collect();
+            let id = self.watchdog.enter(self.limit);
+            let result = self.helpers.bind(py).call_method1(
+                "run_extractor",
+                (
+                    func.bind(py),
+                    call.featureset,
+                    ts,
+                    inputs,
+                    outputs,
+                    call.deps.to_vec(),
+                    describe,
+                    read,
+                ),
+            );
+            let interrupted = self.watchdog.leave(id);
+            let result = match result {
+                Ok(r) => r,
+                Err(e)
+                    if interrupted && e.is_instance_of::<pyo3::exceptions::PyTimeoutError>(py) =>
+                {
+                    return Err(Error::ExtractorTimeout {
+                        extractor: qualified.clone(),
+                        limit_ms: self.limit.as_millis() as u64,
+                    })
+                }
+                Err(e) => return Err(fail(python_error(py, &e))),
+            };
+            let mut out = Vec::with_capacity(call.outputs.len());
+            for (i, (name, dt)) in call.outputs.iter().enumerate() {
+                let vals = result.get_item(i).map_err(|e| fail(e.to_string()))?;
+                out.push(
+                    from_py(&vals, dt, &format!("output {name}")).map_err(|e| match e {
+                        Error::InvalidDefinition(m) | Error::Unsupported(m) => fail(m),
+                        other => other,
+                    })?,
+                );
+            }
+            Ok(out)
+        })
+    }
+
     fn call_series(
         &self,
         f: &Func,

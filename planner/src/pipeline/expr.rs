@@ -185,7 +185,21 @@ fn translate(ctx: &SessionContext, schema: &DFSchema, e: &Expr) -> Result<DfExpr
         },
         Expr::IsNull { isnull } => DfExpr::IsNull(Box::new(tr(isnull)?)),
         Expr::FillNull { fillnull, value } => {
-            func(ctx, "coalesce", vec![tr(fillnull)?, tr(value)?])?
+            // A CASE rather than coalesce (which DataFusion only runs after
+            // simplification); NaN counts as missing, as in pandas.
+            let x = tr(fillnull)?;
+            let v = match x.get_type(schema) {
+                Ok(t) if t != DataType::Null => cast(tr(value)?, t),
+                _ => tr(value)?,
+            };
+            let missing = if is_float(&x) {
+                x.clone().is_null().or(func(ctx, "isnan", vec![x.clone()])?)
+            } else {
+                x.clone().is_null()
+            };
+            datafusion::logical_expr::when(missing, v)
+                .otherwise(x)
+                .map_err(|e| Error::InvalidDefinition(format!("fillnull: {e}")))?
         }
         Expr::When { when, otherwise } => {
             let mut arms = when.iter();

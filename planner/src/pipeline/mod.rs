@@ -80,6 +80,10 @@ pub trait PythonRuntime: Send + Sync {
         batch: &RecordBatch,
         schema: SchemaRef,
     ) -> Result<RecordBatch>;
+
+    /// Call a featureset's Python extractor (see [`crate::featureset`]):
+    /// one array per output, of the output's type.
+    fn call_extractor(&self, call: &crate::featureset::ExtractorCall<'_>) -> Result<Vec<ArrayRef>>;
 }
 
 /// The table late events are recorded in.

@@ -1,0 +1,347 @@
+//! The query server (`--query-addr`): features and dataset rows over HTTP.
+//!
+//! - `GET /features?featureset=UserFeatures&uid=42[&ts=...]`: one row of a
+//!   featureset, every feature, as one JSON object (`{"uid": 42,
+//!   "txn_count_7d": 3, ...}`); query parameters other than `featureset`
+//!   and `ts` bind the featureset's input features by name. Without `ts`
+//!   the values are as of now.
+//! - `POST /api/v1/query`: `{"inputs": ["UserFeatures.uid"], "outputs":
+//!   ["UserFeatures"], "data": {"UserFeatures.uid": [...]}, "timestamps":
+//!   [...]}` (timestamps optional: now) answers column-oriented JSON keyed
+//!   by qualified feature name.
+//! - `POST /api/v1/lookup`: `{"dataset": "UserInfo", "keys": {"uid": [...]},
+//!   "fields": [...], "timestamps": [...]}` answers `{"data": {...},
+//!   "found": [...]}`.
+//!
+//! Timestamps are RFC 3339 strings or epoch numbers (s, ms or µs, as the
+//! log API reads them). Evaluation that runs Python extractors happens on
+//! the blocking pool, bounded by the extractor time limit, so a slow
+//! extractor delays only the requests that use it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use thyme_model::values;
+use thyme_planner::featureset::{json_to_array, Features, QueryPlan};
+use thyme_planner::{Engine, Error};
+
+use crate::errors::{classify_http, HttpError};
+
+#[derive(Clone)]
+struct Ctx {
+    engine: Arc<Engine>,
+    /// Longest a request waits for its evaluation.
+    deadline: Duration,
+    limit: Duration,
+}
+
+fn error_response(e: HttpError) -> Response {
+    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
+    (status, Json(e.body())).into_response()
+}
+
+fn bad(code: &'static str, message: impl Into<String>) -> Response {
+    error_response(HttpError::new(400, code, message))
+}
+
+/// Routes of the query server.
+pub fn routes(engine: Arc<Engine>, limit: Duration) -> Router {
+    let ctx = Ctx {
+        engine,
+        deadline: limit + Duration::from_secs(2),
+        limit,
+    };
+    Router::new()
+        .route("/features", get(features))
+        .route("/api/v1/query", post(query))
+        .route("/api/v1/lookup", post(lookup))
+        .with_state(ctx)
+}
+
+/// Run `plan` for `inputs` at `ts`: inline when only native extractors run,
+/// otherwise on the blocking pool under the deadline.
+async fn evaluate(
+    ctx: &Ctx,
+    plan: QueryPlan,
+    inputs: Vec<arrow::array::ArrayRef>,
+    ts: Vec<i64>,
+) -> Result<arrow::record_batch::RecordBatch, Response> {
+    let features: Arc<Features> = ctx.engine.features().clone();
+    if !plan.has_python() {
+        return features
+            .evaluate(&plan, inputs, &ts)
+            .map_err(|e| error_response(classify_http(e)));
+    }
+    let names = plan.extractor_names().join(", ");
+    let job = tokio::task::spawn_blocking(move || features.evaluate(&plan, inputs, &ts));
+    match tokio::time::timeout(ctx.deadline, job).await {
+        Ok(Ok(r)) => r.map_err(|e| error_response(classify_http(e))),
+        Ok(Err(join)) => Err(error_response(classify_http(Error::Internal(
+            join.to_string(),
+        )))),
+        Err(_) => Err(error_response(classify_http(Error::ExtractorTimeout {
+            extractor: names,
+            limit_ms: ctx.limit.as_millis() as u64,
+        }))),
+    }
+}
+
+/// A timestamp given as a query parameter or JSON value.
+fn parse_ts(v: &Value, what: &str) -> Result<i64, Response> {
+    values::parse_timestamp(v).map_err(|m| {
+        error_response(HttpError {
+            status: 400,
+            code: "invalid_timestamp",
+            message: format!("{what}: {m}"),
+            details: Some(json!({"field": what, "value": v})),
+        })
+    })
+}
+
+/// A query-string value as the JSON value of a feature of type `ty`.
+fn param_value(ty: &thyme_model::Type, raw: &str) -> Value {
+    use thyme_model::Type;
+    match ty.non_optional() {
+        Type::Str | Type::Datetime | Type::Date | Type::Bytes | Type::Decimal(_) => {
+            Value::String(raw.to_string())
+        }
+        _ => serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_string())),
+    }
+}
+
+async fn features(State(ctx): State<Ctx>, Query(params): Query<Vec<(String, String)>>) -> Response {
+    let features = ctx.engine.features();
+    let graph = match features.graph() {
+        Ok(g) => g,
+        Err(e) => return error_response(classify_http(e)),
+    };
+    let mut given: HashMap<&str, &str> = HashMap::new();
+    for (k, v) in &params {
+        if given.insert(k, v).is_some() {
+            return bad(
+                "invalid_request",
+                format!("query parameter {k} is given twice"),
+            );
+        }
+    }
+    let Some(fs_name) = given.remove("featureset") else {
+        return bad(
+            "invalid_request",
+            "give the featureset: /features?featureset=Name&<input>=<value>",
+        );
+    };
+    let Some(fs) = graph.featureset(fs_name) else {
+        return error_response(HttpError::new(
+            404,
+            "unknown_featureset",
+            format!("featureset {fs_name} is not committed"),
+        ));
+    };
+    let ts = match given.remove("ts") {
+        None => chrono::Utc::now().timestamp_micros(),
+        Some(raw) => {
+            let v = if raw.chars().all(|c| c.is_ascii_digit() || c == '.') && !raw.is_empty() {
+                serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_string()))
+            } else {
+                Value::String(raw.to_string())
+            };
+            match parse_ts(&v, "ts") {
+                Ok(t) => t,
+                Err(r) => return r,
+            }
+        }
+    };
+    let mut names: Vec<String> = Vec::with_capacity(given.len());
+    let mut arrays = Vec::with_capacity(given.len());
+    // Bind in declaration order, so the answer does not depend on the URL.
+    for f in &fs.features {
+        let Some(raw) = given.remove(f.name.as_str()) else {
+            continue;
+        };
+        let q = format!("{}.{}", fs.name, f.name);
+        let info = graph.feature(&q).expect("feature of the graph");
+        match json_to_array(info, &f.name, &[param_value(&f.ty, raw)]) {
+            Ok(a) => arrays.push(a),
+            Err(e) => return error_response(classify_http(e)),
+        }
+        names.push(q);
+    }
+    if let Some(k) = given.keys().next() {
+        return bad(
+            "unknown_feature",
+            format!(
+                "{k} is not a feature of {} (features: {})",
+                fs.name,
+                fs.features
+                    .iter()
+                    .map(|f| f.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
+    }
+    let plan = match features.plan(&names, std::slice::from_ref(&fs.name)) {
+        Ok(p) => p,
+        Err(e) => return error_response(classify_http(e)),
+    };
+    let batch = match evaluate(&ctx, plan, arrays, vec![ts]).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let mut out = Map::new();
+    for (f, col) in fs.features.iter().zip(batch.columns()) {
+        out.insert(
+            f.name.clone(),
+            thyme_planner::json_out::value(col.as_ref(), 0),
+        );
+    }
+    Json(Value::Object(out)).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueryBody {
+    inputs: Vec<String>,
+    outputs: Vec<String>,
+    data: Map<String, Value>,
+    #[serde(default)]
+    timestamps: Option<Vec<Value>>,
+}
+
+/// The body as JSON, with a 400 that says what is wrong otherwise.
+fn body<T: serde::de::DeserializeOwned>(raw: &[u8], shape: &str) -> Result<T, Response> {
+    serde_json::from_slice(raw)
+        .map_err(|e| bad("invalid_request", format!("the body must be {shape}: {e}")))
+}
+
+/// Read times: one per row, or now for every row.
+fn row_times(ts: Option<&Vec<Value>>, rows: usize) -> Result<Vec<i64>, Response> {
+    match ts {
+        None => Ok(vec![chrono::Utc::now().timestamp_micros(); rows]),
+        Some(ts) => {
+            if ts.len() != rows {
+                return Err(bad(
+                    "invalid_request",
+                    format!("{} timestamps for {rows} rows", ts.len()),
+                ));
+            }
+            ts.iter()
+                .enumerate()
+                .map(|(i, v)| parse_ts(v, &format!("timestamps[{i}]")))
+                .collect()
+        }
+    }
+}
+
+async fn query(State(ctx): State<Ctx>, raw: axum::body::Bytes) -> Response {
+    let req: QueryBody = match body(
+        &raw,
+        r#"{"inputs": [...], "outputs": [...], "data": {...}, "timestamps": [...]}"#,
+    ) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let features = ctx.engine.features();
+    let plan = match features.plan(&req.inputs, &req.outputs) {
+        Ok(p) => p,
+        Err(e) => return error_response(classify_http(e)),
+    };
+    if let Some(extra) = req.data.keys().find(|k| !req.inputs.contains(k)) {
+        return bad(
+            "invalid_request",
+            format!("data has a column {extra} that is not among the inputs"),
+        );
+    }
+    let mut rows = None;
+    let mut arrays = Vec::with_capacity(req.inputs.len());
+    for (q, info) in req.inputs.iter().zip(plan.input_features()) {
+        let values = match req.data.get(q) {
+            Some(Value::Array(v)) => v,
+            Some(_) => return bad("invalid_request", format!("data.{q} must be an array")),
+            None => {
+                return bad(
+                    "missing_inputs",
+                    format!("data has no column for input {q}"),
+                )
+            }
+        };
+        match rows {
+            None => rows = Some(values.len()),
+            Some(n) if n != values.len() => {
+                return bad(
+                    "invalid_request",
+                    format!("data.{q} has {} values, other inputs {n}", values.len()),
+                )
+            }
+            _ => {}
+        }
+        match json_to_array(info, q, values) {
+            Ok(a) => arrays.push(a),
+            Err(e) => return error_response(classify_http(e)),
+        }
+    }
+    let rows = rows.unwrap_or_else(|| req.timestamps.as_ref().map_or(1, Vec::len));
+    let ts = match row_times(req.timestamps.as_ref(), rows) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    match evaluate(&ctx, plan, arrays, ts).await {
+        Ok(batch) => {
+            Json(Value::Object(thyme_planner::json_out::columns(&[batch]))).into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LookupBody {
+    dataset: String,
+    keys: Map<String, Value>,
+    #[serde(default)]
+    fields: Option<Vec<String>>,
+    #[serde(default)]
+    timestamps: Option<Vec<Value>>,
+}
+
+async fn lookup(State(ctx): State<Ctx>, raw: axum::body::Bytes) -> Response {
+    let req: LookupBody = match body(
+        &raw,
+        r#"{"dataset": "Name", "keys": {"key": [...]}, "fields": [...], "timestamps": [...]}"#,
+    ) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let rows = req
+        .keys
+        .values()
+        .next()
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    let ts = match row_times(req.timestamps.as_ref(), rows) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let features = ctx.engine.features().clone();
+    let res = tokio::task::spawn_blocking(move || {
+        features.lookup_json(&req.dataset, &req.keys, req.fields.as_deref(), &ts)
+    })
+    .await;
+    match res {
+        Ok(Ok((batch, found))) => Json(json!({
+            "data": thyme_planner::json_out::columns(&[batch]),
+            "found": found,
+        }))
+        .into_response(),
+        Ok(Err(e)) => error_response(classify_http(e)),
+        Err(e) => error_response(classify_http(Error::Internal(e.to_string()))),
+    }
+}
