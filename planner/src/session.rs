@@ -955,6 +955,26 @@ impl Session {
                     rows: None,
                 })
             }
+            Statement::Reset(r) => {
+                match &r.reset {
+                    sqlparser::ast::Reset::ALL => {
+                        self.as_of = None;
+                        self.vars.clear();
+                    }
+                    sqlparser::ast::Reset::ConfigurationParameter(name) => {
+                        let name = name.to_string().to_lowercase();
+                        if name == AS_OF_VARIABLE {
+                            self.as_of = None;
+                        } else {
+                            self.vars.remove(&name);
+                        }
+                    }
+                }
+                Ok(Output::Command {
+                    tag: "RESET",
+                    rows: None,
+                })
+            }
             Statement::StartTransaction { .. } => Ok(Output::TransactionStart("BEGIN")),
             Statement::Commit { .. } => Ok(Output::TransactionEnd("COMMIT")),
             Statement::Rollback {

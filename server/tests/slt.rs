@@ -1,7 +1,8 @@
 //! Runs every `sql/*.slt` file against a fresh real server over pgwire
 //! (simple query protocol). Errors are reported as `SQLSTATE: message`, so
 //! `statement error 42P01` checks the code. `system` records run shell
-//! commands (psql, for `COPY ... FROM STDIN`) with `PGHOST`/`PGPORT` set.
+//! commands (psql, for `COPY ... FROM STDIN`; curl, to commit definitions)
+//! with `PGHOST`/`PGPORT` and `THYME_CONTROL_URL` set.
 
 mod common;
 
@@ -108,6 +109,11 @@ async fn sqllogictest_files() {
         std::env::set_var("PGPORT", server.pg_port.to_string());
         std::env::set_var("PGUSER", "thyme");
         std::env::set_var("PGDATABASE", "thyme");
+        // ... and the control plane (commits of definitions) through this.
+        std::env::set_var(
+            "THYME_CONTROL_URL",
+            format!("http://127.0.0.1:{}", server.control_port),
+        );
         match runner.run_file_async(f).await {
             Ok(()) => println!("ok   {}", f.display()),
             Err(e) => {
