@@ -40,8 +40,9 @@ def thyme_bin() -> str:
 
 
 class ThymeServer:
-    def __init__(self, data_dir: str):
+    def __init__(self, data_dir: str, env: dict | None = None):
         self.data_dir = data_dir
+        self.extra_env = dict(env or {})
         self.pg_port = free_port()
         self.control_port = free_port()
         self.query_port = free_port()
@@ -61,7 +62,7 @@ class ThymeServer:
                 "--query-addr",
                 f"127.0.0.1:{self.query_port}",
             ],
-            env=server_env(),
+            env={**server_env(), **self.extra_env},
         )
         deadline = time.time() + 60
         while time.time() < deadline:
@@ -91,6 +92,24 @@ class ThymeServer:
 
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         req = urllib.request.Request(self.control_url + path, data=data, method=method, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                return resp.status, json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"null")
+
+    @property
+    def query_url(self) -> str:
+        return f"http://127.0.0.1:{self.query_port}"
+
+    def query_http(self, method: str, path: str, body=None):
+        """(status, parsed JSON body) of a query-server request."""
+        import json
+        import urllib.error
+        import urllib.request
+
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.query_url + path, data=data, method=method, headers={"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(req, timeout=60) as resp:
                 return resp.status, json.loads(resp.read() or b"null")

@@ -48,6 +48,47 @@ fn error_response(e: HttpError) -> Response {
     (status, Json(e.body())).into_response()
 }
 
+/// A JSON object with its members in the given order (the request's or
+/// the declaration's), which `serde_json::Map` would sort.
+fn ordered(members: impl IntoIterator<Item = (String, Value)>) -> String {
+    let mut out = String::with_capacity(256);
+    out.push('{');
+    for (i, (k, v)) in members.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&Value::String(k).to_string());
+        out.push(':');
+        out.push_str(&v.to_string());
+    }
+    out.push('}');
+    out
+}
+
+fn json_response(body: String) -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}
+
+/// Column-oriented JSON of a batch, columns in schema order.
+fn columns_json(batch: &arrow::record_batch::RecordBatch) -> String {
+    let mut map = thyme_planner::json_out::columns(std::slice::from_ref(batch));
+    ordered(
+        batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| {
+                let v = map.remove(f.name()).unwrap_or(Value::Array(vec![]));
+                (f.name().clone(), v)
+            })
+            .collect::<Vec<_>>(),
+    )
+}
+
 fn bad(code: &'static str, message: impl Into<String>) -> Response {
     error_response(HttpError::new(400, code, message))
 }
@@ -294,9 +335,7 @@ async fn query(State(ctx): State<Ctx>, raw: axum::body::Bytes) -> Response {
         Err(r) => return r,
     };
     match evaluate(&ctx, plan, arrays, ts).await {
-        Ok(batch) => {
-            Json(Value::Object(thyme_planner::json_out::columns(&[batch]))).into_response()
-        }
+        Ok(batch) => json_response(columns_json(&batch)),
         Err(r) => r,
     }
 }
@@ -336,11 +375,11 @@ async fn lookup(State(ctx): State<Ctx>, raw: axum::body::Bytes) -> Response {
     })
     .await;
     match res {
-        Ok(Ok((batch, found))) => Json(json!({
-            "data": thyme_planner::json_out::columns(&[batch]),
-            "found": found,
-        }))
-        .into_response(),
+        Ok(Ok((batch, found))) => json_response(format!(
+            "{{\"data\":{},\"found\":{}}}",
+            columns_json(&batch),
+            json!(found)
+        )),
         Ok(Err(e)) => error_response(classify_http(e)),
         Err(e) => error_response(classify_http(Error::Internal(e.to_string()))),
     }
