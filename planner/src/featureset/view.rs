@@ -207,9 +207,6 @@ impl TableProvider for FeaturesetTable {
             .iter()
             .map(|i| format!("{}.{i}", self.name))
             .collect();
-        let plan = self
-            .features
-            .plan(&qualified, std::slice::from_ref(&self.name))?;
         // The cross product of the bound values, one column per input.
         let mut rows = 1usize;
         for i in &self.inputs {
@@ -261,13 +258,25 @@ impl TableProvider for FeaturesetTable {
             None => (0..self.schema.fields().len()).collect(),
         };
         let schema = Arc::new(self.schema.project(&projection)?);
+        // Only the extractors behind the projected features run; with no
+        // column projected (`count(*)`) the rows are the bound inputs.
+        let mut outputs: Vec<String> = schema
+            .fields()
+            .iter()
+            .map(|f| format!("{}.{}", self.name, f.name()))
+            .collect();
+        let columns: Vec<usize> = (0..outputs.len()).collect();
+        if outputs.is_empty() {
+            outputs = qualified.clone();
+        }
+        let plan = self.features.plan(&qualified, &outputs)?;
         Ok(Arc::new(FeaturesetExec::new(
             self.features.clone(),
             plan,
             inputs,
             rows,
             as_of,
-            projection,
+            columns,
             schema,
         )))
     }
