@@ -114,36 +114,30 @@ async fn evaluate(
     plan: QueryPlan,
     inputs: Vec<arrow::array::ArrayRef>,
     ts: Vec<i64>,
-) -> Result<arrow::record_batch::RecordBatch, Response> {
+) -> Result<arrow::record_batch::RecordBatch, HttpError> {
     let features: Arc<Features> = ctx.engine.features().clone();
     if !plan.has_python() {
-        return features
-            .evaluate(&plan, inputs, &ts)
-            .map_err(|e| error_response(classify_http(e)));
+        return features.evaluate(&plan, inputs, &ts).map_err(classify_http);
     }
     let names = plan.extractor_names().join(", ");
     let job = tokio::task::spawn_blocking(move || features.evaluate(&plan, inputs, &ts));
     match tokio::time::timeout(ctx.deadline, job).await {
-        Ok(Ok(r)) => r.map_err(|e| error_response(classify_http(e))),
-        Ok(Err(join)) => Err(error_response(classify_http(Error::Internal(
-            join.to_string(),
-        )))),
-        Err(_) => Err(error_response(classify_http(Error::ExtractorTimeout {
+        Ok(Ok(r)) => r.map_err(classify_http),
+        Ok(Err(join)) => Err(classify_http(Error::Internal(join.to_string()))),
+        Err(_) => Err(classify_http(Error::ExtractorTimeout {
             extractor: names,
             limit_ms: ctx.limit.as_millis() as u64,
-        }))),
+        })),
     }
 }
 
 /// A timestamp given as a query parameter or JSON value.
-fn parse_ts(v: &Value, what: &str) -> Result<i64, Response> {
-    values::parse_timestamp(v).map_err(|m| {
-        error_response(HttpError {
-            status: 400,
-            code: "invalid_timestamp",
-            message: format!("{what}: {m}"),
-            details: Some(json!({"field": what, "value": v})),
-        })
+fn parse_ts(v: &Value, what: &str) -> Result<i64, HttpError> {
+    values::parse_timestamp(v).map_err(|m| HttpError {
+        status: 400,
+        code: "invalid_timestamp",
+        message: format!("{what}: {m}"),
+        details: Some(json!({"field": what, "value": v})),
     })
 }
 
@@ -196,7 +190,7 @@ async fn features(State(ctx): State<Ctx>, Query(params): Query<Vec<(String, Stri
             };
             match parse_ts(&v, "ts") {
                 Ok(t) => t,
-                Err(r) => return r,
+                Err(e) => return error_response(e),
             }
         }
     };
@@ -235,7 +229,7 @@ async fn features(State(ctx): State<Ctx>, Query(params): Query<Vec<(String, Stri
     };
     let batch = match evaluate(&ctx, plan, arrays, vec![ts]).await {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(e) => return error_response(e),
     };
     let mut out = Map::new();
     for (f, col) in fs.features.iter().zip(batch.columns()) {
@@ -258,18 +252,24 @@ struct QueryBody {
 }
 
 /// The body as JSON, with a 400 that says what is wrong otherwise.
-fn body<T: serde::de::DeserializeOwned>(raw: &[u8], shape: &str) -> Result<T, Response> {
-    serde_json::from_slice(raw)
-        .map_err(|e| bad("invalid_request", format!("the body must be {shape}: {e}")))
+fn body<T: serde::de::DeserializeOwned>(raw: &[u8], shape: &str) -> Result<T, HttpError> {
+    serde_json::from_slice(raw).map_err(|e| {
+        HttpError::new(
+            400,
+            "invalid_request",
+            format!("the body must be {shape}: {e}"),
+        )
+    })
 }
 
 /// Read times: one per row, or now for every row.
-fn row_times(ts: Option<&Vec<Value>>, rows: usize) -> Result<Vec<i64>, Response> {
+fn row_times(ts: Option<&Vec<Value>>, rows: usize) -> Result<Vec<i64>, HttpError> {
     match ts {
         None => Ok(vec![chrono::Utc::now().timestamp_micros(); rows]),
         Some(ts) => {
             if ts.len() != rows {
-                return Err(bad(
+                return Err(HttpError::new(
+                    400,
                     "invalid_request",
                     format!("{} timestamps for {rows} rows", ts.len()),
                 ));
@@ -288,7 +288,7 @@ async fn query(State(ctx): State<Ctx>, raw: axum::body::Bytes) -> Response {
         r#"{"inputs": [...], "outputs": [...], "data": {...}, "timestamps": [...]}"#,
     ) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(e) => return error_response(e),
     };
     let features = ctx.engine.features();
     let plan = match features.plan(&req.inputs, &req.outputs) {
@@ -332,11 +332,11 @@ async fn query(State(ctx): State<Ctx>, raw: axum::body::Bytes) -> Response {
     let rows = rows.unwrap_or_else(|| req.timestamps.as_ref().map_or(1, Vec::len));
     let ts = match row_times(req.timestamps.as_ref(), rows) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(e) => return error_response(e),
     };
     match evaluate(&ctx, plan, arrays, ts).await {
         Ok(batch) => json_response(columns_json(&batch)),
-        Err(r) => r,
+        Err(e) => error_response(e),
     }
 }
 
@@ -357,7 +357,7 @@ async fn lookup(State(ctx): State<Ctx>, raw: axum::body::Bytes) -> Response {
         r#"{"dataset": "Name", "keys": {"key": [...]}, "fields": [...], "timestamps": [...]}"#,
     ) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(e) => return error_response(e),
     };
     let rows = req
         .keys
@@ -367,7 +367,7 @@ async fn lookup(State(ctx): State<Ctx>, raw: axum::body::Bytes) -> Response {
         .map_or(0, Vec::len);
     let ts = match row_times(req.timestamps.as_ref(), rows) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(e) => return error_response(e),
     };
     let features = ctx.engine.features().clone();
     let res = tokio::task::spawn_blocking(move || {

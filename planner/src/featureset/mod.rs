@@ -269,11 +269,14 @@ impl QueryPlan {
     }
 }
 
+/// Key fields of a dataset: names and Arrow types, in key order.
+pub type KeyFields = Vec<(String, DataType)>;
+
 /// Reads keyed datasets for Python extractors (`Dataset.lookup`).
 pub trait DatasetReader: Send + Sync {
     /// Key fields (name and Arrow type) and every field name of a dataset,
     /// by class name.
-    fn describe(&self, dataset: &str) -> Result<(Vec<(String, DataType)>, Vec<String>)>;
+    fn describe(&self, dataset: &str) -> Result<(KeyFields, Vec<String>)>;
 
     /// Row `i` of `dataset` for key `keys[..][i]` as of `ts[i]`: the chosen
     /// `fields` (all when `None`) and whether each key was found.
@@ -308,7 +311,7 @@ impl StoreReader {
 }
 
 impl DatasetReader for StoreReader {
-    fn describe(&self, dataset: &str) -> Result<(Vec<(String, DataType)>, Vec<String>)> {
+    fn describe(&self, dataset: &str) -> Result<(KeyFields, Vec<String>)> {
         let ds = self.dataset(dataset)?;
         let keys = ds
             .key_indices()
@@ -793,7 +796,7 @@ fn resolve(
     let e = &g.extractors[idx];
     let name = format!("{}.{}", e.featureset, e.def.name);
     for i in &e.inputs {
-        if g.features.get(i).is_none() {
+        if !g.features.contains_key(i) {
             return Err(Error::InvalidDefinition(format!(
                 "extractor {name} reads {i}, which is not a committed feature"
             )));
