@@ -79,5 +79,15 @@ SELECT uid, txn_count_7d, total_7d, txn_count_30d, total_30d FROM user_stats AS 
 SELECT uid, txn_count_7d, total_7d, txn_count_30d, total_30d FROM user_stats AS OF '2024-01-10T09:00:00Z';
 \echo 'Per-country 1-day totals (Python lambda filter + as-of join with user_info)'
 SELECT country, total_1d, ts FROM country_stats AS OF '2024-01-10T12:00:00Z';
+\echo 'The featureset UserFeatures is a view: its extractors run for the bound uids, as of the query time'
+\dv
+SELECT * FROM user_features WHERE uid IN (1, 2, 3) AS OF '2024-01-09T00:00:00Z';
 SQL
+
+echo '== the query server: GET /features (point in time and now), POST /api/v1/query'
+curl -sf "http://127.0.0.1:$QUERY_PORT/features?featureset=UserFeatures&uid=1&ts=2024-01-09T00:00:00Z"; echo
+curl -sf "http://127.0.0.1:$QUERY_PORT/features?featureset=UserFeatures&uid=1"; echo
+curl -sf "http://127.0.0.1:$QUERY_PORT/api/v1/query" -H 'Content-Type: application/json' \
+  -d '{"inputs": ["UserFeatures.uid"], "outputs": ["UserFeatures.txn_count_7d", "UserFeatures.country"],
+       "data": {"UserFeatures.uid": [1, 2]}, "timestamps": ["2024-01-09T00:00:00Z", "2024-01-09T00:00:00Z"]}'; echo
 echo "quickstart: ok (data in $DATA)"
