@@ -311,3 +311,23 @@ def test_slow_extractor_is_stopped_at_the_limit_without_stalling_others(served):
         with pytest.raises(psycopg.Error) as err:
             conn.execute("SELECT slow FROM faulty WHERE x = 1").fetchall()
         assert err.value.sqlstate == "57014", err.value
+
+
+def test_dataset_lookup_endpoint_and_views_in_psql(served):
+    server, rows = served
+    client = Client(server.control_url, server.query_url)
+    df, found = client.lookup("Profile", pd.DataFrame({"pid": [1, 2, 3]}), fields=["name", "score"],
+                              timestamps=[iso(T0 + DAY), iso(T0 + DAY), iso(T0 + DAY)])
+    assert list(found) == [True, False, False]
+    assert list(df.columns) == ["name", "score"]
+    assert df["name"].iloc[0] == "ann" and df["score"].iloc[0] == 1.5
+    df, found = client.lookup("Profile", pd.DataFrame({"pid": [1, 2]}))
+    assert list(found) == [True, True] and list(df["name"]) == ["annabel", "bo"]
+    status, got = server.query_http("POST", "/api/v1/lookup", {"dataset": "Profile", "keys": {"uid": [1]}})
+    assert status == 400 and "pid" in got["error"]["message"], got
+    status, got = server.query_http("POST", "/api/v1/lookup", {"dataset": "Nope", "keys": {"pid": [1]}})
+    assert status == 404, got
+    out = server.psql("-c", "\\dv").stdout
+    assert re.search(r"public \| person\s+\| view", out) and "faulty" in out and "request" in out, out
+    out = server.psql("-c", "\\d person").stdout
+    assert "double_score" in out and "double precision" in out, out

@@ -148,9 +148,9 @@ def wait_caught_up(thyme, timeout=120.0):
     while time.time() < deadline:
         _, body = thyme.http("GET", "/api/v1/pipelines")
         ps = body["pipelines"]
-        assert all(p["status"] == "running" for p in ps), ps
-        state = [(p["dataset"], p["lag"], p["rows_written"]) for p in ps]
-        if ps and all(p["lag"] == 0 for p in ps) and state == last:
+        assert all(p["status"] in ("running", "starting") for p in ps), ps
+        state = [(p["dataset"], p["status"], p["lag"], p["rows_written"]) for p in ps]
+        if ps and all(p["status"] == "running" and p["lag"] == 0 for p in ps) and state == last:
             return ps
         last = state
         time.sleep(0.5)

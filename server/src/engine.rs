@@ -20,6 +20,28 @@ use serde::Serialize;
 use thyme_planner::pipeline::{PipelineRunner, Progress, PythonRuntime};
 use thyme_planner::Engine;
 
+/// Every committed pipeline: (runner id, dataset, pipeline).
+fn committed(
+    engine: &Engine,
+) -> Vec<(
+    String,
+    thyme_model::payload::Dataset,
+    thyme_model::payload::Pipeline,
+)> {
+    let mut out = Vec::new();
+    for d in engine.registry().datasets() {
+        let spec = d.definition;
+        let Some(table) = engine.catalog().get(&thyme_model::snake_case(&spec.name)) else {
+            continue;
+        };
+        for p in &spec.pipelines {
+            let id = format!("{}/{}/{}", table.id, spec.name, p.name);
+            out.push((id, spec.clone(), p.clone()));
+        }
+    }
+    out
+}
+
 /// What `GET /api/v1/pipelines` shows for one runner.
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
@@ -33,6 +55,20 @@ pub struct Status {
 }
 
 impl Status {
+    /// A committed pipeline whose runner has not reported yet.
+    fn starting(pipeline: &str, dataset: &str) -> Status {
+        Status {
+            status: "starting",
+            error: None,
+            records_per_sec: 0.0,
+            progress: Progress {
+                pipeline: pipeline.to_string(),
+                dataset: dataset.to_string(),
+                ..Default::default()
+            },
+        }
+    }
+
     fn failed(e: &thyme_planner::Error, progress: Progress) -> Status {
         Status {
             status: "error",
@@ -50,6 +86,7 @@ struct Worker {
 
 /// The running pipelines.
 pub struct Pipelines {
+    engine: Arc<Engine>,
     python: Option<Arc<dyn PythonRuntime>>,
     status: Mutex<BTreeMap<String, Status>>,
     stop: AtomicBool,
@@ -60,6 +97,7 @@ impl Pipelines {
     /// Start the supervisor.
     pub fn start(engine: Arc<Engine>, python: Option<Arc<dyn PythonRuntime>>) -> Arc<Pipelines> {
         let p = Arc::new(Pipelines {
+            engine: engine.clone(),
             python,
             status: Mutex::new(BTreeMap::new()),
             stop: AtomicBool::new(false),
@@ -74,14 +112,16 @@ impl Pipelines {
         p
     }
 
-    /// Every runner's status, by `dataset/pipeline`.
+    /// Every committed pipeline's status, by `dataset/pipeline`
+    /// (`starting` until its runner reports, so a pipeline is listed from
+    /// the moment its commit returns).
     pub fn status(&self) -> Vec<Status> {
-        self.status
-            .lock()
-            .expect("lock")
-            .values()
-            .cloned()
-            .collect()
+        let mut all = self.status.lock().expect("lock").clone();
+        for (id, spec, p) in committed(&self.engine) {
+            all.entry(id)
+                .or_insert_with(|| Status::starting(&p.name, &thyme_model::snake_case(&spec.name)));
+        }
+        all.into_values().collect()
     }
 
     /// Stop every runner (each finishes its current step) and wait.
@@ -95,17 +135,10 @@ impl Pipelines {
     fn supervise(self: Arc<Self>, engine: Arc<Engine>) {
         let mut workers: BTreeMap<String, Worker> = BTreeMap::new();
         while !self.stop.load(Ordering::SeqCst) {
-            let mut wanted = BTreeMap::new();
-            for d in engine.registry().datasets() {
-                let spec = d.definition;
-                let Some(table) = engine.catalog().get(&thyme_model::snake_case(&spec.name)) else {
-                    continue;
-                };
-                for p in &spec.pipelines {
-                    let id = format!("{}/{}/{}", table.id, spec.name, p.name);
-                    wanted.insert(id, (spec.clone(), p.clone()));
-                }
-            }
+            let wanted: BTreeMap<_, _> = committed(&engine)
+                .into_iter()
+                .map(|(id, spec, p)| (id, (spec, p)))
+                .collect();
             workers.retain(|id, w| {
                 let keep = wanted.contains_key(id) && !w.handle.is_finished();
                 if !keep {
