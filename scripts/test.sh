@@ -13,5 +13,6 @@ bench/storage.sh --smoke
 bench/pgbench_lookup.sh --smoke
 bench/http_ingest.sh --smoke
 bench/pipeline.sh --smoke
+bench/features.sh --smoke
 cargo test --locked --workspace
 "$THYME_VENV/bin/python" -m pytest -q python/tests tests

@@ -39,6 +39,21 @@ def thyme_bin() -> str:
     return path
 
 
+def _json_request(url: str, method: str, body=None, raw: bytes | None = None):
+    """(status, parsed JSON body) of an HTTP request with a JSON body."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
 class ThymeServer:
     def __init__(self, data_dir: str, env: dict | None = None):
         self.data_dir = data_dir
@@ -86,17 +101,7 @@ class ThymeServer:
 
     def http(self, method: str, path: str, body=None, raw: bytes | None = None):
         """(status, parsed JSON body) of a control-plane request."""
-        import json
-        import urllib.error
-        import urllib.request
-
-        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        req = urllib.request.Request(self.control_url + path, data=data, method=method, headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=60) as resp:
-                return resp.status, json.loads(resp.read() or b"null")
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read() or b"null")
+        return _json_request(self.control_url + path, method, body, raw)
 
     @property
     def query_url(self) -> str:
@@ -104,17 +109,7 @@ class ThymeServer:
 
     def query_http(self, method: str, path: str, body=None):
         """(status, parsed JSON body) of a query-server request."""
-        import json
-        import urllib.error
-        import urllib.request
-
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.query_url + path, data=data, method=method, headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=60) as resp:
-                return resp.status, json.loads(resp.read() or b"null")
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read() or b"null")
+        return _json_request(self.query_url + path, method, body)
 
     @property
     def dsn(self) -> str:
