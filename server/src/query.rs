@@ -231,14 +231,14 @@ async fn features(State(ctx): State<Ctx>, Query(params): Query<Vec<(String, Stri
         Ok(b) => b,
         Err(e) => return error_response(e),
     };
-    let mut out = Map::new();
-    for (f, col) in fs.features.iter().zip(batch.columns()) {
-        out.insert(
-            f.name.clone(),
-            thyme_planner::json_out::value(col.as_ref(), 0),
-        );
-    }
-    Json(Value::Object(out)).into_response()
+    json_response(ordered(fs.features.iter().zip(batch.columns()).map(
+        |(f, col)| {
+            (
+                f.name.clone(),
+                thyme_planner::json_out::value(col.as_ref(), 0),
+            )
+        },
+    )))
 }
 
 #[derive(Deserialize)]
