@@ -1,6 +1,7 @@
 //! Thyme's planner: the catalog model, SQL parsing, and DataFusion plans over
 //! the temporal store.
 //!
+//! - [`asof`]: ASOF joins (parsing, the logical node, `AsOfJoinExec`);
 //! - [`catalog`]: dataset definitions and their validation;
 //! - [`types`]: field types and their Arrow / Postgres mapping;
 //! - [`sql`]: the SQL dialect and statement-level `AS OF`;
@@ -19,6 +20,7 @@
 //!   aggregation in event time, and the runner that commits outputs, state
 //!   and input offsets atomically.
 
+pub mod asof;
 pub mod catalog;
 mod codec;
 pub mod copy;

@@ -94,6 +94,11 @@ impl DatasetTable {
         self
     }
 
+    /// The same dataset in another view.
+    pub fn with_view(&self, view: View) -> DatasetTable {
+        DatasetTable::new(self.ds.clone(), self.store.clone(), view)
+    }
+
     pub fn dataset(&self) -> &Arc<Dataset> {
         &self.ds
     }

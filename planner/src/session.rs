@@ -78,8 +78,13 @@ impl Engine {
             .with_config(config)
             .with_default_features()
             .with_relation_planners(vec![Arc::new(AsOfRelationPlanner)])
+            .with_analyzer_rule(Arc::new(crate::asof::AsOfRule))
+            .with_query_planner(Arc::new(crate::asof::ThymeQueryPlanner))
             .build();
         let base = SessionContext::new_with_state(state);
+        for udf in crate::asof::marker_udfs() {
+            base.register_udf(udf);
+        }
         base.register_catalog(
             DATABASE,
             Arc::new(ThymeCatalog::new(catalog.clone(), features.clone())),

@@ -1,0 +1,581 @@
+//! [`AsOfJoinExec`]: the point-in-time join as a streaming merge.
+//!
+//! For every left row, the right row with the same key whose time is the
+//! closest one on the allowed side of the left row's time:
+//! - `l.ts >= r.ts` (`>`): the right row with the greatest `r.ts <= l.ts`
+//!   (`< l.ts`); among right rows with that same time, the last one;
+//! - `l.ts <= r.ts` (`<`): the right row with the smallest `r.ts >= l.ts`
+//!   (`> l.ts`); among equal times, the first one.
+//!
+//! Inner joins drop left rows without a match, left joins keep them with
+//! NULLs. NULL keys and NULL times never match. A right input may carry a
+//! trailing `_deleted` flag (a keyed dataset's history): a match on a delete
+//! version is no match (the key was absent then).
+//!
+//! The operator declares what it needs instead of sorting itself: both
+//! inputs partitioned by the key (so partitions run in parallel) and each
+//! partition sorted by (key, time) ascending, NULLs first. It then merges
+//! the two sorted streams in one pass, holding only the right batches a
+//! pending match may still refer to; output batches follow the left
+//! batches.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::array::{
+    new_null_array, Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch,
+};
+use arrow::compute::SortOptions;
+use arrow::compute::{interleave, take};
+use arrow::datatypes::{DataType, Int64Type, SchemaRef};
+use arrow::row::{RowConverter, Rows, SortField};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{internal_err, Result as DfResult};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::{
+    EquivalenceProperties, LexOrdering, OrderingRequirements, PhysicalExpr, PhysicalSortExpr,
+};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, ExecutionPlanProperties,
+    InputDistributionRequirements, Partitioning, PlanProperties,
+};
+use futures::StreamExt;
+
+/// How the left time compares with the right time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AsOfOp {
+    /// `l.ts >= r.ts`
+    Ge,
+    /// `l.ts > r.ts`
+    Gt,
+    /// `l.ts <= r.ts`
+    Le,
+    /// `l.ts < r.ts`
+    Lt,
+}
+
+impl AsOfOp {
+    pub fn symbol(self) -> &'static str {
+        match self {
+            AsOfOp::Ge => ">=",
+            AsOfOp::Gt => ">",
+            AsOfOp::Le => "<=",
+            AsOfOp::Lt => "<",
+        }
+    }
+
+    /// The same condition with the sides swapped (`a >= b` is `b <= a`).
+    pub fn flip(self) -> AsOfOp {
+        match self {
+            AsOfOp::Ge => AsOfOp::Le,
+            AsOfOp::Gt => AsOfOp::Lt,
+            AsOfOp::Le => AsOfOp::Ge,
+            AsOfOp::Lt => AsOfOp::Gt,
+        }
+    }
+
+    fn backward(self) -> bool {
+        matches!(self, AsOfOp::Ge | AsOfOp::Gt)
+    }
+}
+
+/// Whether unmatched left rows are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AsOfKind {
+    Inner,
+    Left,
+}
+
+/// The point-in-time join (see the module docs).
+#[derive(Debug)]
+pub struct AsOfJoinExec {
+    left: Arc<dyn ExecutionPlan>,
+    right: Arc<dyn ExecutionPlan>,
+    left_keys: Vec<Arc<dyn PhysicalExpr>>,
+    right_keys: Vec<Arc<dyn PhysicalExpr>>,
+    /// Times, as Int64 (cast by the planner).
+    left_ts: Arc<dyn PhysicalExpr>,
+    right_ts: Arc<dyn PhysicalExpr>,
+    op: AsOfOp,
+    kind: AsOfKind,
+    /// Position of the right input's `_deleted` flag, dropped from the output.
+    right_deleted: Option<usize>,
+    /// How the right side is read (shown by EXPLAIN).
+    strategy: String,
+    schema: SchemaRef,
+    props: Arc<PlanProperties>,
+}
+
+impl AsOfJoinExec {
+    #[allow(clippy::too_many_arguments)]
+    pub fn try_new(
+        left: Arc<dyn ExecutionPlan>,
+        right: Arc<dyn ExecutionPlan>,
+        left_keys: Vec<Arc<dyn PhysicalExpr>>,
+        right_keys: Vec<Arc<dyn PhysicalExpr>>,
+        left_ts: Arc<dyn PhysicalExpr>,
+        right_ts: Arc<dyn PhysicalExpr>,
+        op: AsOfOp,
+        kind: AsOfKind,
+        right_deleted: Option<usize>,
+        strategy: String,
+        schema: SchemaRef,
+    ) -> DfResult<Self> {
+        if left_keys.len() != right_keys.len() {
+            return internal_err!("AsOfJoinExec: key lists differ in length");
+        }
+        let partitions = if left_keys.is_empty() {
+            1
+        } else {
+            left.output_partitioning().partition_count()
+        };
+        let props = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(schema.clone()),
+            Partitioning::UnknownPartitioning(partitions),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        Ok(AsOfJoinExec {
+            left,
+            right,
+            left_keys,
+            right_keys,
+            left_ts,
+            right_ts,
+            op,
+            kind,
+            right_deleted,
+            strategy,
+            schema,
+            props,
+        })
+    }
+
+    fn sort_exprs(keys: &[Arc<dyn PhysicalExpr>], ts: &Arc<dyn PhysicalExpr>) -> LexOrdering {
+        let opts = SortOptions {
+            descending: false,
+            nulls_first: true,
+        };
+        let mut v: Vec<PhysicalSortExpr> = keys
+            .iter()
+            .map(|k| PhysicalSortExpr::new(k.clone(), opts))
+            .collect();
+        v.push(PhysicalSortExpr::new(ts.clone(), opts));
+        LexOrdering::new(v).expect("at least the time")
+    }
+}
+
+impl DisplayAs for AsOfJoinExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let keys: Vec<String> = self
+            .left_keys
+            .iter()
+            .zip(&self.right_keys)
+            .map(|(l, r)| format!("({l}, {r})"))
+            .collect();
+        write!(
+            f,
+            "AsOfJoinExec: kind={:?}, on=[{}], match={} {} {}, strategy={}",
+            self.kind,
+            keys.join(", "),
+            self.left_ts,
+            self.op.symbol(),
+            self.right_ts,
+            self.strategy
+        )
+    }
+}
+
+impl ExecutionPlan for AsOfJoinExec {
+    fn name(&self) -> &str {
+        "AsOfJoinExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.props
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.left, &self.right]
+    }
+
+    fn input_distribution_requirements(&self) -> InputDistributionRequirements {
+        if self.left_keys.is_empty() {
+            InputDistributionRequirements::new(vec![
+                Distribution::SinglePartition,
+                Distribution::SinglePartition,
+            ])
+        } else {
+            InputDistributionRequirements::co_partitioned(vec![
+                Distribution::KeyPartitioned(self.left_keys.clone()),
+                Distribution::KeyPartitioned(self.right_keys.clone()),
+            ])
+        }
+    }
+
+    fn required_input_ordering(&self) -> Vec<Option<OrderingRequirements>> {
+        vec![
+            Some(OrderingRequirements::from(Self::sort_exprs(
+                &self.left_keys,
+                &self.left_ts,
+            ))),
+            Some(OrderingRequirements::from(Self::sort_exprs(
+                &self.right_keys,
+                &self.right_ts,
+            ))),
+        ]
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![true, false]
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        for e in self
+            .left_keys
+            .iter()
+            .chain(&self.right_keys)
+            .chain([&self.left_ts, &self.right_ts])
+        {
+            if f(e)? == TreeNodeRecursion::Stop {
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let [left, right]: [Arc<dyn ExecutionPlan>; 2] = children
+            .try_into()
+            .map_err(|_| datafusion::error::DataFusionError::Internal("two children".into()))?;
+        Ok(Arc::new(AsOfJoinExec::try_new(
+            left,
+            right,
+            self.left_keys.clone(),
+            self.right_keys.clone(),
+            self.left_ts.clone(),
+            self.right_ts.clone(),
+            self.op,
+            self.kind,
+            self.right_deleted,
+            self.strategy.clone(),
+            self.schema.clone(),
+        )?))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
+        let left = self.left.execute(partition, context.clone())?;
+        let right = self.right.execute(partition, context)?;
+        let key_types = self
+            .left_keys
+            .iter()
+            .map(|k| k.data_type(&self.left.schema()))
+            .collect::<DfResult<Vec<_>>>()?;
+        let converter = RowConverter::new(
+            key_types
+                .iter()
+                .map(|t| {
+                    SortField::new_with_options(
+                        t.clone(),
+                        SortOptions {
+                            descending: false,
+                            nulls_first: true,
+                        },
+                    )
+                })
+                .collect(),
+        )?;
+        let right_schema = self.right.schema();
+        let right_out: Vec<usize> = (0..right_schema.fields().len())
+            .filter(|i| Some(*i) != self.right_deleted)
+            .collect();
+        // One all-NULL row: the "no match" source of the right columns.
+        let null_row = right_out
+            .iter()
+            .map(|&i| new_null_array(right_schema.field(i).data_type(), 1))
+            .collect::<Vec<_>>();
+        let state = Merge {
+            left,
+            right,
+            right_done: false,
+            side: Side {
+                keys: self.left_keys.clone(),
+                ts: self.left_ts.clone(),
+            },
+            rside: Side {
+                keys: self.right_keys.clone(),
+                ts: self.right_ts.clone(),
+            },
+            converter,
+            buf: VecDeque::new(),
+            first_id: 0,
+            cursor: (0, 0),
+            candidate: None,
+            op: self.op,
+            kind: self.kind,
+            right_deleted: self.right_deleted,
+            right_out,
+            null_row,
+            schema: self.schema.clone(),
+        };
+        let stream = futures::stream::try_unfold(state, |mut st| async move {
+            loop {
+                let Some(batch) = st.left.next().await.transpose()? else {
+                    return Ok(None);
+                };
+                let out = st.join_batch(&batch).await?;
+                if out.num_rows() > 0 || st.kind == AsOfKind::Left {
+                    return Ok(Some((out, st)));
+                }
+            }
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema.clone(),
+            stream,
+        )))
+    }
+}
+
+/// Key and time expressions of one input.
+struct Side {
+    keys: Vec<Arc<dyn PhysicalExpr>>,
+    ts: Arc<dyn PhysicalExpr>,
+}
+
+/// A right batch with its keys and times evaluated.
+struct Buffered {
+    batch: RecordBatch,
+    keys: Rows,
+    ts: Int64Array,
+    /// Rows that can never match (NULL key or time).
+    dead: Vec<bool>,
+    deleted: Option<BooleanArray>,
+}
+
+impl Side {
+    fn eval(
+        &self,
+        batch: &RecordBatch,
+        converter: &RowConverter,
+    ) -> DfResult<(Rows, Int64Array, Vec<bool>)> {
+        let n = batch.num_rows();
+        let keys = self
+            .keys
+            .iter()
+            .map(|k| k.evaluate(batch).and_then(|v| v.into_array(n)))
+            .collect::<DfResult<Vec<ArrayRef>>>()?;
+        let rows = converter.convert_columns(&keys)?;
+        let ts = self.ts.evaluate(batch)?.into_array(n)?;
+        let ts = if ts.data_type() == &DataType::Int64 {
+            ts
+        } else {
+            arrow::compute::cast(&ts, &DataType::Int64)?
+        };
+        let ts = ts.as_primitive::<Int64Type>().clone();
+        let dead = (0..n)
+            .map(|i| ts.is_null(i) || keys.iter().any(|k| k.is_null(i)))
+            .collect();
+        Ok((rows, ts, dead))
+    }
+}
+
+struct Merge {
+    left: SendableRecordBatchStream,
+    right: SendableRecordBatchStream,
+    right_done: bool,
+    side: Side,
+    rside: Side,
+    converter: RowConverter,
+    /// Right batches still needed; `first_id` is the id of `buf[0]`.
+    buf: VecDeque<Buffered>,
+    first_id: usize,
+    /// Next unconsumed right row: (batch id, row).
+    cursor: (usize, usize),
+    /// Backward joins: the last right row at or before the left time.
+    candidate: Option<(usize, usize)>,
+    op: AsOfOp,
+    kind: AsOfKind,
+    right_deleted: Option<usize>,
+    right_out: Vec<usize>,
+    null_row: Vec<ArrayRef>,
+    schema: SchemaRef,
+}
+
+impl Merge {
+    /// Make the cursor point at a buffered row; false when the right input
+    /// is exhausted.
+    async fn fill(&mut self) -> DfResult<bool> {
+        loop {
+            let (b, r) = self.cursor;
+            if b < self.first_id + self.buf.len() {
+                let rows = self.buf[b - self.first_id].batch.num_rows();
+                if r < rows {
+                    return Ok(true);
+                }
+                self.cursor = (b + 1, 0);
+                continue;
+            }
+            if self.right_done {
+                return Ok(false);
+            }
+            match self.right.next().await.transpose()? {
+                None => {
+                    self.right_done = true;
+                    return Ok(false);
+                }
+                Some(batch) if batch.num_rows() == 0 => {}
+                Some(batch) => {
+                    let (keys, ts, dead) = self.rside.eval(&batch, &self.converter)?;
+                    let deleted = self
+                        .right_deleted
+                        .map(|i| batch.column(i).as_boolean().clone());
+                    self.buf.push_back(Buffered {
+                        batch,
+                        keys,
+                        ts,
+                        dead,
+                        deleted,
+                    });
+                }
+            }
+        }
+    }
+
+    fn at(&self, (b, r): (usize, usize)) -> &Buffered {
+        let _ = r;
+        &self.buf[b - self.first_id]
+    }
+
+    async fn join_batch(&mut self, batch: &RecordBatch) -> DfResult<RecordBatch> {
+        let (lkeys, lts, ldead) = self.side.eval(batch, &self.converter)?;
+        let n = batch.num_rows();
+        // Per left row: (buffer id, row) of its match.
+        let mut matches: Vec<Option<(usize, usize)>> = Vec::with_capacity(n);
+        for i in 0..n {
+            if ldead[i] {
+                matches.push(None);
+                continue;
+            }
+            let t = lts.value(i);
+            let key = lkeys.row(i);
+            loop {
+                if !self.fill().await? {
+                    break;
+                }
+                let c = self.cursor;
+                let rb = self.at(c);
+                let r = c.1;
+                if rb.dead[r] {
+                    self.cursor.1 += 1;
+                    continue;
+                }
+                let ord = rb.keys.row(r).cmp(&key);
+                let rt = rb.ts.value(r);
+                let consume = match ord {
+                    std::cmp::Ordering::Less => true,
+                    std::cmp::Ordering::Greater => false,
+                    std::cmp::Ordering::Equal => match self.op {
+                        AsOfOp::Ge => rt <= t,
+                        AsOfOp::Gt => rt < t,
+                        AsOfOp::Le => rt < t,
+                        AsOfOp::Lt => rt <= t,
+                    },
+                };
+                if !consume {
+                    break;
+                }
+                if self.op.backward() && ord == std::cmp::Ordering::Equal {
+                    self.candidate = Some(c);
+                }
+                self.cursor.1 += 1;
+            }
+            let found = if self.op.backward() {
+                self.candidate.filter(|&c| self.at(c).keys.row(c.1) == key)
+            } else if self.fill().await? {
+                let c = self.cursor;
+                let rb = self.at(c);
+                (!rb.dead[c.1] && rb.keys.row(c.1) == key).then_some(c)
+            } else {
+                None
+            };
+            // A delete version: the key was absent at that time.
+            let found = found.filter(|&c| {
+                self.at(c)
+                    .deleted
+                    .as_ref()
+                    .is_none_or(|d| !(d.is_valid(c.1) && d.value(c.1)))
+            });
+            matches.push(found);
+        }
+        let out = self.build(batch, &matches)?;
+        // Drop right batches nothing can refer to any more.
+        let keep_from = match (self.op.backward(), self.candidate) {
+            (true, Some(c)) => c.0.min(self.cursor.0),
+            _ => self.cursor.0,
+        };
+        while self.first_id < keep_from && !self.buf.is_empty() {
+            self.buf.pop_front();
+            self.first_id += 1;
+        }
+        Ok(out)
+    }
+
+    fn build(
+        &self,
+        batch: &RecordBatch,
+        matches: &[Option<(usize, usize)>],
+    ) -> DfResult<RecordBatch> {
+        let keep: Vec<u32> = match self.kind {
+            AsOfKind::Left => (0..batch.num_rows() as u32).collect(),
+            AsOfKind::Inner => (0..batch.num_rows() as u32)
+                .filter(|&i| matches[i as usize].is_some())
+                .collect(),
+        };
+        let mut cols: Vec<ArrayRef> = if keep.len() == batch.num_rows() {
+            batch.columns().to_vec()
+        } else {
+            let idx = arrow::array::UInt32Array::from(keep.clone());
+            batch
+                .columns()
+                .iter()
+                .map(|c| take(c.as_ref(), &idx, None))
+                .collect::<Result<_, _>>()?
+        };
+        // Source 0 is the NULL row; source 1 + k is buffered batch k.
+        let first = self.first_id;
+        let indices: Vec<(usize, usize)> = keep
+            .iter()
+            .map(|&i| match matches[i as usize] {
+                None => (0, 0),
+                Some((b, r)) => (1 + b - first, r),
+            })
+            .collect();
+        for (j, &ci) in self.right_out.iter().enumerate() {
+            let mut sources: Vec<&dyn Array> = Vec::with_capacity(1 + self.buf.len());
+            sources.push(self.null_row[j].as_ref());
+            for b in &self.buf {
+                sources.push(b.batch.column(ci).as_ref());
+            }
+            cols.push(interleave(&sources, &indices)?);
+        }
+        let opts = arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(keep.len()));
+        Ok(RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            cols,
+            &opts,
+        )?)
+    }
+}

@@ -1,0 +1,798 @@
+//! ASOF joins: training sets in one SQL statement.
+//!
+//! Two spellings, both left-preserving with `LEFT`:
+//! - `l ASOF [LEFT] JOIN r MATCH_CONDITION (l.ts >= r.ts) [ON l.k = r.k]`
+//!   (Snowflake's form, which sqlparser parses), and
+//! - `l ASOF [LEFT] JOIN r ON l.k = r.k AND l.ts >= r.ts` (DuckDB's form: the
+//!   one inequality in `ON` is the match condition),
+//!
+//! with `>=`, `>`, `<=` or `<`. Each left row meets the right row with the
+//! same key values whose time is nearest on the allowed side of its own.
+//! NULL keys and times never match.
+//!
+//! How it is planned:
+//! 1. [`rewrite_tokens`] turns `ASOF LEFT JOIN` into `ASOF JOIN` with the
+//!    match condition wrapped in `__thyme_left(...)`, and gives the DuckDB
+//!    form a `MATCH_CONDITION (TRUE)`, so sqlparser parses every form;
+//! 2. [`rewrite_statement`] turns each ASOF join into an ordinary (inner or
+//!    left) join whose `ON` carries a marker call `__thyme_asof_ge(l.ts,
+//!    r.ts)` for the match condition, so DataFusion's SQL planner resolves
+//!    names and types as for any join;
+//! 3. the analyzer rule [`AsOfRule`] replaces every join with a marker by an
+//!    [`AsOfJoinNode`] (key equalities + the match condition). A keyed
+//!    dataset on the right is read through its history (every version, with
+//!    deletes), so the joined row is the dataset's row *as of the left
+//!    row's time*; for a pipeline's aggregated dataset that is the window
+//!    aggregate at that time;
+//! 4. [`AsOfPlanner`] plans the node as an [`AsOfJoinExec`].
+
+pub mod exec;
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::datatypes::DataType;
+use async_trait::async_trait;
+use datafusion::common::tree_node::Transformed;
+use datafusion::common::{DFSchema, DFSchemaRef, Result as DfResult};
+use datafusion::config::ConfigOptions;
+use datafusion::datasource::{provider_as_source, source_as_provider};
+use datafusion::error::DataFusionError;
+use datafusion::execution::context::QueryPlanner;
+use datafusion::logical_expr::expr::ScalarFunction;
+use datafusion::logical_expr::logical_plan::{Extension, SubqueryAlias, TableScanBuilder};
+use datafusion::logical_expr::{
+    BinaryExpr, ColumnarValue, Expr, JoinType, LogicalPlan, Operator, ScalarUDF, ScalarUDFImpl,
+    Signature, UserDefinedLogicalNode, UserDefinedLogicalNodeCore, Volatility,
+};
+use datafusion::optimizer::AnalyzerRule;
+use datafusion::physical_expr::expressions::CastExpr;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
+use sqlparser::ast::{
+    BinaryOperator, Expr as SqlExpr, JoinConstraint, JoinOperator, Query, SetExpr, Statement,
+    TableFactor, TableWithJoins, Value, VisitMut, VisitorMut,
+};
+use sqlparser::keywords::Keyword;
+use sqlparser::tokenizer::{Token, TokenWithSpan, Word};
+
+pub use exec::{AsOfJoinExec, AsOfKind, AsOfOp};
+
+use crate::error::{Error, Result};
+use crate::provider::{DatasetTable, View};
+
+const LEFT_MARKER: &str = "__thyme_left";
+const MARKERS: [(&str, AsOfOp); 4] = [
+    ("__thyme_asof_ge", AsOfOp::Ge),
+    ("__thyme_asof_gt", AsOfOp::Gt),
+    ("__thyme_asof_le", AsOfOp::Le),
+    ("__thyme_asof_lt", AsOfOp::Lt),
+];
+
+fn is_kw(t: &Token, kw: Keyword) -> bool {
+    matches!(t, Token::Word(Word { keyword, quote_style: None, .. }) if *keyword == kw)
+}
+
+fn word(s: &str) -> TokenWithSpan {
+    TokenWithSpan::wrap(Token::make_word(s, None))
+}
+
+fn tok(t: Token) -> TokenWithSpan {
+    TokenWithSpan::wrap(t)
+}
+
+/// Whether the statement's tokens use `ASOF`.
+pub fn uses_asof(tokens: &[TokenWithSpan]) -> bool {
+    tokens.iter().any(|t| is_kw(&t.token, Keyword::ASOF))
+}
+
+/// Step 1 (see the module docs).
+pub fn rewrite_tokens(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>> {
+    if !uses_asof(&tokens) {
+        return Ok(tokens);
+    }
+    let ends_relation = |t: &Token| {
+        [
+            Keyword::MATCH_CONDITION,
+            Keyword::ON,
+            Keyword::USING,
+            Keyword::JOIN,
+            Keyword::LEFT,
+            Keyword::RIGHT,
+            Keyword::INNER,
+            Keyword::FULL,
+            Keyword::CROSS,
+            Keyword::NATURAL,
+            Keyword::ASOF,
+            Keyword::WHERE,
+            Keyword::GROUP,
+            Keyword::ORDER,
+            Keyword::LIMIT,
+            Keyword::HAVING,
+            Keyword::UNION,
+            Keyword::WINDOW,
+            Keyword::QUALIFY,
+        ]
+        .iter()
+        .any(|k| is_kw(t, *k))
+            || matches!(t, Token::Comma | Token::RParen | Token::SemiColon)
+    };
+    let mut out = Vec::with_capacity(tokens.len() + 8);
+    let mut i = 0;
+    while i < tokens.len() {
+        if !is_kw(&tokens[i].token, Keyword::ASOF) {
+            out.push(tokens[i].clone());
+            i += 1;
+            continue;
+        }
+        let mut j = i + 1;
+        let mut left = false;
+        if tokens
+            .get(j)
+            .is_some_and(|t| is_kw(&t.token, Keyword::LEFT))
+        {
+            left = true;
+            j += 1;
+            if tokens
+                .get(j)
+                .is_some_and(|t| is_kw(&t.token, Keyword::OUTER))
+            {
+                j += 1;
+            }
+        }
+        if !tokens
+            .get(j)
+            .is_some_and(|t| is_kw(&t.token, Keyword::JOIN))
+        {
+            return Err(Error::Syntax("expected JOIN after ASOF [LEFT]".into()));
+        }
+        out.push(tokens[i].clone());
+        out.push(tokens[j].clone());
+        i = j + 1;
+        // The joined relation: up to MATCH_CONDITION / ON / the next clause.
+        let mut depth = 0i32;
+        while i < tokens.len() {
+            let t = &tokens[i].token;
+            if depth == 0 && i > j + 1 && ends_relation(t) {
+                break;
+            }
+            match t {
+                Token::LParen => depth += 1,
+                Token::RParen => {
+                    if depth == 0 {
+                        break;
+                    }
+                    depth -= 1;
+                }
+                _ => {}
+            }
+            out.push(tokens[i].clone());
+            i += 1;
+        }
+        if tokens
+            .get(i)
+            .is_some_and(|t| is_kw(&t.token, Keyword::MATCH_CONDITION))
+        {
+            out.push(tokens[i].clone());
+            i += 1;
+            if !tokens.get(i).is_some_and(|t| t.token == Token::LParen) {
+                return Err(Error::Syntax("expected ( after MATCH_CONDITION".into()));
+            }
+            out.push(tokens[i].clone());
+            i += 1;
+            if left {
+                out.push(word(LEFT_MARKER));
+                out.push(tok(Token::LParen));
+            }
+            let mut depth = 0i32;
+            while i < tokens.len() {
+                match tokens[i].token {
+                    Token::LParen => depth += 1,
+                    Token::RParen if depth == 0 => break,
+                    Token::RParen => depth -= 1,
+                    _ => {}
+                }
+                out.push(tokens[i].clone());
+                i += 1;
+            }
+            if left {
+                out.push(tok(Token::RParen));
+            }
+        } else {
+            out.push(tok(Token::make_keyword("MATCH_CONDITION")));
+            out.push(tok(Token::LParen));
+            if left {
+                out.push(word(LEFT_MARKER));
+                out.push(tok(Token::LParen));
+            }
+            out.push(tok(Token::make_keyword("TRUE")));
+            if left {
+                out.push(tok(Token::RParen));
+            }
+            out.push(tok(Token::RParen));
+        }
+    }
+    Ok(out)
+}
+
+fn conjuncts(e: SqlExpr, out: &mut Vec<SqlExpr>) {
+    match e {
+        SqlExpr::BinaryOp {
+            left,
+            op: BinaryOperator::And,
+            right,
+        } => {
+            conjuncts(*left, out);
+            conjuncts(*right, out);
+        }
+        SqlExpr::Nested(inner)
+            if matches!(
+                *inner,
+                SqlExpr::BinaryOp {
+                    op: BinaryOperator::And,
+                    ..
+                }
+            ) =>
+        {
+            conjuncts(*inner, out)
+        }
+        other => out.push(other),
+    }
+}
+
+fn inequality(e: &SqlExpr) -> Option<(&SqlExpr, &'static str, &SqlExpr)> {
+    let e = match e {
+        SqlExpr::Nested(inner) => inner.as_ref(),
+        e => e,
+    };
+    let SqlExpr::BinaryOp { left, op, right } = e else {
+        return None;
+    };
+    let name = match op {
+        BinaryOperator::GtEq => "__thyme_asof_ge",
+        BinaryOperator::Gt => "__thyme_asof_gt",
+        BinaryOperator::LtEq => "__thyme_asof_le",
+        BinaryOperator::Lt => "__thyme_asof_lt",
+        _ => return None,
+    };
+    Some((left, name, right))
+}
+
+fn unsupported(m: impl Into<String>) -> Error {
+    Error::Unsupported(m.into())
+}
+
+fn fix_join_list(
+    twj: &mut TableWithJoins,
+    dialect: &dyn sqlparser::dialect::Dialect,
+) -> Result<()> {
+    for join in &mut twj.joins {
+        let JoinOperator::AsOf {
+            match_condition,
+            constraint,
+        } = &join.join_operator
+        else {
+            continue;
+        };
+        let (left, cond) = match match_condition {
+            SqlExpr::Function(f) if f.name.to_string().eq_ignore_ascii_case(LEFT_MARKER) => {
+                let inner = match &f.args {
+                    sqlparser::ast::FunctionArguments::List(l) if l.args.len() == 1 => {
+                        match &l.args[0] {
+                            sqlparser::ast::FunctionArg::Unnamed(
+                                sqlparser::ast::FunctionArgExpr::Expr(e),
+                            ) => e.clone(),
+                            _ => return Err(Error::Syntax("bad ASOF LEFT JOIN".into())),
+                        }
+                    }
+                    _ => return Err(Error::Syntax("bad ASOF LEFT JOIN".into())),
+                };
+                (true, inner)
+            }
+            other => (false, other.clone()),
+        };
+        let mut parts = Vec::new();
+        match constraint {
+            JoinConstraint::On(e) => conjuncts(e.clone(), &mut parts),
+            JoinConstraint::None => {}
+            _ => {
+                return Err(unsupported(
+                    "ASOF JOIN with USING or NATURAL (write the keys in ON)",
+                ))
+            }
+        }
+        let marker = if matches!(cond, SqlExpr::Value(ref v) if v.value == Value::Boolean(true)) {
+            // DuckDB's form: the one inequality in ON.
+            let found: Vec<usize> = parts
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| inequality(p).is_some())
+                .map(|(i, _)| i)
+                .collect();
+            if found.len() != 1 {
+                return Err(Error::Syntax(format!(
+                    "ASOF JOIN ... ON needs exactly one time comparison (>=, >, <= or <) besides the key equalities, found {}",
+                    found.len()
+                )));
+            }
+            let p = parts.remove(found[0]);
+            let (a, name, b) = inequality(&p).expect("found");
+            format!("{name}({a}, {b})")
+        } else {
+            let Some((a, name, b)) = inequality(&cond) else {
+                return Err(Error::Syntax(format!(
+                    "MATCH_CONDITION must compare the two sides' times with >=, >, <= or <, not {cond}"
+                )));
+            };
+            format!("{name}({a}, {b})")
+        };
+        let marker = sqlparser::parser::Parser::new(dialect)
+            .try_with_sql(&marker)
+            .and_then(|mut p| p.parse_expr())
+            .map_err(|e| Error::Syntax(e.to_string()))?;
+        let on = parts
+            .into_iter()
+            .rev()
+            .fold(marker, |acc, p| SqlExpr::BinaryOp {
+                left: Box::new(p),
+                op: BinaryOperator::And,
+                right: Box::new(acc),
+            });
+        join.join_operator = if left {
+            JoinOperator::LeftOuter(JoinConstraint::On(on))
+        } else {
+            JoinOperator::Inner(JoinConstraint::On(on))
+        };
+    }
+    Ok(())
+}
+
+struct JoinFixer<'d> {
+    dialect: &'d dyn sqlparser::dialect::Dialect,
+}
+
+impl VisitorMut for JoinFixer<'_> {
+    type Break = Error;
+
+    fn pre_visit_query(&mut self, query: &mut Query) -> std::ops::ControlFlow<Error> {
+        if let SetExpr::Select(select) = query.body.as_mut() {
+            for twj in &mut select.from {
+                if let Err(e) = fix_join_list(twj, self.dialect) {
+                    return std::ops::ControlFlow::Break(e);
+                }
+            }
+        }
+        std::ops::ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, tf: &mut TableFactor) -> std::ops::ControlFlow<Error> {
+        if let TableFactor::NestedJoin {
+            table_with_joins, ..
+        } = tf
+        {
+            if let Err(e) = fix_join_list(table_with_joins, self.dialect) {
+                return std::ops::ControlFlow::Break(e);
+            }
+        }
+        std::ops::ControlFlow::Continue(())
+    }
+}
+
+/// Step 2 (see the module docs).
+pub fn rewrite_statement(
+    stmt: &mut Statement,
+    dialect: &dyn sqlparser::dialect::Dialect,
+) -> Result<()> {
+    match stmt.visit(&mut JoinFixer { dialect }) {
+        std::ops::ControlFlow::Break(e) => Err(e),
+        std::ops::ControlFlow::Continue(()) => Ok(()),
+    }
+}
+
+/// The marker functions (planned away by [`AsOfRule`]; evaluating one
+/// means it was used outside an ASOF join).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Marker {
+    name: &'static str,
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for Marker {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _args: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Boolean)
+    }
+    fn invoke_with_args(
+        &self,
+        _args: datafusion::logical_expr::ScalarFunctionArgs,
+    ) -> DfResult<ColumnarValue> {
+        Err(DataFusionError::External(Box::new(Error::Unsupported(
+            "the ASOF match condition outside an ASOF JOIN".into(),
+        ))))
+    }
+}
+
+/// The marker UDFs to register on the engine's context.
+pub fn marker_udfs() -> Vec<ScalarUDF> {
+    MARKERS
+        .iter()
+        .map(|(name, _)| {
+            ScalarUDF::new_from_impl(Marker {
+                name,
+                signature: Signature::any(2, Volatility::Immutable),
+            })
+        })
+        .collect()
+}
+
+/// The logical ASOF join.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AsOfJoinNode {
+    pub left: LogicalPlan,
+    pub right: LogicalPlan,
+    /// (left, right) key expressions.
+    pub on: Vec<(Expr, Expr)>,
+    pub left_ts: Expr,
+    pub right_ts: Expr,
+    pub op: AsOfOp,
+    pub kind: AsOfKind,
+    /// The right input is a keyed dataset's history (last column `_deleted`).
+    pub right_deleted: bool,
+    pub schema: DFSchemaRef,
+}
+
+impl PartialOrd for AsOfJoinNode {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        (self.op, self.kind, self.right_deleted).partial_cmp(&(
+            other.op,
+            other.kind,
+            other.right_deleted,
+        ))
+    }
+}
+
+impl UserDefinedLogicalNodeCore for AsOfJoinNode {
+    fn name(&self) -> &str {
+        "AsOfJoin"
+    }
+
+    fn inputs(&self) -> Vec<&LogicalPlan> {
+        vec![&self.left, &self.right]
+    }
+
+    fn schema(&self) -> &DFSchemaRef {
+        &self.schema
+    }
+
+    fn expressions(&self) -> Vec<Expr> {
+        let mut v: Vec<Expr> = Vec::with_capacity(self.on.len() * 2 + 2);
+        for (l, r) in &self.on {
+            v.push(l.clone());
+            v.push(r.clone());
+        }
+        v.push(self.left_ts.clone());
+        v.push(self.right_ts.clone());
+        v
+    }
+
+    fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let on: Vec<String> = self.on.iter().map(|(l, r)| format!("{l} = {r}")).collect();
+        write!(
+            f,
+            "AsOfJoin: kind={:?}, on=[{}], match={} {} {}{}",
+            self.kind,
+            on.join(", "),
+            self.left_ts,
+            self.op.symbol(),
+            self.right_ts,
+            if self.right_deleted {
+                ", right=dataset history"
+            } else {
+                ""
+            }
+        )
+    }
+
+    fn with_exprs_and_inputs(&self, exprs: Vec<Expr>, inputs: Vec<LogicalPlan>) -> DfResult<Self> {
+        let [left, right]: [LogicalPlan; 2] = inputs
+            .try_into()
+            .map_err(|_| DataFusionError::Internal("AsOfJoin has two inputs".into()))?;
+        let n = self.on.len();
+        if exprs.len() != 2 * n + 2 {
+            return Err(DataFusionError::Internal("AsOfJoin expressions".into()));
+        }
+        let on = (0..n)
+            .map(|i| (exprs[2 * i].clone(), exprs[2 * i + 1].clone()))
+            .collect();
+        Ok(AsOfJoinNode {
+            left,
+            right,
+            on,
+            left_ts: exprs[2 * n].clone(),
+            right_ts: exprs[2 * n + 1].clone(),
+            op: self.op,
+            kind: self.kind,
+            right_deleted: self.right_deleted,
+            schema: self.schema.clone(),
+        })
+    }
+}
+
+fn split_and(e: &Expr, out: &mut Vec<Expr>) {
+    match e {
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::And,
+            right,
+        }) => {
+            split_and(left, out);
+            split_and(right, out);
+        }
+        other => out.push(other.clone()),
+    }
+}
+
+/// Whether every column `e` reads is in `schema` (and it reads one).
+fn reads_only(e: &Expr, schema: &DFSchema) -> bool {
+    let cols = e.column_refs();
+    !cols.is_empty() && cols.iter().all(|c| schema.has_column(c))
+}
+
+fn marker_of(e: &Expr) -> Option<(AsOfOp, Expr, Expr)> {
+    let Expr::ScalarFunction(ScalarFunction { func, args }) = e else {
+        return None;
+    };
+    let op = MARKERS.iter().find(|(n, _)| *n == func.name())?.1;
+    let [a, b] = args.as_slice() else { return None };
+    Some((op, a.clone(), b.clone()))
+}
+
+/// A keyed dataset's current view on the right becomes its history.
+fn right_history(plan: &LogicalPlan) -> DfResult<Option<LogicalPlan>> {
+    match plan {
+        LogicalPlan::SubqueryAlias(sa) => Ok(match right_history(&sa.input)? {
+            Some(inner) => Some(LogicalPlan::SubqueryAlias(SubqueryAlias::try_new(
+                Arc::new(inner),
+                sa.alias.clone(),
+            )?)),
+            None => None,
+        }),
+        LogicalPlan::TableScan(scan)
+            if scan.projection.is_none() && scan.filters.is_empty() && scan.fetch.is_none() =>
+        {
+            let provider = source_as_provider(&scan.source)?;
+            let any: &dyn std::any::Any = provider.as_ref();
+            let Some(t) = any.downcast_ref::<DatasetTable>() else {
+                return Ok(None);
+            };
+            if t.view() != View::Current || !t.dataset().is_keyed() {
+                return Ok(None);
+            }
+            let hist = t.with_view(View::History);
+            let scan =
+                TableScanBuilder::new(scan.table_name.clone(), provider_as_source(Arc::new(hist)))
+                    .build()?;
+            Ok(Some(LogicalPlan::TableScan(scan)))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Step 3 (see the module docs).
+#[derive(Debug, Default)]
+pub struct AsOfRule;
+
+impl AnalyzerRule for AsOfRule {
+    fn name(&self) -> &str {
+        "thyme_asof_join"
+    }
+
+    fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> DfResult<LogicalPlan> {
+        Ok(plan
+            .transform_up_with_subqueries(|p| {
+                let LogicalPlan::Join(join) = &p else {
+                    return Ok(Transformed::no(p));
+                };
+                let mut parts = Vec::new();
+                if let Some(f) = &join.filter {
+                    split_and(f, &mut parts);
+                }
+                let markers: Vec<usize> = parts
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, e)| marker_of(e).is_some())
+                    .map(|(i, _)| i)
+                    .collect();
+                if markers.is_empty() {
+                    return Ok(Transformed::no(p));
+                }
+                let ls = join.left.schema().clone();
+                let rs = join.right.schema().clone();
+                let (op, a, b) = marker_of(&parts.remove(markers[0])).expect("marker");
+                let (left_ts, right_ts, op) = if reads_only(&a, &ls) && reads_only(&b, &rs) {
+                    (a, b, op)
+                } else if reads_only(&b, &ls) && reads_only(&a, &rs) {
+                    (b, a, op.flip())
+                } else {
+                    return Err(Error::Unsupported(
+                        "an ASOF match condition that does not compare a time of each side".into(),
+                    )
+                    .into());
+                };
+                let mut on: Vec<(Expr, Expr)> = join.on.clone();
+                for e in parts {
+                    let ok = match &e {
+                        Expr::BinaryExpr(BinaryExpr {
+                            left,
+                            op: Operator::Eq,
+                            right,
+                        }) => {
+                            if reads_only(left, &ls) && reads_only(right, &rs) {
+                                on.push((*left.clone(), *right.clone()));
+                                true
+                            } else if reads_only(right, &ls) && reads_only(left, &rs) {
+                                on.push((*right.clone(), *left.clone()));
+                                true
+                            } else {
+                                false
+                            }
+                        }
+                        _ => false,
+                    };
+                    if !ok {
+                        return Err(Error::Unsupported(format!(
+                            "ASOF JOIN condition {e}: besides the match condition, ON may only hold equalities between the two sides"
+                        ))
+                        .into());
+                    }
+                }
+                let kind = match join.join_type {
+                    JoinType::Inner => AsOfKind::Inner,
+                    JoinType::Left => AsOfKind::Left,
+                    other => {
+                        return Err(Error::Unsupported(format!("ASOF {other} JOIN")).into());
+                    }
+                };
+                let (right, right_deleted) = match right_history(&join.right)? {
+                    Some(h) => (h, true),
+                    None => (join.right.as_ref().clone(), false),
+                };
+                let node = AsOfJoinNode {
+                    left: join.left.as_ref().clone(),
+                    right,
+                    on,
+                    left_ts,
+                    right_ts,
+                    op,
+                    kind,
+                    right_deleted,
+                    schema: join.schema.clone(),
+                };
+                Ok(Transformed::yes(LogicalPlan::Extension(Extension {
+                    node: Arc::new(node),
+                })))
+            })?
+            .data)
+    }
+}
+
+/// Step 4: plans [`AsOfJoinNode`]s.
+#[derive(Debug, Default)]
+pub struct AsOfPlanner;
+
+fn as_int64(e: Arc<dyn PhysicalExpr>, t: &DataType, what: &str) -> DfResult<Arc<dyn PhysicalExpr>> {
+    match t {
+        DataType::Int64 => Ok(e),
+        DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::UInt8
+        | DataType::UInt16
+        | DataType::UInt32
+        | DataType::Date32
+        | DataType::Timestamp(_, _) => Ok(Arc::new(CastExpr::new(e, DataType::Int64, None))),
+        other => Err(Error::Unsupported(format!(
+            "ASOF match on {what} of type {other} (use timestamps, dates or integers)"
+        ))
+        .into()),
+    }
+}
+
+#[async_trait]
+impl ExtensionPlanner for AsOfPlanner {
+    async fn plan_extension(
+        &self,
+        planner: &dyn PhysicalPlanner,
+        node: &dyn UserDefinedLogicalNode,
+        logical_inputs: &[&LogicalPlan],
+        physical_inputs: &[Arc<dyn ExecutionPlan>],
+        session: &dyn datafusion::catalog::Session,
+        planning_ctx: &datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext,
+    ) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
+        let Some(n) = node.as_any().downcast_ref::<AsOfJoinNode>() else {
+            return Ok(None);
+        };
+        let (ls, rs) = (logical_inputs[0].schema(), logical_inputs[1].schema());
+        let (lp, rp) = (physical_inputs[0].clone(), physical_inputs[1].clone());
+        let mut left_keys = Vec::with_capacity(n.on.len());
+        let mut right_keys = Vec::with_capacity(n.on.len());
+        for (l, r) in &n.on {
+            let le = planner.create_physical_expr(l, ls, session, planning_ctx)?;
+            let mut re = planner.create_physical_expr(r, rs, session, planning_ctx)?;
+            let lt = le.data_type(&lp.schema())?;
+            let rt = re.data_type(&rp.schema())?;
+            if lt != rt {
+                re = Arc::new(CastExpr::new(re, lt, None));
+            }
+            left_keys.push(le);
+            right_keys.push(re);
+        }
+        let lts = planner.create_physical_expr(&n.left_ts, ls, session, planning_ctx)?;
+        let rts = planner.create_physical_expr(&n.right_ts, rs, session, planning_ctx)?;
+        let (ltt, rtt) = (lts.data_type(&lp.schema())?, rts.data_type(&rp.schema())?);
+        let unit = |t: &DataType| match t {
+            DataType::Timestamp(u, _) => Some(*u),
+            _ => None,
+        };
+        let rts = match (unit(&ltt), unit(&rtt)) {
+            (Some(a), Some(b)) if a != b => {
+                Arc::new(CastExpr::new(rts, ltt.clone(), None)) as Arc<dyn PhysicalExpr>
+            }
+            (Some(_), None) | (None, Some(_)) if ltt != rtt => {
+                return Err(
+                    Error::Unsupported(format!("ASOF match between {ltt} and {rtt}")).into(),
+                )
+            }
+            _ => rts,
+        };
+        let lts = as_int64(lts, &ltt, "the left time")?;
+        let rtt2 = rts.data_type(&rp.schema())?;
+        let rts = as_int64(rts, &rtt2, "the right time")?;
+        let right_deleted = n
+            .right_deleted
+            .then(|| rp.schema().fields().len().saturating_sub(1));
+        let strategy = if n.right_deleted {
+            "merge with dataset history"
+        } else {
+            "merge"
+        };
+        let schema = Arc::new(n.schema.as_arrow().clone());
+        Ok(Some(Arc::new(AsOfJoinExec::try_new(
+            lp,
+            rp,
+            left_keys,
+            right_keys,
+            lts,
+            rts,
+            n.op,
+            n.kind,
+            right_deleted,
+            strategy.to_string(),
+            schema,
+        )?)))
+    }
+}
+
+/// DataFusion's physical planner with Thyme's extension planners.
+#[derive(Debug, Default)]
+pub struct ThymeQueryPlanner;
+
+#[async_trait]
+impl QueryPlanner for ThymeQueryPlanner {
+    async fn create_physical_plan(
+        &self,
+        logical_plan: &LogicalPlan,
+        session_state: &dyn datafusion::catalog::Session,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let planner = DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(AsOfPlanner)]);
+        planner
+            .create_physical_plan(logical_plan, session_state)
+            .await
+    }
+}
