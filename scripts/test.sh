@@ -14,5 +14,6 @@ bench/pgbench_lookup.sh --smoke
 bench/http_ingest.sh --smoke
 bench/pipeline.sh --smoke
 bench/features.sh --smoke
+bench/asof.sh --smoke
 cargo test --locked --workspace
 "$THYME_VENV/bin/python" -m pytest -q python/tests tests
