@@ -28,6 +28,7 @@ engine, left, right = sys.argv[1], sys.argv[2], sys.argv[3]
 if engine == "duckdb":
     import duckdb
     db = duckdb.connect()
+    db.execute("SET enable_progress_bar = false")
     db.execute(f"CREATE TABLE l AS SELECT * FROM read_parquet('{left}')")
     db.execute(f"CREATE TABLE r AS SELECT * FROM read_parquet('{right}')")
     t = time.perf_counter()
@@ -124,7 +125,7 @@ def peer(engine, paths, runs):
     for _ in range(runs):
         p = subprocess.run([sys.executable, "-c", PEER, engine, paths["l"], paths["r"]], capture_output=True,
                            text=True, check=True)
-        r = json.loads(p.stdout)
+        r = json.loads(p.stdout.strip().splitlines()[-1])
         if best is None or r["secs"] < best["secs"]:
             best = r
     return best
