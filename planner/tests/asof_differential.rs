@@ -32,7 +32,8 @@ fn gen(rng: &mut StdRng, n: usize, keys: i64) -> Vec<Row> {
         .map(|i| Row {
             id: i as i64,
             k1: (rng.random_range(0..10) > 0).then(|| rng.random_range(0..keys)),
-            k2: (rng.random_range(0..10) > 0).then(|| ["a", "b"][rng.random_range(0..2)].to_string()),
+            k2: (rng.random_range(0..10) > 0)
+                .then(|| ["a", "b"][rng.random_range(0..2)].to_string()),
             ts: (rng.random_range(0..10) > 0).then(|| rng.random_range(0..30)),
         })
         .collect()
@@ -48,10 +49,18 @@ fn table(rows: &[Row], id: &str, batch: usize) -> MemTable {
     let mut batches = Vec::new();
     for chunk in rows.chunks(batch.max(1)) {
         let cols: Vec<ArrayRef> = vec![
-            Arc::new(Int64Array::from(chunk.iter().map(|r| r.id).collect::<Vec<_>>())),
-            Arc::new(Int64Array::from(chunk.iter().map(|r| r.k1).collect::<Vec<_>>())),
-            Arc::new(StringArray::from(chunk.iter().map(|r| r.k2.clone()).collect::<Vec<_>>())),
-            Arc::new(Int64Array::from(chunk.iter().map(|r| r.ts).collect::<Vec<_>>())),
+            Arc::new(Int64Array::from(
+                chunk.iter().map(|r| r.id).collect::<Vec<_>>(),
+            )),
+            Arc::new(Int64Array::from(
+                chunk.iter().map(|r| r.k1).collect::<Vec<_>>(),
+            )),
+            Arc::new(StringArray::from(
+                chunk.iter().map(|r| r.k2.clone()).collect::<Vec<_>>(),
+            )),
+            Arc::new(Int64Array::from(
+                chunk.iter().map(|r| r.ts).collect::<Vec<_>>(),
+            )),
         ];
         batches.push(RecordBatch::try_new(schema.clone(), cols).unwrap());
     }
@@ -64,7 +73,12 @@ fn table(rows: &[Row], id: &str, batch: usize) -> MemTable {
 }
 
 /// Acceptable right ids per left id (`None`: no match).
-fn reference(left: &[Row], right: &[Row], op: &str, two_keys: bool) -> BTreeMap<i64, Option<HashSet<i64>>> {
+fn reference(
+    left: &[Row],
+    right: &[Row],
+    op: &str,
+    two_keys: bool,
+) -> BTreeMap<i64, Option<HashSet<i64>>> {
     let mut out = BTreeMap::new();
     for l in left {
         let (Some(k1), Some(t)) = (l.k1, l.ts) else {
@@ -94,7 +108,12 @@ fn reference(left: &[Row], right: &[Row], op: &str, two_keys: bool) -> BTreeMap<
         };
         out.insert(
             l.id,
-            best.map(|b| ok.iter().filter(|r| r.ts == Some(b)).map(|r| r.id).collect()),
+            best.map(|b| {
+                ok.iter()
+                    .filter(|r| r.ts == Some(b))
+                    .map(|r| r.id)
+                    .collect()
+            }),
         );
     }
     out
@@ -107,7 +126,12 @@ async fn run(ctx: &SessionContext, sql: &str) -> Vec<RecordBatch> {
         .statement_to_plan(DfStatement::Statement(Box::new(parsed.statement)))
         .await
         .unwrap();
-    ctx.execute_logical_plan(plan).await.unwrap().collect().await.unwrap()
+    ctx.execute_logical_plan(plan)
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,8 +162,10 @@ async fn asof_join_matches_nested_loop_reference() {
                 for udf in marker_udfs() {
                     ctx.register_udf(udf);
                 }
-                ctx.register_table("l", Arc::new(table(&left, "id", batch))).unwrap();
-                ctx.register_table("r", Arc::new(table(&right, "rid", batch))).unwrap();
+                ctx.register_table("l", Arc::new(table(&left, "id", batch)))
+                    .unwrap();
+                ctx.register_table("r", Arc::new(table(&right, "rid", batch)))
+                    .unwrap();
                 for op in [">=", ">", "<=", "<"] {
                     for two_keys in [false, true] {
                         for left_join in [false, true] {
@@ -148,12 +174,18 @@ async fn asof_join_matches_nested_loop_reference() {
                             } else {
                                 "l.k1 = r.k1"
                             };
-                            let join = if left_join { "ASOF LEFT JOIN" } else { "ASOF JOIN" };
+                            let join = if left_join {
+                                "ASOF LEFT JOIN"
+                            } else {
+                                "ASOF JOIN"
+                            };
                             // Alternate the two spellings.
                             let sql = if cases % 2 == 0 {
                                 format!("SELECT l.id, r.rid FROM l {join} r MATCH_CONDITION (l.ts {op} r.ts) ON {on}")
                             } else {
-                                format!("SELECT l.id, r.rid FROM l {join} r ON {on} AND l.ts {op} r.ts")
+                                format!(
+                                    "SELECT l.id, r.rid FROM l {join} r ON {on} AND l.ts {op} r.ts"
+                                )
                             };
                             cases += 1;
                             let want = reference(&left, &right, op, two_keys);
@@ -166,7 +198,11 @@ async fn asof_join_matches_nested_loop_reference() {
                                         ids.value(i),
                                         (!rids.is_null(i)).then(|| rids.value(i)),
                                     );
-                                    assert!(prev.is_none(), "left row {} twice: {sql}", ids.value(i));
+                                    assert!(
+                                        prev.is_none(),
+                                        "left row {} twice: {sql}",
+                                        ids.value(i)
+                                    );
                                 }
                             }
                             for (id, acceptable) in &want {

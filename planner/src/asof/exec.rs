@@ -464,8 +464,8 @@ impl Merge {
         let n = batch.num_rows();
         // Per left row: (buffer id, row) of its match.
         let mut matches: Vec<Option<(usize, usize)>> = Vec::with_capacity(n);
-        for i in 0..n {
-            if ldead[i] {
+        for (i, &dead) in ldead.iter().enumerate().take(n) {
+            if dead {
                 matches.push(None);
                 continue;
             }

@@ -176,7 +176,7 @@ pub fn rewrite_tokens(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>> 
         {
             out.push(tokens[i].clone());
             i += 1;
-            if !tokens.get(i).is_some_and(|t| t.token == Token::LParen) {
+            if tokens.get(i).is_none_or(|t| t.token != Token::LParen) {
                 return Err(Error::Syntax("expected ( after MATCH_CONDITION".into()));
             }
             out.push(tokens[i].clone());
