@@ -60,7 +60,7 @@ use sqlparser::tokenizer::{Token, TokenWithSpan, Word};
 pub use exec::{AsOfJoinExec, AsOfKind, AsOfOp};
 
 use crate::error::{Error, Result};
-use crate::provider::{DatasetTable, View};
+use crate::provider::{split_conjunction, DatasetTable, View};
 
 const LEFT_MARKER: &str = "__thyme_left";
 const MARKERS: [(&str, AsOfOp); 4] = [
@@ -524,20 +524,6 @@ impl UserDefinedLogicalNodeCore for AsOfJoinNode {
     }
 }
 
-fn split_and(e: &Expr, out: &mut Vec<Expr>) {
-    match e {
-        Expr::BinaryExpr(BinaryExpr {
-            left,
-            op: Operator::And,
-            right,
-        }) => {
-            split_and(left, out);
-            split_and(right, out);
-        }
-        other => out.push(other.clone()),
-    }
-}
-
 /// Whether every column `e` reads is in `schema` (and it reads one).
 fn reads_only(e: &Expr, schema: &DFSchema) -> bool {
     let cols = e.column_refs();
@@ -601,7 +587,7 @@ impl AnalyzerRule for AsOfRule {
                 };
                 let mut parts = Vec::new();
                 if let Some(f) = &join.filter {
-                    split_and(f, &mut parts);
+                    parts.extend(split_conjunction(f).into_iter().cloned());
                 }
                 let markers: Vec<usize> = parts
                     .iter()
