@@ -37,6 +37,7 @@ use datafusion::physical_expr::{
     EquivalenceProperties, LexOrdering, OrderingRequirements, PhysicalExpr, PhysicalSortExpr,
 };
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, ExecutionPlanProperties,
@@ -107,6 +108,7 @@ pub struct AsOfJoinExec {
     strategy: String,
     schema: SchemaRef,
     props: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
 }
 
 impl AsOfJoinExec {
@@ -151,6 +153,7 @@ impl AsOfJoinExec {
             strategy,
             schema,
             props,
+            metrics: ExecutionPlanMetricsSet::new(),
         })
     }
 
@@ -231,6 +234,10 @@ impl ExecutionPlan for AsOfJoinExec {
 
     fn maintains_input_order(&self) -> Vec<bool> {
         vec![true, false]
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
     }
 
     fn apply_expressions(
@@ -330,6 +337,7 @@ impl ExecutionPlan for AsOfJoinExec {
             right_out,
             null_row,
             schema: self.schema.clone(),
+            baseline: BaselineMetrics::new(&self.metrics, partition),
         };
         let stream = futures::stream::try_unfold(state, |mut st| async move {
             loop {
@@ -337,6 +345,7 @@ impl ExecutionPlan for AsOfJoinExec {
                     return Ok(None);
                 };
                 let out = st.join_batch(&batch).await?;
+                st.baseline.record_output(out.num_rows());
                 if out.num_rows() > 0 || st.kind == AsOfKind::Left {
                     return Ok(Some((out, st)));
                 }
@@ -412,6 +421,7 @@ struct Merge {
     right_out: Vec<usize>,
     null_row: Vec<ArrayRef>,
     schema: SchemaRef,
+    baseline: BaselineMetrics,
 }
 
 impl Merge {
