@@ -254,7 +254,7 @@ pub(crate) fn split_conjunction(e: &Expr) -> Vec<&Expr> {
 }
 
 /// `col <op> literal` or `literal <op> col`, normalized to the former.
-fn column_op_literal(e: &Expr) -> Option<(String, Operator, ScalarValue)> {
+pub(crate) fn column_op_literal(e: &Expr) -> Option<(String, Operator, ScalarValue)> {
     let Expr::BinaryExpr(BinaryExpr { left, op, right }) = e else {
         return None;
     };

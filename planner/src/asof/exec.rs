@@ -464,8 +464,8 @@ impl Merge {
         }
     }
 
-    fn at(&self, (b, r): (usize, usize)) -> &Buffered {
-        let _ = r;
+    /// The buffered batch of a (batch id, row) position.
+    fn at(&self, (b, _): (usize, usize)) -> &Buffered {
         &self.buf[b - self.first_id]
     }
 

@@ -26,7 +26,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use super::exec::FeaturesetExec;
 use super::Features;
 use crate::error::Error;
-use crate::provider::{session_as_of, split_conjunction};
+use crate::provider::{column_op_literal, session_as_of, split_conjunction};
 
 /// Largest number of input rows a view query may bind.
 const MAX_ROWS: usize = 100_000;
@@ -79,30 +79,40 @@ impl FeaturesetTable {
     /// `input = v`, `v = input`, `input IN (...)`, or an `OR` of those on
     /// one input: the input and its values.
     fn binding(&self, e: &Expr) -> Option<(String, Vec<ScalarValue>)> {
-        let input = |c: &Expr| match c {
-            Expr::Column(c) if self.inputs.contains(&c.name) => Some(c.name.clone()),
-            _ => None,
-        };
-        let lit = |e: &Expr| match e {
-            Expr::Literal(v, _) => Some(v.clone()),
-            _ => None,
-        };
+        let is_input = |name: &str| self.inputs.iter().any(|i| i == name);
+        if let Some((col, Operator::Eq, v)) = column_op_literal(e) {
+            return is_input(&col).then(|| (col, vec![v]));
+        }
         match e {
+            // `input = NULL` binds no value (no rows), as in SQL.
             Expr::BinaryExpr(BinaryExpr {
                 left,
                 op: Operator::Eq,
                 right,
-            }) => {
-                if let (Some(c), Some(v)) = (input(left), lit(right)) {
-                    Some((c, vec![v]))
-                } else {
-                    Some((input(right)?, vec![lit(left)?]))
+            }) => match (left.as_ref(), right.as_ref()) {
+                (Expr::Column(c), Expr::Literal(v, _)) | (Expr::Literal(v, _), Expr::Column(c))
+                    if v.is_null() && is_input(&c.name) =>
+                {
+                    Some((c.name.clone(), vec![]))
                 }
-            }
+                _ => None,
+            },
             Expr::InList(il) if !il.negated => {
-                let c = input(&il.expr)?;
-                let vals = il.list.iter().map(lit).collect::<Option<Vec<_>>>()?;
-                Some((c, vals))
+                let Expr::Column(c) = il.expr.as_ref() else {
+                    return None;
+                };
+                if !is_input(&c.name) {
+                    return None;
+                }
+                let vals = il
+                    .list
+                    .iter()
+                    .map(|e| match e {
+                        Expr::Literal(v, _) => Some(v.clone()),
+                        _ => None,
+                    })
+                    .collect::<Option<Vec<_>>>()?;
+                Some((c.name.clone(), vals))
             }
             Expr::BinaryExpr(BinaryExpr {
                 left,

@@ -11,14 +11,12 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, BooleanArray, ListArray, UInt32Array, UInt64Array};
 use arrow::compute::{filter_record_batch, take};
-use arrow::datatypes::{Field, Schema, SchemaRef};
+use arrow::datatypes::{Field, Schema};
 use arrow::record_batch::RecordBatch;
-use datafusion::common::ScalarValue;
 use thyme_model::payload::JoinHow;
 use thyme_storage::TemporalStore;
 
 use crate::catalog::Dataset;
-use crate::codec::{encode_key_scalar, RowDecoder};
 use crate::error::{Error, Result};
 
 /// Rows moving between operators.
@@ -346,78 +344,45 @@ pub struct JoinExec {
 impl JoinExec {
     pub fn execute(&self, store: &dyn TemporalStore, f: &Flow) -> Result<Flow> {
         let ts = f.ts()?;
-        let right_ts = self.right.ts_index();
         let mut projection = self.fields.clone();
-        projection.push(right_ts);
-        let rschema: SchemaRef = Arc::new(Schema::new(
-            projection
+        projection.push(self.right.ts_index());
+        let key_cols =
+            self.left_keys
                 .iter()
-                .map(|&i| {
-                    let fd = &self.right.fields()[i];
-                    Field::new(&fd.name, fd.dtype.arrow(), true)
+                .map(|c| {
+                    f.batch.column_by_name(c).cloned().ok_or_else(|| {
+                        Error::InvalidDefinition(format!("join: no left column {c}"))
+                    })
                 })
-                .collect::<Vec<_>>(),
-        ));
-        let mut dec = RowDecoder::new(&self.right, &projection, rschema.clone(), f.len());
-        let key_cols = self
-            .left_keys
-            .iter()
-            .map(|c| {
-                f.batch
-                    .column_by_name(c)
-                    .ok_or_else(|| Error::InvalidDefinition(format!("join: no left column {c}")))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let key_types: Vec<_> = self
-            .right
-            .key_indices()
-            .iter()
-            .map(|&i| self.right.fields()[i].dtype)
-            .collect();
+                .collect::<Result<Vec<_>>>()?;
+        // Every left row's key read as of its event time (plus `after`).
+        let read_at: Vec<i64> = ts.iter().map(|&t| t.saturating_add(self.after)).collect();
+        let (right, found) =
+            crate::lookup::lookup_rows(store, &self.right, &key_cols, &read_at, &projection)?;
+        let right_ts = right
+            .column(self.fields.len())
+            .as_any()
+            .downcast_ref::<arrow::array::TimestampMicrosecondArray>()
+            .ok_or_else(|| Error::Internal("join: right event time column".into()))?;
         let mut left_idx: Vec<u32> = Vec::with_capacity(f.len());
         let mut right_idx: Vec<Option<u32>> = Vec::with_capacity(f.len());
-        let mut key = Vec::with_capacity(32);
         for (r, &t) in ts.iter().enumerate() {
-            key.clear();
-            let mut ok = true;
-            for (c, dt) in key_cols.iter().zip(&key_types) {
-                let v = ScalarValue::try_from_array(c, r)
-                    .map_err(|e| Error::Internal(e.to_string()))?;
-                if v.is_null() || encode_key_scalar(*dt, &v, &mut key).is_none() {
-                    ok = false;
-                    break;
-                }
-            }
-            let mut found = None;
-            if ok {
-                let as_of = t.saturating_add(self.after);
-                let mut err = None;
-                store.get_as_of(self.right.id, &[key.as_slice()], as_of, &mut |_, v| {
-                    if let Some(v) = v {
-                        if !v.deleted && self.before.is_none_or(|b| v.ts >= t.saturating_sub(b)) {
-                            match dec.append(v.value) {
-                                Ok(()) => found = Some(dec.len() as u32 - 1),
-                                Err(e) => err = Some(e),
-                            }
-                        }
-                    }
-                })?;
-                if let Some(e) = err {
-                    return Err(e);
-                }
-            }
-            match (found, self.how) {
-                (None, JoinHow::Inner) => {}
+            let matched = found[r]
+                && self
+                    .before
+                    .is_none_or(|b| right_ts.value(r) >= t.saturating_sub(b));
+            match (matched, self.how) {
+                (false, JoinHow::Inner) => {}
                 (m, _) => {
                     left_idx.push(r as u32);
-                    right_idx.push(m);
+                    right_idx.push(m.then_some(r as u32));
                 }
             }
         }
-        let right = dec.finish(vec![])?;
         let base = f.take(&UInt32Array::from(left_idx))?;
         let (mut fields, mut cols) = base.parts();
         let ridx = UInt32Array::from(right_idx);
+        let rschema = right.schema();
         for (j, field) in rschema.fields().iter().enumerate().take(self.fields.len()) {
             let c = take(right.column(j), &ridx, None).map_err(arrow_err)?;
             match fields.iter().position(|x| x.name() == field.name()) {
