@@ -9,7 +9,7 @@ import sys
 import duckdb
 import psycopg
 
-from test_featuresets import DAY, T0, setup_example
+from test_featuresets import DAY, FEATURES, T0, same, setup_example
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -17,6 +17,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 def ts_text(us):
     import datetime as dt
     return (dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(microseconds=us)).isoformat()
+
+
+def from_us(us):
+    import datetime as dt
+    return dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(microseconds=us)
 
 
 def test_asof_join_matches_duckdb(thyme):
@@ -55,6 +60,26 @@ def test_asof_join_matches_duckdb(thyme):
                 want = [tuple(r) for r in db.execute(sql).fetchall()]
                 assert got == want, (sql, seed, [x for x in zip(got, want) if x[0] != x[1]][:5])
                 assert any(r[1] is not None for r in got), sql
+        # The same facts as a keyed dataset (one version per fact), read by
+        # seeks and by a merge with its history: both equal DuckDB's join
+        # on the plain table.
+        conn.execute("CREATE TABLE fctk (uid BIGINT PRIMARY KEY, ts TIMESTAMPTZ, rid BIGINT, v BIGINT) "
+                     "WITH (timestamp = 'ts')")
+        with conn.cursor() as cur:
+            with cur.copy("COPY fctk (uid, ts, rid, v) FROM STDIN") as cp:
+                for r in facts:
+                    cp.write_row((r[1], ts_text(r[2]), r[0], r[3]))
+        for strategy in ("seek", "merge"):
+            conn.execute(f"SET thyme.asof_strategy = '{strategy}'")
+            for op in (">=", ">"):
+                for join in ("ASOF JOIN", "ASOF LEFT JOIN"):
+                    sql = (f"SELECT l.id, f.rid, f.v FROM lbl l {join} fctk f "
+                           f"ON l.uid = f.uid AND l.ts {op} f.ts ORDER BY l.id")
+                    plan = "\n".join(r[1] for r in conn.execute("EXPLAIN " + sql).fetchall())
+                    assert ("AsOfLookupExec" in plan) == (strategy == "seek"), plan
+                    got = [tuple(r) for r in conn.execute(sql).fetchall()]
+                    want = [tuple(r) for r in db.execute(sql.replace("fctk", "fct")).fetchall()]
+                    assert got == want, (strategy, sql, seed, [x for x in zip(got, want) if x[0] != x[1]][:5])
 
 
 def test_training_set_from_the_aggregated_dataset_matches_brute_force(thyme):
@@ -73,9 +98,24 @@ def test_training_set_from_the_aggregated_dataset_matches_brute_force(thyme):
             with cur.copy("COPY labels (lid, uid, ts) FROM STDIN") as cp:
                 for r in labels:
                     cp.write_row((r[0], r[1], ts_text(r[2])))
-        rows = conn.execute(
-            "SELECT l.lid, s.txn_count_7d, s.total_7d, s.avg_7d FROM labels l "
-            "ASOF LEFT JOIN user_stats s ON l.uid = s.uid AND l.ts >= s.ts ORDER BY l.lid").fetchall()
+        by_strategy = {}
+        for strategy in ("merge", "seek"):
+            conn.execute(f"SET thyme.asof_strategy = '{strategy}'")
+            by_strategy[strategy] = conn.execute(
+                "SELECT l.lid, s.txn_count_7d, s.total_7d, s.avg_7d FROM labels l "
+                "ASOF LEFT JOIN user_stats s ON l.uid = s.uid AND l.ts >= s.ts ORDER BY l.lid").fetchall()
+        conn.execute("RESET thyme.asof_strategy")
+        # The featureset view, evaluated at each label's time.
+        view_rows = conn.execute(
+            "SELECT l.lid, f.* FROM labels l "
+            "ASOF LEFT JOIN user_features f MATCH_CONDITION (l.ts >= f.ts) ON l.uid = f.uid "
+            "ORDER BY l.lid").fetchall()
+        view_cols = [d.name for d in conn.execute(
+            "SELECT f.* FROM labels l ASOF JOIN user_features f MATCH_CONDITION (l.ts >= f.ts) "
+            "ON l.uid = f.uid LIMIT 0").description]
+    assert view_cols == FEATURES + ["ts"], view_cols
+    rows = by_strategy["merge"]
+    assert rows == by_strategy["seek"]
     assert len(rows) == len(labels)
     bad = []
     for (lid, count, total, avg), (_, uid, t) in zip(rows, labels):
@@ -89,4 +129,11 @@ def test_training_set_from_the_aggregated_dataset_matches_brute_force(thyme):
             total is None or abs(total - want[1]) < 1e-6 and abs(avg - want[2]) < 1e-6)
         if not ok:
             bad.append((lid, uid, t, (count, total, avg), want))
+    assert not bad, f"{len(bad)} mismatches: {bad[:5]} (THYME_SEED={seed})"
+    assert len(view_rows) == len(labels)
+    for row, (lid, uid, t) in zip(view_rows, labels):
+        got = dict(zip(FEATURES + ["ts"], row[1:]))
+        assert got["ts"] == from_us(t), (lid, got["ts"], t)
+        if not same(got, oracle.features(uid, t)):
+            bad.append(("view", lid, uid, t, got, oracle.features(uid, t)))
     assert not bad, f"{len(bad)} mismatches: {bad[:5]} (THYME_SEED={seed})"

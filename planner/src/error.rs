@@ -48,6 +48,9 @@ pub enum Error {
     UnknownEndpoint(String),
     #[error("{0} is not supported")]
     Unsupported(String),
+    /// A session setting given a value it does not take.
+    #[error("{0}")]
+    InvalidParameter(String),
     /// A featureset query that does not bind the features it needs.
     #[error("{0}")]
     UnboundInputs(String),

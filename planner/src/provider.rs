@@ -103,6 +103,11 @@ impl DatasetTable {
         &self.ds
     }
 
+    /// The store the table reads.
+    pub fn store(&self) -> &Arc<dyn TemporalStore> {
+        &self.store
+    }
+
     pub fn view(&self) -> View {
         self.view
     }

@@ -336,6 +336,31 @@ impl ExecutionPlan for TemporalScanExec {
         "TemporalScanExec"
     }
 
+    /// Row count estimates: exact for contradictory filters, at most the
+    /// number of keys for point reads, otherwise the dataset log's length
+    /// (every event written, an upper bound on rows and versions).
+    fn statistics_from_inputs(
+        &self,
+        _input_stats: &[Arc<datafusion::common::Statistics>],
+        _args: &datafusion::physical_plan::StatisticsArgs,
+    ) -> DfResult<Arc<datafusion::common::Statistics>> {
+        use datafusion::common::stats::Precision;
+        let mut stats = datafusion::common::Statistics::new_unknown(&self.schema);
+        let rows = match &self.spec {
+            ScanSpec::Nothing => Precision::Exact(0),
+            ScanSpec::PointKeys { keys, .. } => Precision::Inexact(keys.len()),
+            _ => match self.store.log_end(self.ds.id) {
+                Ok(n) => Precision::Inexact(n as usize),
+                Err(_) => Precision::Absent,
+            },
+        };
+        stats.num_rows = match (rows, self.limit) {
+            (Precision::Inexact(n), Some(l)) => Precision::Inexact(n.min(l)),
+            (r, _) => r,
+        };
+        Ok(Arc::new(stats))
+    }
+
     fn properties(&self) -> &Arc<PlanProperties> {
         &self.props
     }

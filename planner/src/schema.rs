@@ -242,6 +242,42 @@ impl RelationPlanner for AsOfRelationPlanner {
         relation: TableFactor,
         context: &mut dyn RelationPlannerContext,
     ) -> DfResult<RelationPlanning> {
+        if let TableFactor::Table {
+            name,
+            alias,
+            args: Some(args),
+            ..
+        } = &relation
+        {
+            if let Some(column) = crate::asof::right_mark(args) {
+                // The right side of an ASOF join: a featureset view gets its
+                // time column; anything else is planned as written.
+                let table_ref = context.object_name_to_table_reference(name.clone())?;
+                let source = context
+                    .context_provider()
+                    .get_table_source(table_ref.clone())?;
+                let provider = datafusion::datasource::source_as_provider(&source)?;
+                let any: &dyn Any = provider.as_ref();
+                if let Some(v) = any.downcast_ref::<FeaturesetTable>() {
+                    let timed = v.clone().for_asof(&column)?;
+                    let plan = LogicalPlanBuilder::scan(
+                        table_ref,
+                        provider_as_source(Arc::new(timed)),
+                        None,
+                    )?
+                    .build()?;
+                    return Ok(RelationPlanning::Planned(Box::new(PlannedRelation::new(
+                        plan,
+                        alias.clone(),
+                    ))));
+                }
+                let mut plain = relation.clone();
+                if let TableFactor::Table { args, .. } = &mut plain {
+                    *args = None;
+                }
+                return Ok(RelationPlanning::Original(Box::new(plain)));
+            }
+        }
         let TableFactor::Table {
             name,
             alias,

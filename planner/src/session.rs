@@ -31,6 +31,7 @@ use sqlparser::ast::{
 };
 use thyme_storage::{TemporalStore, WriteBatch};
 
+use crate::asof::AsOfStrategy;
 use crate::catalog::{Catalog, Dataset, DatasetDef, FieldDef};
 use crate::copy::{self, CopyFormat};
 use crate::error::{Error, Result};
@@ -45,6 +46,8 @@ use crate::types::{DType, UTC};
 pub const DATABASE: &str = "thyme";
 /// The session variable holding the default query time.
 pub const AS_OF_VARIABLE: &str = "thyme.as_of";
+/// How ASOF joins read a keyed dataset: `auto` (by size), `seek`, `merge`.
+pub const ASOF_STRATEGY_VARIABLE: &str = "thyme.asof_strategy";
 
 /// State shared by all sessions: the catalog, the store, a configured
 /// DataFusion context to clone sessions from.
@@ -495,6 +498,13 @@ impl Session {
         state.mark_start_execution();
         if let Some(t) = as_of {
             state.config_mut().set_extension(Arc::new(QueryAsOf(t)));
+        }
+        if let Some(s) = self
+            .vars
+            .get(ASOF_STRATEGY_VARIABLE)
+            .and_then(|v| AsOfStrategy::parse(v))
+        {
+            state.config_mut().set_extension(Arc::new(s));
         }
         if params.is_some() {
             state
@@ -1059,6 +1069,11 @@ impl Session {
                         },
                         other => other.to_string(),
                     };
+                    if name == ASOF_STRATEGY_VARIABLE && AsOfStrategy::parse(&text).is_none() {
+                        return Err(Error::InvalidParameter(format!(
+                            "{ASOF_STRATEGY_VARIABLE} is auto, seek or merge, not {text:?}"
+                        )));
+                    }
                     self.vars.insert(name, text);
                 }
                 Ok(())

@@ -27,6 +27,7 @@
 //! 4. [`AsOfPlanner`] plans the node as an [`AsOfJoinExec`].
 
 pub mod exec;
+pub mod lookup_exec;
 
 use std::fmt;
 use std::sync::Arc;
@@ -36,7 +37,7 @@ use async_trait::async_trait;
 use datafusion::common::tree_node::Transformed;
 use datafusion::common::{DFSchema, DFSchemaRef, Result as DfResult};
 use datafusion::config::ConfigOptions;
-use datafusion::datasource::{provider_as_source, source_as_provider};
+use datafusion::datasource::{provider_as_source, source_as_provider, TableProvider};
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::QueryPlanner;
 use datafusion::logical_expr::expr::ScalarFunction;
@@ -51,15 +52,18 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 use sqlparser::ast::{
-    BinaryOperator, Expr as SqlExpr, JoinConstraint, JoinOperator, Query, SetExpr, Statement,
-    TableFactor, TableWithJoins, Value, VisitMut, VisitorMut,
+    BinaryOperator, Expr as SqlExpr, FunctionArg, FunctionArgExpr, Ident, JoinConstraint,
+    JoinOperator, Query, SetExpr, Statement, TableFactor, TableFunctionArgs, TableWithJoins, Value,
+    VisitMut, VisitorMut,
 };
 use sqlparser::keywords::Keyword;
 use sqlparser::tokenizer::{Token, TokenWithSpan, Word};
 
 pub use exec::{AsOfJoinExec, AsOfKind, AsOfOp};
+pub use lookup_exec::{AsOfLookupExec, AsOfSource, DatasetSource, FeaturesetSource};
 
 use crate::error::{Error, Result};
+use crate::featureset::view::FeaturesetTable;
 use crate::provider::{split_conjunction, DatasetTable, View};
 
 const LEFT_MARKER: &str = "__thyme_left";
@@ -259,6 +263,77 @@ fn inequality(e: &SqlExpr) -> Option<(&SqlExpr, &'static str, &SqlExpr)> {
     Some((left, name, right))
 }
 
+/// Marks the joined relation of an ASOF join (`r` in `l ASOF JOIN r`) with
+/// the name of the column the match condition reads from it (`r.ts`), as
+/// table arguments `('__thyme_asof_right', 'ts')`. The relation planner
+/// ([`crate::schema::AsOfRelationPlanner`]) removes the mark; a featureset
+/// view, which has no time of its own, gets a time column of that name (the
+/// time its features are evaluated at). Only plain table names are marked.
+fn mark_right(relation: &mut TableFactor, a: &SqlExpr, b: &SqlExpr) {
+    let TableFactor::Table {
+        name,
+        alias,
+        args,
+        version: None,
+        ..
+    } = relation
+    else {
+        return;
+    };
+    if args.is_some() {
+        return;
+    }
+    let qualifier = match alias {
+        Some(a) => a.name.clone(),
+        None => match name.0.last().and_then(|p| p.as_ident()) {
+            Some(i) => i.clone(),
+            None => return,
+        },
+    };
+    let same = |x: &Ident, y: &Ident| match (x.quote_style, y.quote_style) {
+        (None, None) => x.value.eq_ignore_ascii_case(&y.value),
+        _ => x.value == y.value,
+    };
+    let column = [a, b].into_iter().find_map(|e| match e {
+        SqlExpr::CompoundIdentifier(ids) if ids.len() == 2 && same(&ids[0], &qualifier) => {
+            let c = &ids[1];
+            Some(match c.quote_style {
+                None => c.value.to_lowercase(),
+                Some(_) => c.value.clone(),
+            })
+        }
+        _ => None,
+    });
+    let Some(column) = column else { return };
+    let lit = |s: &str| {
+        FunctionArg::Unnamed(FunctionArgExpr::Expr(SqlExpr::value(
+            Value::SingleQuotedString(s.to_string()),
+        )))
+    };
+    *args = Some(TableFunctionArgs {
+        args: vec![lit(RIGHT_MARK), lit(&column)],
+        settings: None,
+    });
+}
+
+/// The first table argument of a relation marked by [`mark_right`].
+pub const RIGHT_MARK: &str = "__thyme_asof_right";
+
+/// The time column named by [`mark_right`]'s mark, if `args` is one.
+pub fn right_mark(args: &TableFunctionArgs) -> Option<String> {
+    let text = |a: &FunctionArg| match a {
+        FunctionArg::Unnamed(FunctionArgExpr::Expr(SqlExpr::Value(v))) => match &v.value {
+            Value::SingleQuotedString(s) => Some(s.clone()),
+            _ => None,
+        },
+        _ => None,
+    };
+    match args.args.as_slice() {
+        [m, c] if text(m).as_deref() == Some(RIGHT_MARK) => text(c),
+        _ => None,
+    }
+}
+
 fn unsupported(m: impl Into<String>) -> Error {
     Error::Unsupported(m.into())
 }
@@ -318,6 +393,7 @@ fn fix_join_list(
             }
             let p = parts.remove(found[0]);
             let (a, name, b) = inequality(&p).expect("found");
+            mark_right(&mut join.relation, a, b);
             format!("{name}({a}, {b})")
         } else {
             let Some((a, name, b)) = inequality(&cond) else {
@@ -325,6 +401,7 @@ fn fix_join_list(
                     "MATCH_CONDITION must compare the two sides' times with >=, >, <= or <, not {cond}"
                 )));
             };
+            mark_right(&mut join.relation, a, b);
             format!("{name}({a}, {b})")
         };
         let marker = sqlparser::parser::Parser::new(dialect)
@@ -442,17 +519,58 @@ pub struct AsOfJoinNode {
     pub right_ts: Expr,
     pub op: AsOfOp,
     pub kind: AsOfKind,
-    /// The right input is a keyed dataset's history (last column `_deleted`).
-    pub right_deleted: bool,
+    pub source: RightSource,
     pub schema: DFSchemaRef,
+}
+
+/// What the right side of an ASOF join is.
+#[derive(Debug, Clone)]
+pub enum RightSource {
+    /// Any plan (merged).
+    Plan,
+    /// A keyed dataset: the right input is its history (last column
+    /// `_deleted`), merged; or the store is read by seeks.
+    Dataset(DatasetTable),
+    /// A featureset view (the right input is empty): evaluated at each left
+    /// row's time.
+    Featureset(FeaturesetTable),
+}
+
+impl RightSource {
+    fn id(&self) -> (u8, &str) {
+        match self {
+            RightSource::Plan => (0, ""),
+            RightSource::Dataset(t) => (1, t.dataset().name()),
+            RightSource::Featureset(v) => (2, v.sql_name()),
+        }
+    }
+
+    /// Whether the right input carries a `_deleted` flag.
+    pub fn deleted_flag(&self) -> bool {
+        matches!(self, RightSource::Dataset(_))
+    }
+}
+
+impl PartialEq for RightSource {
+    fn eq(&self, other: &Self) -> bool {
+        self.id() == other.id()
+    }
+}
+
+impl Eq for RightSource {}
+
+impl std::hash::Hash for RightSource {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.id().hash(state)
+    }
 }
 
 impl PartialOrd for AsOfJoinNode {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        (self.op, self.kind, self.right_deleted).partial_cmp(&(
+        (self.op, self.kind, self.source.id()).partial_cmp(&(
             other.op,
             other.kind,
-            other.right_deleted,
+            other.source.id(),
         ))
     }
 }
@@ -491,10 +609,10 @@ impl UserDefinedLogicalNodeCore for AsOfJoinNode {
             self.left_ts,
             self.op.symbol(),
             self.right_ts,
-            if self.right_deleted {
-                ", right=dataset history"
-            } else {
-                ""
+            match &self.source {
+                RightSource::Plan => String::new(),
+                RightSource::Dataset(t) => format!(", right=dataset {}", t.dataset().name()),
+                RightSource::Featureset(v) => format!(", right=featureset view {}", v.sql_name()),
             }
         )
     }
@@ -518,7 +636,7 @@ impl UserDefinedLogicalNodeCore for AsOfJoinNode {
             right_ts: exprs[2 * n + 1].clone(),
             op: self.op,
             kind: self.kind,
-            right_deleted: self.right_deleted,
+            source: self.source.clone(),
             schema: self.schema.clone(),
         })
     }
@@ -539,14 +657,20 @@ fn marker_of(e: &Expr) -> Option<(AsOfOp, Expr, Expr)> {
     Some((op, a.clone(), b.clone()))
 }
 
-/// A keyed dataset's current view on the right becomes its history.
-fn right_history(plan: &LogicalPlan) -> DfResult<Option<LogicalPlan>> {
+/// The right input as planned, and what it is: a keyed dataset's current
+/// view becomes its history; a featureset view (with its ASOF time column)
+/// becomes an empty relation of the same schema, as it is evaluated rather
+/// than scanned.
+fn right_source(plan: &LogicalPlan) -> DfResult<Option<(LogicalPlan, RightSource)>> {
     match plan {
-        LogicalPlan::SubqueryAlias(sa) => Ok(match right_history(&sa.input)? {
-            Some(inner) => Some(LogicalPlan::SubqueryAlias(SubqueryAlias::try_new(
-                Arc::new(inner),
-                sa.alias.clone(),
-            )?)),
+        LogicalPlan::SubqueryAlias(sa) => Ok(match right_source(&sa.input)? {
+            Some((inner, src)) => Some((
+                LogicalPlan::SubqueryAlias(SubqueryAlias::try_new(
+                    Arc::new(inner),
+                    sa.alias.clone(),
+                )?),
+                src,
+            )),
             None => None,
         }),
         LogicalPlan::TableScan(scan)
@@ -554,17 +678,30 @@ fn right_history(plan: &LogicalPlan) -> DfResult<Option<LogicalPlan>> {
         {
             let provider = source_as_provider(&scan.source)?;
             let any: &dyn std::any::Any = provider.as_ref();
+            if let Some(v) = any.downcast_ref::<FeaturesetTable>() {
+                if v.asof_time().is_none() {
+                    return Ok(None);
+                }
+                let empty = LogicalPlan::EmptyRelation(datafusion::logical_expr::EmptyRelation {
+                    produce_one_row: false,
+                    schema: scan.projected_schema.clone(),
+                });
+                return Ok(Some((empty, RightSource::Featureset(v.clone()))));
+            }
             let Some(t) = any.downcast_ref::<DatasetTable>() else {
                 return Ok(None);
             };
-            if t.view() != View::Current || !t.dataset().is_keyed() {
+            if t.view() != View::Current || !t.dataset().is_keyed() || t.pinned_as_of().is_some() {
                 return Ok(None);
             }
             let hist = t.with_view(View::History);
             let scan =
                 TableScanBuilder::new(scan.table_name.clone(), provider_as_source(Arc::new(hist)))
                     .build()?;
-            Ok(Some(LogicalPlan::TableScan(scan)))
+            Ok(Some((
+                LogicalPlan::TableScan(scan),
+                RightSource::Dataset(t.clone()),
+            )))
         }
         _ => Ok(None),
     }
@@ -645,9 +782,9 @@ impl AnalyzerRule for AsOfRule {
                         return Err(Error::Unsupported(format!("ASOF {other} JOIN")).into());
                     }
                 };
-                let (right, right_deleted) = match right_history(&join.right)? {
-                    Some(h) => (h, true),
-                    None => (join.right.as_ref().clone(), false),
+                let (right, source) = match right_source(&join.right)? {
+                    Some(found) => found,
+                    None => (join.right.as_ref().clone(), RightSource::Plan),
                 };
                 let node = AsOfJoinNode {
                     left: join.left.as_ref().clone(),
@@ -657,7 +794,7 @@ impl AnalyzerRule for AsOfRule {
                     right_ts,
                     op,
                     kind,
-                    right_deleted,
+                    source,
                     schema: join.schema.clone(),
                 };
                 Ok(Transformed::yes(LogicalPlan::Extension(Extension {
@@ -706,6 +843,31 @@ impl ExtensionPlanner for AsOfPlanner {
         };
         let (ls, rs) = (logical_inputs[0].schema(), logical_inputs[1].schema());
         let (lp, rp) = (physical_inputs[0].clone(), physical_inputs[1].clone());
+        let schema = Arc::new(n.schema.as_arrow().clone());
+        if let RightSource::Featureset(view) = &n.source {
+            return plan_featureset(n, view, planner, ls, lp, session, planning_ctx, schema)
+                .map(Some);
+        }
+        let strategy = session
+            .config()
+            .get_extension::<AsOfStrategy>()
+            .map(|s| *s)
+            .unwrap_or_default();
+        if let (RightSource::Dataset(t), false) = (&n.source, strategy == AsOfStrategy::Merge) {
+            if let Some(plan) = plan_dataset_seek(
+                n,
+                t,
+                strategy,
+                planner,
+                ls,
+                lp.clone(),
+                session,
+                planning_ctx,
+                schema.clone(),
+            )? {
+                return Ok(Some(plan));
+            }
+        }
         let mut left_keys = Vec::with_capacity(n.on.len());
         let mut right_keys = Vec::with_capacity(n.on.len());
         for (l, r) in &n.on {
@@ -741,14 +903,14 @@ impl ExtensionPlanner for AsOfPlanner {
         let rtt2 = rts.data_type(&rp.schema())?;
         let rts = as_int64(rts, &rtt2, "the right time")?;
         let right_deleted = n
-            .right_deleted
+            .source
+            .deleted_flag()
             .then(|| rp.schema().fields().len().saturating_sub(1));
-        let strategy = if n.right_deleted {
+        let strategy = if n.source.deleted_flag() {
             "merge with dataset history"
         } else {
             "merge"
         };
-        let schema = Arc::new(n.schema.as_arrow().clone());
         Ok(Some(Arc::new(AsOfJoinExec::try_new(
             lp,
             rp,
@@ -763,6 +925,231 @@ impl ExtensionPlanner for AsOfPlanner {
             schema,
         )?)))
     }
+}
+
+/// How an ASOF join with a keyed dataset on the right reads it, from the
+/// session variable `thyme.asof_strategy` (`auto`, `seek`, `merge`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AsOfStrategy {
+    /// Seeks when the left side is small next to the dataset's history
+    /// (see [`SEEK_RATIO`]), else merge.
+    #[default]
+    Auto,
+    /// Seeks whenever the join allows them (a backward match on the
+    /// dataset's own key and time).
+    Seek,
+    /// Always merge with the history scan.
+    Merge,
+}
+
+impl AsOfStrategy {
+    /// The session variable's value, if valid.
+    pub fn parse(s: &str) -> Option<AsOfStrategy> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" | "default" | "" => Some(AsOfStrategy::Auto),
+            "seek" => Some(AsOfStrategy::Seek),
+            "merge" => Some(AsOfStrategy::Merge),
+            _ => None,
+        }
+    }
+}
+
+/// Seeks are chosen when `left rows * SEEK_RATIO <= dataset versions`: one
+/// seek costs about as much as scanning, sorting and merging this many
+/// history versions (measured in `bench/asof.sh`).
+pub const SEEK_RATIO: usize = 8;
+
+fn column_name(e: &Expr) -> Option<&str> {
+    match e {
+        Expr::Column(c) => Some(c.name.as_str()),
+        Expr::Cast(c) => column_name(&c.expr),
+        _ => None,
+    }
+}
+
+/// The time types a read as of the left row's time accepts.
+fn readable_time(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64
+    )
+}
+
+/// A featureset view on the right: evaluated at each left row's time.
+#[allow(clippy::too_many_arguments)]
+fn plan_featureset(
+    n: &AsOfJoinNode,
+    view: &FeaturesetTable,
+    planner: &dyn PhysicalPlanner,
+    ls: &DFSchemaRef,
+    lp: Arc<dyn ExecutionPlan>,
+    session: &dyn datafusion::catalog::Session,
+    planning_ctx: &datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext,
+    schema: arrow::datatypes::SchemaRef,
+) -> DfResult<Arc<dyn ExecutionPlan>> {
+    let name = view.sql_name();
+    let time = view.asof_time().unwrap_or_default();
+    if column_name(&n.right_ts) != Some(time) {
+        return Err(Error::Unsupported(format!(
+            "an ASOF match condition on {} of featureset view {name}: compare the left time with its time column {time}",
+            n.right_ts
+        ))
+        .into());
+    }
+    if !matches!(n.op, AsOfOp::Ge | AsOfOp::Gt) {
+        return Err(Error::Unsupported(format!(
+            "ASOF JOIN with featureset view {name} using {}: a featureset is read as of the left row's time (>=) or just before it (>)",
+            n.op.symbol()
+        ))
+        .into());
+    }
+    let mut bound: Vec<Option<&Expr>> = vec![None; view.inputs().len()];
+    for (l, r) in &n.on {
+        let col = column_name(r);
+        let Some(i) = col.and_then(|c| view.inputs().iter().position(|x| x == c)) else {
+            return Err(Error::Unsupported(format!(
+                "ASOF JOIN with featureset view {name} on {r}: the ON equalities bind the view's inputs ({})",
+                view.inputs().join(", ")
+            ))
+            .into());
+        };
+        if bound[i].is_some() {
+            return Err(Error::Unsupported(format!(
+                "ASOF JOIN binding input {} of featureset view {name} twice",
+                view.inputs()[i]
+            ))
+            .into());
+        }
+        bound[i] = Some(l);
+    }
+    let missing: Vec<&str> = view
+        .inputs()
+        .iter()
+        .zip(&bound)
+        .filter(|(_, b)| b.is_none())
+        .map(|(i, _)| i.as_str())
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::UnboundInputs(format!(
+            "featureset view {name} is computed from its inputs {}: bind {} in the ASOF JOIN's ON, e.g. ON l.{} = f.{}",
+            view.inputs().join(", "),
+            missing.join(" and "),
+            missing[0],
+            missing[0]
+        ))
+        .into());
+    }
+    let keys = bound
+        .iter()
+        .map(|e| planner.create_physical_expr(e.expect("bound"), ls, session, planning_ctx))
+        .collect::<DfResult<Vec<_>>>()?;
+    let lts = planner.create_physical_expr(&n.left_ts, ls, session, planning_ctx)?;
+    let ltt = lts.data_type(&lp.schema())?;
+    if !readable_time(&ltt) {
+        return Err(Error::Unsupported(format!(
+            "ASOF JOIN with featureset view {name} at a left time of type {ltt} (use a timestamp or a date)"
+        ))
+        .into());
+    }
+    let qualified: Vec<String> = view
+        .inputs()
+        .iter()
+        .map(|i| format!("{}.{i}", view.name()))
+        .collect();
+    let n_features = schema.fields().len() - lp.schema().fields().len() - 1;
+    let outputs: Vec<String> = view.schema().fields()[..n_features]
+        .iter()
+        .map(|f| format!("{}.{}", view.name(), f.name()))
+        .collect();
+    let plan = view.features().plan(&qualified, &outputs)?;
+    let source = Arc::new(FeaturesetSource {
+        features: view.features().clone(),
+        plan,
+        view: name.to_string(),
+    });
+    Ok(Arc::new(AsOfLookupExec::try_new(
+        lp,
+        keys,
+        lts,
+        n.op,
+        n.kind,
+        source,
+        "featureset views are evaluated".into(),
+        schema,
+    )?))
+}
+
+/// A keyed dataset on the right, read by seeks when the join allows it and
+/// the strategy (or the sizes, for `auto`) says so.
+#[allow(clippy::too_many_arguments)]
+fn plan_dataset_seek(
+    n: &AsOfJoinNode,
+    t: &DatasetTable,
+    strategy: AsOfStrategy,
+    planner: &dyn PhysicalPlanner,
+    ls: &DFSchemaRef,
+    lp: Arc<dyn ExecutionPlan>,
+    session: &dyn datafusion::catalog::Session,
+    planning_ctx: &datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext,
+    schema: arrow::datatypes::SchemaRef,
+) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
+    let ds = t.dataset();
+    if !matches!(n.op, AsOfOp::Ge | AsOfOp::Gt) {
+        return Ok(None);
+    }
+    let ts_name = &ds.fields()[ds.ts_index()].name;
+    if !matches!(&n.right_ts, Expr::Column(c) if &c.name == ts_name) {
+        return Ok(None);
+    }
+    // Each key field bound once, by a plain column of the right.
+    let mut bound: Vec<Option<&Expr>> = vec![None; ds.key_indices().len()];
+    for (l, r) in &n.on {
+        let Expr::Column(c) = r else { return Ok(None) };
+        let Some(i) = ds
+            .key_indices()
+            .iter()
+            .position(|&k| ds.fields()[k].name == c.name)
+        else {
+            return Ok(None);
+        };
+        if bound[i].replace(l).is_some() {
+            return Ok(None);
+        }
+    }
+    if bound.iter().any(Option::is_none) {
+        return Ok(None);
+    }
+    let lts = planner.create_physical_expr(&n.left_ts, ls, session, planning_ctx)?;
+    if !readable_time(&lts.data_type(&lp.schema())?) {
+        return Ok(None);
+    }
+    let versions = t.store().log_end(ds.id).map_err(Error::from)? as usize;
+    let left_rows = datafusion::physical_plan::StatisticsContext::new()
+        .compute(
+            lp.as_ref(),
+            &datafusion::physical_plan::StatisticsArgs::new(),
+        )?
+        .num_rows
+        .get_value()
+        .copied();
+    let reason = match (strategy, left_rows) {
+        (AsOfStrategy::Seek, _) => "thyme.asof_strategy = seek".to_string(),
+        (_, Some(rows)) if rows.saturating_mul(SEEK_RATIO) <= versions => {
+            format!("left ~{rows} rows, dataset ~{versions} versions")
+        }
+        _ => return Ok(None),
+    };
+    let keys = bound
+        .iter()
+        .map(|e| planner.create_physical_expr(e.expect("bound"), ls, session, planning_ctx))
+        .collect::<DfResult<Vec<_>>>()?;
+    let source = Arc::new(DatasetSource {
+        store: t.store().clone(),
+        ds: ds.clone(),
+    });
+    Ok(Some(Arc::new(AsOfLookupExec::try_new(
+        lp, keys, lts, n.op, n.kind, source, reason, schema,
+    )?)))
 }
 
 /// DataFusion's physical planner with Thyme's extension planners.

@@ -42,6 +42,9 @@ pub struct FeaturesetTable {
     inputs: Vec<String>,
     schema: SchemaRef,
     as_of: Option<i64>,
+    /// On the right of an ASOF join: the name of the extra, last column that
+    /// holds the time the features are evaluated at.
+    asof_time: Option<String>,
 }
 
 impl FeaturesetTable {
@@ -67,7 +70,64 @@ impl FeaturesetTable {
             inputs: graph.natural_inputs(fs),
             schema,
             as_of: None,
+            asof_time: None,
         })
+    }
+
+    /// The view as the right side of an ASOF join whose match condition
+    /// reads `column` from it: the features plus a last column `column`,
+    /// the time each row is evaluated at (the left row's time).
+    pub fn for_asof(mut self, column: &str) -> Result<Self, Error> {
+        if self.schema.field_with_name(column).is_ok() {
+            return Err(Error::Unsupported(format!(
+                "an ASOF match condition on {}.{column}, a feature: a featureset view is joined \
+                 at the left row's time through a time column of another name, \
+                 e.g. MATCH_CONDITION (l.ts >= f.as_of_ts)",
+                self.sql_name
+            )));
+        }
+        let mut fields: Vec<Field> = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.push(Field::new(
+            column,
+            arrow::datatypes::DataType::Timestamp(
+                arrow::datatypes::TimeUnit::Microsecond,
+                Some(crate::types::UTC.into()),
+            ),
+            true,
+        ));
+        self.schema = Arc::new(Schema::new(fields));
+        self.asof_time = Some(column.to_string());
+        Ok(self)
+    }
+
+    /// The time column of [`FeaturesetTable::for_asof`].
+    pub fn asof_time(&self) -> Option<&str> {
+        self.asof_time.as_deref()
+    }
+
+    /// Class name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// SQL name (snake_case).
+    pub fn sql_name(&self) -> &str {
+        &self.sql_name
+    }
+
+    /// Input features (unqualified), in declaration order.
+    pub fn inputs(&self) -> &[String] {
+        &self.inputs
+    }
+
+    /// The featureset evaluator.
+    pub fn features(&self) -> &Arc<Features> {
+        &self.features
     }
 
     /// The same view pinned to a read time (`FOR SYSTEM_TIME AS OF`).
@@ -180,6 +240,13 @@ impl TableProvider for FeaturesetTable {
         filters: &[Expr],
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        if self.asof_time.is_some() {
+            return Err(Error::Internal(format!(
+                "featureset view {} with an ASOF time column scanned outside an ASOF join",
+                self.sql_name
+            ))
+            .into());
+        }
         let as_of = self.as_of.unwrap_or_else(|| session_as_of(state));
         // Values bound to each input (intersected when bound twice).
         let mut bound: HashMap<String, Vec<ScalarValue>> = HashMap::new();
