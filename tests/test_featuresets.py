@@ -156,7 +156,7 @@ def test_example_featureset_matches_brute_force_over_http_and_sql(thyme):
         [ex.UserFeatures.uid], [ex.UserFeatures.txn_count_7d, ex.UserFeatures.country],
         pd.DataFrame({"UserFeatures.uid": [u for u, _ in points[:10]], "when": [iso(t) for _, t in points[:10]]}),
         timestamp_column="when")
-    assert list(offline.columns) == ["UserFeatures.txn_count_7d", "UserFeatures.country"]
+    assert list(offline.columns) == ["UserFeatures.txn_count_7d", "UserFeatures.country", "when"]
     for i, (uid, t) in enumerate(points[:10]):
         want = oracle.features(uid, t)
         if offline["UserFeatures.txn_count_7d"].iloc[i] != want["txn_count_7d"]:

@@ -20,6 +20,7 @@ import base64
 import datetime as _dt
 import decimal
 import functools
+import http.client
 import json
 import math
 import urllib.error
@@ -208,6 +209,22 @@ def _feature_names(items: Any, what: str) -> List[str]:
     return out
 
 
+def _raise_http_error(exc: "urllib.error.HTTPError", url: str) -> None:
+    """Raise the server's JSON error (``{"error": {"code", "message"}}``)
+    as a :class:`ThymeError`."""
+    raw = exc.read()
+    code, message = "http_error", f"{exc.code} {exc.reason}"
+    try:
+        err = json.loads(raw.decode("utf-8")).get("error", {})
+        code = err.get("code", code)
+        message = err.get("message", message)
+    except (ValueError, AttributeError):
+        text = raw.decode("utf-8", "replace").strip()
+        if text:
+            message = text[:500]
+    raise ThymeError(message, code=code, status=exc.code, url=url) from None
+
+
 def _frame(columns: Dict[str, List[Any]]) -> Any:
     try:
         import pandas as pd
@@ -246,17 +263,7 @@ class Client:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 raw = resp.read()
         except urllib.error.HTTPError as exc:
-            raw = exc.read()
-            code, message = "http_error", f"{exc.code} {exc.reason}"
-            try:
-                err = json.loads(raw.decode("utf-8")).get("error", {})
-                code = err.get("code", code)
-                message = err.get("message", message)
-            except (ValueError, AttributeError):
-                text = raw.decode("utf-8", "replace").strip()
-                if text:
-                    message = text[:500]
-            raise ThymeError(message, code=code, status=exc.code, url=url) from None
+            _raise_http_error(exc, url)
         except urllib.error.URLError as exc:
             raise ThymeError(f"cannot reach {url}: {exc.reason}", code="unreachable", url=url) from None
         except (ConnectionError, TimeoutError, OSError) as exc:
@@ -375,22 +382,120 @@ class Client:
         input_dataframe: Any,
         timestamp_column: Optional[str] = None,
         timestamps: Any = None,
+        job: Optional[str] = None,
     ) -> Any:
-        """Point-in-time features for training sets: like :meth:`query`, with
-        a timestamp per row taken from ``timestamp_column`` of
-        ``input_dataframe`` (which is not sent as an input) or given as
-        ``timestamps``."""
+        """Point-in-time features for training sets: for each row of
+        ``input_dataframe`` (the spine), the ``outputs`` as serving would
+        have returned them at that row's time, taken from its
+        ``timestamp_column`` (or given as ``timestamps``). Returns the output
+        features (qualified names) and the timestamp column, one row per
+        spine row, in order.
+
+        With pyarrow installed the spine goes to ``POST
+        {query_url}/api/v1/query_offline`` as an Arrow IPC stream and the
+        answer streams back the same way (any size; progress at ``GET
+        {query_url}/api/v1/jobs/{job}``, see :meth:`offline_job`); without
+        it, through the JSON API (:meth:`query` with timestamps)."""
         if timestamp_column is None and timestamps is None:
             raise ValueError("query_offline needs timestamps: give timestamp_column=... or timestamps=[...]")
+        if timestamp_column is not None and timestamps is not None:
+            raise ValueError("give timestamp_column or timestamps, not both")
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            return self._query_offline_json(inputs, outputs, input_dataframe, timestamp_column, timestamps)
+        return self._query_offline_arrow(inputs, outputs, input_dataframe, timestamp_column, timestamps, job)
+
+    def _query_offline_json(self, inputs: Any, outputs: Any, input_dataframe: Any,
+                            timestamp_column: Optional[str], timestamps: Any) -> Any:
+        columns = columns_json(input_dataframe)
+        name = timestamp_column or "timestamp"
         if timestamp_column is not None:
-            if timestamps is not None:
-                raise ValueError("give timestamp_column or timestamps, not both")
-            columns = columns_json(input_dataframe)
             if timestamp_column not in columns:
                 raise ValueError(f"input_dataframe has no column {timestamp_column!r}")
             timestamps = columns.pop(timestamp_column)
-            input_dataframe = columns
-        return self.query(inputs, outputs, input_dataframe, timestamps=timestamps)
+        out = self.query(inputs, outputs, columns, timestamps=timestamps)
+        out[name] = _timestamps(timestamps)
+        return out
+
+    def _query_offline_arrow(self, inputs: Any, outputs: Any, input_dataframe: Any,
+                             timestamp_column: Optional[str], timestamps: Any, job: Optional[str]) -> Any:
+        import uuid
+
+        import pyarrow as pa
+        import pyarrow.ipc as ipc
+
+        in_names = _feature_names(inputs, "inputs")
+        out_names = _feature_names(outputs, "outputs")
+        if isinstance(input_dataframe, pa.Table):
+            table = input_dataframe
+        else:
+            try:
+                import pandas as pd
+            except ImportError:
+                pd = None
+            if pd is not None and isinstance(input_dataframe, pd.DataFrame):
+                table = pa.Table.from_pandas(input_dataframe, preserve_index=False)
+            else:
+                table = pa.table(dict(input_dataframe))
+        ts_name = timestamp_column or "timestamp"
+        if timestamp_column is None:
+            ts = list(timestamps) if not hasattr(timestamps, "to_list") else timestamps.to_list()
+            if len(ts) != table.num_rows:
+                raise ValueError(f"{len(ts)} timestamps for {table.num_rows} input rows")
+            if ts_name in table.column_names:
+                raise ValueError(f"input_dataframe already has a column {ts_name!r}: pass timestamp_column")
+            table = table.append_column(ts_name, pa.array(ts))
+        elif timestamp_column not in table.column_names:
+            raise ValueError(f"input_dataframe has no column {timestamp_column!r}")
+        # Only the columns the server reads: the inputs and the time.
+        keep = [ts_name]
+        for q in in_names:
+            plain = q.rsplit(".", 1)[-1]
+            if q in table.column_names:
+                keep.append(q)
+            elif plain in table.column_names:
+                keep.append(plain)
+            else:
+                raise ValueError(f"input_dataframe has no column {q!r} (or {plain!r}) for that input")
+        table = table.select(keep)
+        sink = pa.BufferOutputStream()
+        with ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table, max_chunksize=65536)
+        job = job or f"client-{uuid.uuid4().hex[:12]}"
+        query = urllib.parse.urlencode([("inputs", ",".join(in_names)), ("outputs", ",".join(out_names)),
+                                        ("timestamp_column", ts_name), ("job", job),
+                                        ("rows", str(table.num_rows))])
+        url = f"{self.query_url}/api/v1/query_offline?{query}"
+        headers = {"Content-Type": "application/vnd.apache.arrow.stream",
+                   "Accept": "application/vnd.apache.arrow.stream"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        req = urllib.request.Request(url, data=sink.getvalue().to_pybytes(), headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                try:
+                    result = ipc.open_stream(resp).read_all()
+                except (pa.ArrowException, OSError, ValueError, http.client.HTTPException) as exc:
+                    state = self.offline_job(job)
+                    err = state.get("error") if isinstance(state, dict) else None
+                    if err:
+                        raise ThymeError(err.get("message", str(exc)), code=err.get("code", "offline_failed"),
+                                         url=url) from None
+                    raise ThymeError(f"the offline query stream broke: {exc}", code="bad_response", url=url) from None
+        except urllib.error.HTTPError as exc:
+            _raise_http_error(exc, url)
+        except urllib.error.URLError as exc:
+            raise ThymeError(f"cannot reach {url}: {exc.reason}", code="unreachable", url=url) from None
+        try:
+            return result.to_pandas()
+        except ImportError:
+            return result.to_pydict()
+
+    def offline_job(self, job: str) -> Any:
+        """Progress of an offline query: ``GET {query_url}/api/v1/jobs/{job}``
+        (state, rows read and written, rate, percent, error)."""
+        return self._request("GET", f"{self.query_url}/api/v1/jobs/{urllib.parse.quote(job)}")
 
     def lookup(
         self,

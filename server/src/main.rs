@@ -12,6 +12,7 @@ mod control;
 mod engine;
 mod errors;
 mod http;
+mod offline;
 mod pg;
 mod python;
 mod query;

@@ -12,6 +12,8 @@
 //! - `POST /api/v1/lookup`: `{"dataset": "UserInfo", "keys": {"uid": [...]},
 //!   "fields": [...], "timestamps": [...]}` answers `{"data": {...},
 //!   "found": [...]}`.
+//! - `POST /api/v1/query_offline` (Arrow IPC in and out, streamed) and
+//!   `GET /api/v1/jobs[/{id}]`: see [`crate::offline`].
 //!
 //! Timestamps are RFC 3339 strings or epoch numbers (s, ms or µs, as the
 //! log API reads them). Evaluation that runs Python extractors happens on
@@ -96,7 +98,7 @@ fn bad(code: &'static str, message: impl Into<String>) -> Response {
 /// Routes of the query server.
 pub fn routes(engine: Arc<Engine>, limit: Duration) -> Router {
     let ctx = Ctx {
-        engine,
+        engine: engine.clone(),
         deadline: limit + Duration::from_secs(2),
         limit,
     };
@@ -105,6 +107,7 @@ pub fn routes(engine: Arc<Engine>, limit: Duration) -> Router {
         .route("/api/v1/query", post(query))
         .route("/api/v1/lookup", post(lookup))
         .with_state(ctx)
+        .merge(crate::offline::routes(engine))
 }
 
 /// Run `plan` for `inputs` at `ts`: inline when only native extractors run,
