@@ -82,7 +82,33 @@ SELECT country, total_1d, ts FROM country_stats AS OF '2024-01-10T12:00:00Z';
 \echo 'The featureset UserFeatures is a view: its extractors run for the bound uids, as of the query time'
 \dv
 SELECT * FROM user_features WHERE uid IN (1, 2, 3) AS OF '2024-01-09T00:00:00Z';
+\echo 'A training set in one statement: each label meets the features as of its own time (ASOF JOIN)'
+CREATE TABLE labels (uid BIGINT, ts TIMESTAMPTZ, fraud BOOLEAN);
+INSERT INTO labels VALUES (1, '2024-01-02T00:00:00Z', false), (1, '2024-01-10T13:00:00Z', true), (2, '2024-01-03T00:00:00Z', false);
+SELECT l.uid, l.ts, l.fraud, f.txn_count_7d, f.total_7d, f.country
+FROM labels l ASOF LEFT JOIN user_features f MATCH_CONDITION (l.ts >= f.ts) ON l.uid = f.uid ORDER BY l.ts;
 SQL
+
+echo '== the same training set from Python: Client.query_offline'
+"$THYME_VENV/bin/python" - "http://127.0.0.1:$CONTROL_PORT" "http://127.0.0.1:$QUERY_PORT" <<'PY'
+import sys
+
+import pandas as pd
+
+from thyme.client import Client
+
+client = Client(sys.argv[1], sys.argv[2])
+labels = pd.DataFrame({
+    "uid": [1, 1, 2],
+    "ts": pd.to_datetime(["2024-01-02T00:00:00Z", "2024-01-10T13:00:00Z", "2024-01-03T00:00:00Z"]),
+    "fraud": [False, True, False],
+})
+training = client.query_offline(
+    inputs=["UserFeatures.uid"],
+    outputs=["UserFeatures.txn_count_7d", "UserFeatures.total_7d", "UserFeatures.country"],
+    input_dataframe=labels, timestamp_column="ts")
+print(pd.concat([labels[["fraud"]], training], axis=1).to_string(index=False))
+PY
 
 echo '== the query server: GET /features (point in time and now), POST /api/v1/query'
 curl -sf "http://127.0.0.1:$QUERY_PORT/features?featureset=UserFeatures&uid=1&ts=2024-01-09T00:00:00Z"; echo

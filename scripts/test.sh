@@ -15,5 +15,6 @@ bench/http_ingest.sh --smoke
 bench/pipeline.sh --smoke
 bench/features.sh --smoke
 bench/asof.sh --smoke
+bench/offline.sh --smoke
 cargo test --locked --workspace
 "$THYME_VENV/bin/python" -m pytest -q python/tests tests

@@ -181,8 +181,8 @@ impl PointLookup {
 /// `(keys[0][i], keys[1][i], ...)` with the greatest event time `<= ts[i]`
 /// (decayed fields as read at `ts[i]`). Returns the `projection` fields
 /// (dataset positions), null where the key is absent (never written, a
-/// delete, or a null key value), and whether each row was found. Rows that
-/// share a read time are read with one multi-key seek.
+/// delete, or a null key value), and whether each row was found. One read
+/// cursor serves all rows, visited in key then time order.
 pub fn lookup_rows(
     store: &dyn TemporalStore,
     ds: &Dataset,
@@ -234,10 +234,15 @@ pub fn lookup_rows(
         ends.push(buf.len());
     }
     let key_of = |i: usize| &buf[if i == 0 { 0 } else { ends[i - 1] }..ends[i]];
-    // Rows grouped by read time (one group when every row reads `now`).
     let mut order: Vec<u32> = (0..n as u32).filter(|&i| valid[i as usize]).collect();
-    if ts.windows(2).any(|w| w[0] != w[1]) {
-        order.sort_by_key(|&i| ts[i as usize]);
+    let one_time = ts.windows(2).all(|w| w[0] == w[1]);
+    if !one_time {
+        // Ordered by key, then time: neighbouring reads share blocks.
+        order.sort_unstable_by(|&a, &b| {
+            key_of(a as usize)
+                .cmp(key_of(b as usize))
+                .then(ts[a as usize].cmp(&ts[b as usize]))
+        });
     }
     let schema = Arc::new(arrow::datatypes::Schema::new(
         projection
@@ -251,39 +256,37 @@ pub fn lookup_rows(
     let mut decoder = RowDecoder::new(ds, projection, schema, n);
     let mut slot: Vec<Option<u32>> = vec![None; n];
     let decay = ds.decay();
-    let mut refs: Vec<&[u8]> = Vec::new();
-    let mut start = 0;
-    while start < order.len() {
-        let t = ts[order[start] as usize];
-        let mut end = start + 1;
-        while end < order.len() && ts[order[end] as usize] == t {
-            end += 1;
+    let refs: Vec<&[u8]> = order.iter().map(|&i| key_of(i as usize)).collect();
+    let mut err = None;
+    let mut visit = |j: usize, v: Option<thyme_storage::VersionRef<'_>>| {
+        let Some(v) = v else { return };
+        if v.deleted || err.is_some() {
+            return;
         }
-        refs.clear();
-        refs.extend(order[start..end].iter().map(|&i| key_of(i as usize)));
-        let group = &order[start..end];
-        let mut err = None;
-        store.get_as_of(ds.id, &refs, t, &mut |j, v| {
-            let Some(v) = v else { return };
-            if v.deleted || err.is_some() {
-                return;
-            }
-            let res = if decay.is_empty() {
-                decoder.append(v.value)
-            } else {
-                decay
-                    .apply(ds, v.value, t)
-                    .and_then(|row| decoder.append(&row))
-            };
-            match res {
-                Ok(()) => slot[group[j] as usize] = Some(decoder.len() as u32 - 1),
-                Err(e) => err = Some(e),
-            }
-        })?;
-        if let Some(e) = err {
-            return Err(e);
+        let row = order[j] as usize;
+        let res = if decay.is_empty() {
+            decoder.append(v.value)
+        } else {
+            decay
+                .apply(ds, v.value, ts[row])
+                .and_then(|r| decoder.append(&r))
+        };
+        match res {
+            Ok(()) => slot[row] = Some(decoder.len() as u32 - 1),
+            Err(e) => err = Some(e),
         }
-        start = end;
+    };
+    if let Some(&first) = order.first() {
+        if one_time {
+            // The online case: every row read now (or at one time).
+            store.get_as_of(ds.id, &refs, ts[first as usize], &mut visit)?;
+        } else {
+            let times: Vec<i64> = order.iter().map(|&i| ts[i as usize]).collect();
+            store.get_as_of_each(ds.id, &refs, &times, &mut visit)?;
+        }
+    }
+    if let Some(e) = err {
+        return Err(e);
     }
     let dense = decoder.finish(vec![])?;
     let found: Vec<bool> = slot.iter().map(Option::is_some).collect();

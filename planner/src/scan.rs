@@ -47,7 +47,7 @@ pub enum ScanSpec {
 }
 
 /// Scan of a dataset view; see the module docs.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct TemporalScanExec {
     ds: Arc<Dataset>,
     store: Arc<dyn TemporalStore>,
@@ -56,6 +56,8 @@ pub struct TemporalScanExec {
     /// Output schema (the projected table schema).
     schema: SchemaRef,
     spec: ScanSpec,
+    /// What each output partition reads (one part unless split).
+    parts: Vec<ScanSpec>,
     limit: Option<usize>,
     props: Arc<PlanProperties>,
 }
@@ -85,10 +87,60 @@ impl TemporalScanExec {
             store,
             projection,
             schema,
+            parts: vec![spec.clone()],
             spec,
             limit,
             props,
         }
+    }
+
+    /// Split a scan of a keyless dataset's events into up to `n` partitions
+    /// by event time (parts of similar time span, between the dataset's
+    /// first and last event), read in parallel. Other scans, and scans with
+    /// a limit, stay whole. The partitions together are no longer one
+    /// stream in event-time order, so this is for consumers that do not
+    /// need that order (see [`split_scans`]).
+    pub fn with_partitions(mut self, n: usize) -> Self {
+        let ScanSpec::Events { range } = &self.spec else {
+            return self;
+        };
+        if n < 2 || self.limit.is_some() {
+            return self;
+        }
+        let Ok(Some((first, last))) = self.store.event_time_bounds(self.ds.id) else {
+            return self;
+        };
+        let lo = first.max(range.start) as i128;
+        let hi = last.min(range.end) as i128;
+        if hi - lo < n as i128 {
+            return self;
+        }
+        let mut bounds: Vec<i64> = (1..n)
+            .map(|i| (lo + (hi - lo) * i as i128 / n as i128) as i64)
+            .collect();
+        bounds.dedup();
+        let mut parts = Vec::with_capacity(n);
+        let mut start = range.start;
+        for b in bounds {
+            parts.push(ScanSpec::Events {
+                range: TimeRange { start, end: b - 1 },
+            });
+            start = b;
+        }
+        parts.push(ScanSpec::Events {
+            range: TimeRange {
+                start,
+                end: range.end,
+            },
+        });
+        self.props = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(self.schema.clone()),
+            Partitioning::UnknownPartitioning(parts.len()),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        self.parts = parts;
+        self
     }
 
     pub fn spec(&self) -> &ScanSpec {
@@ -117,6 +169,9 @@ impl DisplayAs for TemporalScanExec {
             ScanSpec::Events { range } => format!("events time=[{}, {}]", range.start, range.end),
         };
         write!(f, "TemporalScanExec: dataset={} {what}", self.ds.name())?;
+        if self.parts.len() > 1 {
+            write!(f, " partitions={}", self.parts.len())?;
+        }
         if let Some(l) = self.limit {
             write!(f, " limit={l}")?;
         }
@@ -342,7 +397,7 @@ impl ExecutionPlan for TemporalScanExec {
     fn statistics_from_inputs(
         &self,
         _input_stats: &[Arc<datafusion::common::Statistics>],
-        _args: &datafusion::physical_plan::StatisticsArgs,
+        args: &datafusion::physical_plan::StatisticsArgs,
     ) -> DfResult<Arc<datafusion::common::Statistics>> {
         use datafusion::common::stats::Precision;
         let mut stats = datafusion::common::Statistics::new_unknown(&self.schema);
@@ -353,6 +408,10 @@ impl ExecutionPlan for TemporalScanExec {
                 Ok(n) => Precision::Inexact(n as usize),
                 Err(_) => Precision::Absent,
             },
+        };
+        let rows = match (rows, args.partition()) {
+            (Precision::Inexact(n), Some(_)) => Precision::Inexact(n / self.parts.len()),
+            (r, _) => r,
         };
         stats.num_rows = match (rows, self.limit) {
             (Precision::Inexact(n), Some(l)) => Precision::Inexact(n.min(l)),
@@ -388,11 +447,12 @@ impl ExecutionPlan for TemporalScanExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
-        if partition != 0 {
+        let Some(spec) = self.parts.get(partition) else {
             return Err(DataFusionError::Internal(format!(
-                "TemporalScanExec has one partition, asked for {partition}"
+                "TemporalScanExec has {} partition(s), asked for {partition}",
+                self.parts.len()
             )));
-        }
+        };
         let batch_size = context.session_config().batch_size();
         let mut maker = BatchMaker::new(
             &self.ds,
@@ -401,20 +461,14 @@ impl ExecutionPlan for TemporalScanExec {
             batch_size,
             self.limit,
         );
-        let inline = matches!(&self.spec, ScanSpec::Nothing)
-            || matches!(&self.spec, ScanSpec::PointKeys { keys, .. } if keys.len() <= 1024);
+        let inline = matches!(spec, ScanSpec::Nothing)
+            || matches!(spec, ScanSpec::PointKeys { keys, .. } if keys.len() <= 1024);
         if inline {
             let mut out = Vec::new();
-            run_scan(
-                &self.ds,
-                self.store.as_ref(),
-                &self.spec,
-                &mut maker,
-                &mut |b| {
-                    out.push(Ok(b));
-                    true
-                },
-            )
+            run_scan(&self.ds, self.store.as_ref(), spec, &mut maker, &mut |b| {
+                out.push(Ok(b));
+                true
+            })
             .map_err(DataFusionError::from)?;
             return Ok(Box::pin(RecordBatchStreamAdapter::new(
                 self.schema.clone(),
@@ -424,7 +478,7 @@ impl ExecutionPlan for TemporalScanExec {
         let (tx, rx) = tokio::sync::mpsc::channel::<DfResult<RecordBatch>>(2);
         let ds = self.ds.clone();
         let store = self.store.clone();
-        let spec = self.spec.clone();
+        let spec = spec.clone();
         tokio::task::spawn_blocking(move || {
             let res = run_scan(&ds, store.as_ref(), &spec, &mut maker, &mut |b| {
                 tx.blocking_send(Ok(b)).is_ok()
@@ -441,4 +495,31 @@ impl ExecutionPlan for TemporalScanExec {
             stream,
         )))
     }
+}
+
+/// `plan` with its event scans split into `n` time partitions
+/// ([`TemporalScanExec::with_partitions`]), not below a limit (whose rows
+/// would then depend on the split). For operators that repartition and
+/// sort their inputs anyway, such as the ASOF join: the scans then run on
+/// every core.
+pub fn split_scans(plan: Arc<dyn ExecutionPlan>, n: usize) -> DfResult<Arc<dyn ExecutionPlan>> {
+    if n < 2 {
+        return Ok(plan);
+    }
+    if let Some(scan) = plan.downcast_ref::<TemporalScanExec>() {
+        return Ok(Arc::new(scan.clone().with_partitions(n)));
+    }
+    let name = plan.name();
+    if name.contains("Limit") || plan.fetch().is_some() {
+        return Ok(plan);
+    }
+    let children: Vec<Arc<dyn ExecutionPlan>> = plan.children().into_iter().cloned().collect();
+    if children.is_empty() {
+        return Ok(plan);
+    }
+    let split = children
+        .into_iter()
+        .map(|c| split_scans(c, n))
+        .collect::<DfResult<Vec<_>>>()?;
+    datafusion::physical_plan::execution_plan::replace_children_if_necessary(plan, split)
 }

@@ -17,6 +17,7 @@ use datafusion::sql::parser::Statement as DfStatement;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use thyme_planner::asof::{marker_udfs, AsOfRule, ThymeQueryPlanner};
+use thyme_planner::schema::AsOfRelationPlanner;
 use thyme_planner::sql::SqlParser;
 
 #[derive(Clone, Debug)]
@@ -155,6 +156,7 @@ async fn asof_join_matches_nested_loop_reference() {
                 let state = SessionStateBuilder::new()
                     .with_config(config)
                     .with_default_features()
+                    .with_relation_planners(vec![Arc::new(AsOfRelationPlanner)])
                     .with_analyzer_rule(Arc::new(AsOfRule))
                     .with_query_planner(Arc::new(ThymeQueryPlanner))
                     .build();

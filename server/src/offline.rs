@@ -11,8 +11,11 @@
 //!
 //! Both directions stream: spine batches are decoded as they arrive, cut
 //! into chunks of [`CHUNK_ROWS`], evaluated (two chunks at a time when no
-//! Python extractor runs) and written back in order as IPC batches, so
-//! memory stays bounded by a few chunks whatever the spine's size.
+//! Python extractor runs) and written back in order as IPC batches. The
+//! spine is read as fast as the client sends it (most HTTP clients send the
+//! whole body before reading the answer, so it may be held in memory: 16
+//! bytes a row for an integer key and a time); the answer is never held
+//! beyond a few chunks.
 //!
 //! Progress: every offline query is a job, named by the `job` parameter
 //! (or a generated id, returned in the `x-thyme-job` header). `GET
@@ -470,6 +473,28 @@ async fn pump(
     };
     let plan = Arc::new(plan);
     let layout = Arc::new(layout);
+    // The spine is read as fast as it arrives, whatever the evaluation's
+    // pace: most HTTP clients send the whole body before they read the
+    // answer, so waiting for the answer to drain before reading more would
+    // stall both sides.
+    let (in_tx, mut in_rx) =
+        tokio::sync::mpsc::unbounded_channel::<Result<RecordBatch, HttpError>>();
+    tokio::spawn(async move {
+        loop {
+            match reader.next().await {
+                Ok(Some(b)) => {
+                    if in_tx.send(Ok(b)).is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    let _ = in_tx.send(Err(e));
+                    return;
+                }
+            }
+        }
+    });
     let mut in_flight: VecDeque<Pending> = VecDeque::new();
     let mut offset = 0u64;
     let mut last_log = Instant::now();
@@ -483,7 +508,7 @@ async fn pump(
     loop {
         // Keep `parallel` chunks in flight, then write the oldest.
         while !input_done && in_flight.len() < parallel {
-            match reader.next().await? {
+            match in_rx.recv().await.transpose()? {
                 None => input_done = true,
                 Some(batch) => {
                     job.rows_in

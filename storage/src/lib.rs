@@ -109,6 +109,23 @@ pub trait TemporalStore: Send + Sync + 'static {
         out: &mut dyn FnMut(usize, Option<VersionRef<'_>>),
     ) -> Result<()>;
 
+    /// For each `i`, the newest version of `keys[i]` with event time
+    /// `<= as_of[i]` (a read time per key; point-in-time joins). One read
+    /// cursor serves every key, so callers should order the pairs by key
+    /// (then time) for locality. `out` is called once per pair, in order.
+    fn get_as_of_each(
+        &self,
+        ds: DatasetId,
+        keys: &[&[u8]],
+        as_of: &[i64],
+        out: &mut dyn FnMut(usize, Option<VersionRef<'_>>),
+    ) -> Result<()> {
+        for (i, (k, t)) in keys.iter().zip(as_of).enumerate() {
+            self.get_as_of(ds, std::slice::from_ref(k), *t, &mut |_, v| out(i, v))?;
+        }
+        Ok(())
+    }
+
     /// Visit, in key order, the newest version `<= as_of` of every key whose
     /// encoded form starts with `key_prefix`, skipping keys whose newest such
     /// version is a delete.
@@ -134,6 +151,14 @@ pub trait TemporalStore: Send + Sync + 'static {
     /// Visit the events of a keyless dataset in `range`, in event-time order
     /// (ties in write order).
     fn scan_events(&self, ds: DatasetId, range: TimeRange, visit: &mut Visitor<'_>) -> Result<()>;
+
+    /// The earliest and latest event time of a keyless dataset (`None` when
+    /// it has no events): lets scans split a time range into parts of
+    /// similar size.
+    fn event_time_bounds(&self, ds: DatasetId) -> Result<Option<(i64, i64)>> {
+        let _ = ds;
+        Ok(None)
+    }
 
     /// Read log records `[from, from + max)`; the visitor gets (offset, record).
     /// Returns the offset after the last record visited.

@@ -399,6 +399,22 @@ impl TemporalStore for RocksStore {
         Ok(())
     }
 
+    fn get_as_of_each(
+        &self,
+        ds: DatasetId,
+        keys: &[&[u8]],
+        as_of: &[i64],
+        out: &mut dyn FnMut(usize, Option<VersionRef<'_>>),
+    ) -> Result<()> {
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_VERSIONS));
+        let mut scratch = Vec::with_capacity(64);
+        for (i, (key, t)) in keys.iter().zip(as_of).enumerate() {
+            let v = seek_as_of(&mut it, &mut scratch, ds, key, *t)?;
+            out(i, v);
+        }
+        Ok(())
+    }
+
     fn scan_latest(
         &self,
         ds: DatasetId,
@@ -546,6 +562,29 @@ impl TemporalStore for RocksStore {
             it.next();
         }
         it.status().map_err(engine)
+    }
+
+    fn event_time_bounds(&self, ds: DatasetId) -> Result<Option<(i64, i64)>> {
+        let prefix = ds.to_be_bytes();
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_EVENTS));
+        it.seek(prefix);
+        let first = match it.key() {
+            Some(k) if k.starts_with(&prefix) => keys::split_event_key(k),
+            _ => return it.status().map_err(engine).map(|()| None),
+        };
+        match keys::prefix_successor(&prefix) {
+            Some(next) => it.seek_for_prev(next),
+            None => it.seek_to_last(),
+        }
+        let last = match it.key() {
+            Some(k) if k.starts_with(&prefix) => keys::split_event_key(k),
+            _ => None,
+        };
+        it.status().map_err(engine)?;
+        match (first, last) {
+            (Some((a, _)), Some((b, _))) => Ok(Some((a, b))),
+            _ => Err(Error::Corrupt("event key".into())),
+        }
     }
 
     fn read_log(

@@ -145,6 +145,28 @@ fn random_operations_match_the_model() {
                         eprintln!("step {step}: get_as_of ds={ds} key={:?} t={t}: got {g:?}, want {want:?}", keys[i]);
                     }
                 }
+                // The same keys, each at its own time.
+                let times: Vec<i64> = keys.iter().map(|_| random_ts(&mut rng)).collect();
+                let mut got = Vec::new();
+                s.get_as_of_each(ds, &refs, &times, &mut |i, v| {
+                    got.push((
+                        i,
+                        v.map(|v| (v.ts, v.seq, (!v.deleted).then(|| v.value.to_vec()))),
+                    ))
+                })
+                .unwrap();
+                assert_eq!(got.len(), keys.len());
+                for (i, g) in got {
+                    checks += 1;
+                    let want = model.as_of(ds, &keys[i], times[i]);
+                    if g != want {
+                        mismatches += 1;
+                        eprintln!(
+                            "step {step}: get_as_of_each ds={ds} key={:?} t={}: got {g:?}, want {want:?}",
+                            keys[i], times[i]
+                        );
+                    }
+                }
             }
             // Latest-as-of scans with a key prefix.
             60..=69 => {

@@ -24,7 +24,14 @@
 //!    deletes), so the joined row is the dataset's row *as of the left
 //!    row's time*; for a pipeline's aggregated dataset that is the window
 //!    aggregate at that time;
-//! 4. [`AsOfPlanner`] plans the node as an [`AsOfJoinExec`].
+//! 4. [`AsOfPlanner`] plans the node as an [`AsOfJoinExec`] (merge), or as
+//!    an [`AsOfLookupExec`] that reads the right side at each left row's
+//!    time: a featureset view (evaluated), or a keyed dataset by seeks when
+//!    the left side is small next to its history.
+//!
+//! A session needs the rule, the query planner, the marker UDFs and the
+//! relation planner [`crate::schema::AsOfRelationPlanner`] (which removes
+//! the mark step 2 puts on the joined relation).
 
 pub mod exec;
 pub mod lookup_exec;
@@ -842,7 +849,11 @@ impl ExtensionPlanner for AsOfPlanner {
             return Ok(None);
         };
         let (ls, rs) = (logical_inputs[0].schema(), logical_inputs[1].schema());
-        let (lp, rp) = (physical_inputs[0].clone(), physical_inputs[1].clone());
+        // The join repartitions (merge) or reads per batch (seeks): its
+        // inputs' scans may run on every core.
+        let parts = session.config().target_partitions();
+        let lp = crate::scan::split_scans(physical_inputs[0].clone(), parts)?;
+        let rp = crate::scan::split_scans(physical_inputs[1].clone(), parts)?;
         let schema = Arc::new(n.schema.as_arrow().clone());
         if let RightSource::Featureset(view) = &n.source {
             return plan_featureset(n, view, planner, ls, lp, session, planning_ctx, schema)

@@ -269,6 +269,14 @@ impl QueryPlan {
     }
 }
 
+/// Lookups of one evaluation grouped by (dataset, input features): the
+/// fields each group needs, and the reads done so far.
+#[derive(Default)]
+struct LookupReads {
+    fields: HashMap<(String, Vec<String>), Vec<String>>,
+    done: HashMap<(String, Vec<String>), (RecordBatch, Vec<bool>)>,
+}
+
 /// Key fields of a dataset: names and Arrow types, in key order.
 pub type KeyFields = Vec<(String, DataType)>;
 
@@ -574,10 +582,27 @@ impl Features {
         }
         let ts_array: ArrayRef =
             Arc::new(TimestampMicrosecondArray::from(ts.to_vec()).with_timezone(UTC));
+        // Lookups into one dataset with the same inputs share one read of
+        // every field they need.
+        let mut reads = LookupReads::default();
+        for &i in &plan.steps {
+            let e = &g.extractors[i];
+            if let (ExtractorKind::Lookup, Some(d), Some(f)) =
+                (&e.def.kind, &e.def.dataset, &e.def.field)
+            {
+                let fields = reads
+                    .fields
+                    .entry((d.clone(), e.inputs.clone()))
+                    .or_default();
+                if !fields.contains(f) {
+                    fields.push(f.clone());
+                }
+            }
+        }
         for &i in &plan.steps {
             let e = &g.extractors[i];
             let ins: Vec<ArrayRef> = e.inputs.iter().map(|q| cols[q].clone()).collect();
-            let out = self.run(g, e, ins, &ts_array, ts)?;
+            let out = self.run(g, e, ins, &ts_array, ts, &mut reads)?;
             e.calls.fetch_add(1, Ordering::Relaxed);
             for (q, a) in e.outputs.iter().zip(out) {
                 // A supplied value wins over a computed one.
@@ -602,6 +627,7 @@ impl Features {
         ins: Vec<ArrayRef>,
         ts_array: &ArrayRef,
         ts: &[i64],
+        reads: &mut LookupReads,
     ) -> Result<Vec<ArrayRef>> {
         let n = ts.len();
         let fail = |message: String| Error::Extractor {
@@ -614,10 +640,22 @@ impl Features {
                 let (Some(dataset), Some(field)) = (&e.def.dataset, &e.def.field) else {
                     return Err(fail("a lookup names a dataset and a field".into()));
                 };
-                let (batch, found) =
-                    self.reader
-                        .lookup(dataset, &ins, ts, Some(std::slice::from_ref(field)))?;
-                let mut value = conform(batch.column(0).clone(), &out_types[0])
+                let group = (dataset.clone(), e.inputs.clone());
+                if !reads.done.contains_key(&group) {
+                    let fields = reads
+                        .fields
+                        .get(&group)
+                        .cloned()
+                        .unwrap_or_else(|| vec![field.clone()]);
+                    let read = self.reader.lookup(dataset, &ins, ts, Some(&fields))?;
+                    reads.done.insert(group.clone(), read);
+                }
+                let (batch, found) = &reads.done[&group];
+                let found = found.clone();
+                let column = batch
+                    .column_by_name(field)
+                    .ok_or_else(|| fail(format!("{dataset} has no field {field}")))?;
+                let mut value = conform(column.clone(), &out_types[0])
                     .map_err(|m| fail(format!("{dataset}.{field}: {m}")))?;
                 if let Some(d) = e.def.default.as_ref().filter(|d| !d.is_null()) {
                     let default = scalar_array(d, g.features[&e.outputs[0]].dtype)
