@@ -221,8 +221,10 @@ def main():
             print(f"{results[-1][0]:40} {results[-1][1]:45} {r['secs']:8.2f} s", flush=True)
             # How often the two agree (Feast keeps the last version at or
             # before each time; Thyme's windows also decay between events).
-            a = thyme_four.assign(uid=spine["uid"].values, ts=spine["ts"].values)
+            a = thyme_four.assign(uid=spine["uid"].to_numpy(),
+                                  ts=pd.to_datetime(spine["ts"], utc=True).astype("datetime64[us, UTC]").astype("int64").to_numpy())
             b = feast_df.rename(columns={"event_timestamp": "ts"})
+            b["ts"] = pd.to_datetime(b["ts"], utc=True).astype("datetime64[us, UTC]").astype("int64")
             m = a.merge(b, on=["uid", "ts"], how="inner")
             same_country = (m["UserFeatures.country"].fillna("") == m["country"].fillna("")).mean()
             same_count = (m["UserFeatures.txn_count_7d"] == m["txn_count_7d"].fillna(0)).mean()

@@ -52,6 +52,11 @@ if [ "$SMOKE" = 0 ]; then
     echo "receiving the result (Thyme) or building the DataFrame (Feast)."
     echo
     cat bench/results/offline.md.new
+    echo
+    echo "Feast returns only the spine rows that have a user_info version at their time (it drops the"
+    echo "others; Thyme returns every row, with NULLs and defaults). Where both answer, the country agrees"
+    echo "everywhere; the 7-day count differs where events left the window after the user's last"
+    echo "transaction: Feast serves the last stored version, Thyme the window at the row's own time."
   } > bench/results/offline.md
   rm -f bench/results/offline.md.new
   cat bench/results/offline.md

@@ -118,6 +118,12 @@ def test_query_offline_errors(thyme):
     assert status == 200
     result = ipc.open_stream(body).read_all()
     assert result.num_rows == 3 and result.column_names[-1] == "ts"
+    # The same times as epoch microseconds and as RFC 3339 strings.
+    for times in (pa.array([T0, T0 + DAY, T0 + 2 * DAY], pa.int64()),
+                  pa.array([ts_text(t) for t in (T0, T0 + DAY, T0 + 2 * DAY)])):
+        status, _, body = arrow_post(thyme, base, pa.table({"uid": spine["uid"], "ts": times}))
+        assert status == 200, body
+        assert ipc.open_stream(body).read_all().equals(result)
 
     def err(status_want, code, params, table=spine, **kw):
         status, _, body = arrow_post(thyme, params, table, **kw)

@@ -400,16 +400,22 @@ fn times(a: &ArrayRef, name: &str, offset: u64) -> Result<Vec<i64>, HttpError> {
                 .to_vec())
         }
         _ => {
-            let c = arrow::compute::cast(a, &DataType::Utf8)
-                .map_err(|e| bad("invalid_timestamp", format!("{name}: {e}")))?;
-            let s = c.as_string::<i32>();
-            let int = matches!(a.data_type(), DataType::Int64);
-            (0..s.len())
+            // Epoch numbers and strings: read as the JSON APIs read them.
+            let ints = matches!(a.data_type(), DataType::Int64)
+                .then(|| a.as_primitive::<arrow::datatypes::Int64Type>());
+            let strings = match ints {
+                Some(_) => None,
+                None => Some(
+                    arrow::compute::cast(a, &DataType::Utf8)
+                        .map_err(|e| bad("invalid_timestamp", format!("{name}: {e}")))?,
+                ),
+            };
+            (0..a.len())
                 .map(|i| {
-                    let v = if int {
-                        Value::from(s.value(i).parse::<i64>().unwrap_or_default())
-                    } else {
-                        Value::String(s.value(i).to_string())
+                    let v = match (&ints, &strings) {
+                        (Some(n), _) => Value::from(n.value(i)),
+                        (None, Some(s)) => Value::String(s.as_string::<i32>().value(i).to_string()),
+                        (None, None) => Value::Null,
                     };
                     thyme_model::values::parse_timestamp(&v).map_err(|m| {
                         let mut e = bad(
@@ -479,10 +485,14 @@ async fn pump(
     // stall both sides.
     let (in_tx, mut in_rx) =
         tokio::sync::mpsc::unbounded_channel::<Result<RecordBatch, HttpError>>();
+    let reading = job.clone();
     tokio::spawn(async move {
         loop {
             match reader.next().await {
                 Ok(Some(b)) => {
+                    reading
+                        .rows_in
+                        .fetch_add(b.num_rows() as u64, Ordering::Relaxed);
                     if in_tx.send(Ok(b)).is_err() {
                         return;
                     }
@@ -511,8 +521,6 @@ async fn pump(
             match in_rx.recv().await.transpose()? {
                 None => input_done = true,
                 Some(batch) => {
-                    job.rows_in
-                        .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
                     let mut start = 0;
                     while start < batch.num_rows() {
                         let len = CHUNK_ROWS.min(batch.num_rows() - start);
