@@ -855,9 +855,15 @@ impl ExtensionPlanner for AsOfPlanner {
         let lp = crate::scan::split_scans(physical_inputs[0].clone(), parts)?;
         let rp = crate::scan::split_scans(physical_inputs[1].clone(), parts)?;
         let schema = Arc::new(n.schema.as_arrow().clone());
+        let left = Left {
+            planner,
+            schema: ls,
+            plan: lp.clone(),
+            session,
+            ctx: planning_ctx,
+        };
         if let RightSource::Featureset(view) = &n.source {
-            return plan_featureset(n, view, planner, ls, lp, session, planning_ctx, schema)
-                .map(Some);
+            return plan_featureset(n, view, &left, schema).map(Some);
         }
         let strategy = session
             .config()
@@ -865,17 +871,7 @@ impl ExtensionPlanner for AsOfPlanner {
             .map(|s| *s)
             .unwrap_or_default();
         if let (RightSource::Dataset(t), false) = (&n.source, strategy == AsOfStrategy::Merge) {
-            if let Some(plan) = plan_dataset_seek(
-                n,
-                t,
-                strategy,
-                planner,
-                ls,
-                lp.clone(),
-                session,
-                planning_ctx,
-                schema.clone(),
-            )? {
+            if let Some(plan) = plan_dataset_seek(n, t, strategy, &left, schema.clone())? {
                 return Ok(Some(plan));
             }
         }
@@ -986,18 +982,39 @@ fn readable_time(t: &DataType) -> bool {
     )
 }
 
+/// The left input of a join being planned, and what plans its expressions.
+struct Left<'a> {
+    planner: &'a dyn PhysicalPlanner,
+    schema: &'a DFSchemaRef,
+    plan: Arc<dyn ExecutionPlan>,
+    session: &'a dyn datafusion::catalog::Session,
+    ctx: &'a datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext,
+}
+
+impl Left<'_> {
+    /// A physical expression over the left input.
+    fn expr(&self, e: &Expr) -> DfResult<Arc<dyn PhysicalExpr>> {
+        self.planner
+            .create_physical_expr(e, self.schema, self.session, self.ctx)
+    }
+
+    /// The key expressions bound to each key of the right side, in its order.
+    fn keys(&self, bound: &[Option<&Expr>]) -> DfResult<Vec<Arc<dyn PhysicalExpr>>> {
+        bound
+            .iter()
+            .map(|e| self.expr(e.expect("every key bound")))
+            .collect()
+    }
+}
+
 /// A featureset view on the right: evaluated at each left row's time.
-#[allow(clippy::too_many_arguments)]
 fn plan_featureset(
     n: &AsOfJoinNode,
     view: &FeaturesetTable,
-    planner: &dyn PhysicalPlanner,
-    ls: &DFSchemaRef,
-    lp: Arc<dyn ExecutionPlan>,
-    session: &dyn datafusion::catalog::Session,
-    planning_ctx: &datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext,
+    left: &Left<'_>,
     schema: arrow::datatypes::SchemaRef,
 ) -> DfResult<Arc<dyn ExecutionPlan>> {
+    let lp = left.plan.clone();
     let name = view.sql_name();
     let time = view.asof_time().unwrap_or_default();
     if column_name(&n.right_ts) != Some(time) {
@@ -1050,11 +1067,8 @@ fn plan_featureset(
         ))
         .into());
     }
-    let keys = bound
-        .iter()
-        .map(|e| planner.create_physical_expr(e.expect("bound"), ls, session, planning_ctx))
-        .collect::<DfResult<Vec<_>>>()?;
-    let lts = planner.create_physical_expr(&n.left_ts, ls, session, planning_ctx)?;
+    let keys = left.keys(&bound)?;
+    let lts = left.expr(&n.left_ts)?;
     let ltt = lts.data_type(&lp.schema())?;
     if !readable_time(&ltt) {
         return Err(Error::Unsupported(format!(
@@ -1092,18 +1106,14 @@ fn plan_featureset(
 
 /// A keyed dataset on the right, read by seeks when the join allows it and
 /// the strategy (or the sizes, for `auto`) says so.
-#[allow(clippy::too_many_arguments)]
 fn plan_dataset_seek(
     n: &AsOfJoinNode,
     t: &DatasetTable,
     strategy: AsOfStrategy,
-    planner: &dyn PhysicalPlanner,
-    ls: &DFSchemaRef,
-    lp: Arc<dyn ExecutionPlan>,
-    session: &dyn datafusion::catalog::Session,
-    planning_ctx: &datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext,
+    left: &Left<'_>,
     schema: arrow::datatypes::SchemaRef,
 ) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
+    let lp = left.plan.clone();
     let ds = t.dataset();
     if !matches!(n.op, AsOfOp::Ge | AsOfOp::Gt) {
         return Ok(None);
@@ -1130,7 +1140,7 @@ fn plan_dataset_seek(
     if bound.iter().any(Option::is_none) {
         return Ok(None);
     }
-    let lts = planner.create_physical_expr(&n.left_ts, ls, session, planning_ctx)?;
+    let lts = left.expr(&n.left_ts)?;
     if !readable_time(&lts.data_type(&lp.schema())?) {
         return Ok(None);
     }
@@ -1150,10 +1160,7 @@ fn plan_dataset_seek(
         }
         _ => return Ok(None),
     };
-    let keys = bound
-        .iter()
-        .map(|e| planner.create_physical_expr(e.expect("bound"), ls, session, planning_ctx))
-        .collect::<DfResult<Vec<_>>>()?;
+    let keys = left.keys(&bound)?;
     let source = Arc::new(DatasetSource {
         store: t.store().clone(),
         ds: ds.clone(),
