@@ -961,10 +961,13 @@ impl AsOfStrategy {
     }
 }
 
-/// Seeks are chosen when `left rows * SEEK_RATIO <= dataset versions`: one
-/// seek costs about as much as scanning, sorting and merging this many
-/// history versions (measured in `bench/asof.sh`).
-pub const SEEK_RATIO: usize = 8;
+/// Seeks are chosen when `left rows * SEEK_RATIO <= dataset versions`. On
+/// the 2-core reference machine one as-of read costs 10-15 µs
+/// (`bench/offline.sh`: 2M reads in 10.8 s on two cores; `bench/storage.sh`:
+/// 60-70k as-of lookups/s), while the merge costs about 0.6 µs per row of
+/// either side, sorts included (`bench/asof.sh`: 1M x 1M in 1.0-1.4 s): a
+/// seek is worth about 16 merged rows.
+pub const SEEK_RATIO: usize = 16;
 
 fn column_name(e: &Expr) -> Option<&str> {
     match e {
