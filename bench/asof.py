@@ -12,13 +12,13 @@ Run through bench/asof.sh.
 import argparse
 import json
 import os
-import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
+
+from common import start_thyme, vm_hwm_mb
 
 T0 = 1_704_067_200  # 2024-01-01, seconds
 
@@ -48,11 +48,6 @@ print(json.dumps({"secs": secs, "rows": int(cnt), "matched": int(matched), "sum"
 '''
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def gen(n, keys, work, seed):
     import numpy as np
@@ -81,26 +76,10 @@ def psql(port, *args, input=None):
                           check=True).stdout
 
 
-def vm_hwm(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
 
 def thyme(binary, work, runs):
-    ports = {k: free_port() for k in ("pg", "c", "q")}
-    proc = subprocess.Popen([binary, "serve", "--data", os.path.join(work, "thyme"),
-                             "--pg-addr", f"127.0.0.1:{ports['pg']}", "--control-addr", f"127.0.0.1:{ports['c']}",
-                             "--query-addr", f"127.0.0.1:{ports['q']}"], env={**os.environ, "THYME_LOG": "warn"})
+    proc, ports = start_thyme(binary, os.path.join(work, "thyme"))
     try:
-        for _ in range(300):
-            try:
-                socket.create_connection(("127.0.0.1", ports["pg"]), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.1)
         psql(ports["pg"], "-c", "CREATE TABLE l (id BIGINT, uid BIGINT, ts TIMESTAMPTZ)",
              "-c", "CREATE TABLE r (uid BIGINT, ts TIMESTAMPTZ, v BIGINT)",
              "-c", f"\\copy l FROM '{work}/l.csv' WITH (FORMAT csv)",
@@ -114,7 +93,7 @@ def thyme(binary, work, runs):
             best = secs if best is None else min(best, secs)
         cnt, matched, total = out.strip().split("|")
         return {"secs": best, "rows": int(cnt), "matched": int(matched), "sum": int(total or 0),
-                "rss_mb": vm_hwm(proc.pid)}
+                "rss_mb": vm_hwm_mb(proc.pid)}
     finally:
         proc.terminate()
         proc.wait(timeout=60)

@@ -11,18 +11,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
+. bench/lib.sh
 
 SIZES=1000000,10000000; RUNS=3; PROFILE=release; SMOKE=0
 if [ "${1:-}" = "--smoke" ]; then SIZES=20000; RUNS=1; PROFILE=debug; SMOKE=1; fi
 SIZES="${BENCH_SIZES:-$SIZES}"
 
-if [ "$PROFILE" = release ]; then
-  cargo build --locked --release --workspace --bins --examples
-  BIN="$CARGO_TARGET_DIR/release/thyme"
-else
-  cargo build --locked --workspace --all-targets
-  BIN="$THYME_BIN"
-fi
+build_thyme "$PROFILE"
 # The peers and the data generator.
 "$THYME_VENV/bin/pip" install -q --disable-pip-version-check duckdb polars numpy pyarrow
 

@@ -19,35 +19,18 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
-import time
 import urllib.request
+
+from common import free_port, wait_port
+from common import start_thyme as start_server
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 T_NOW = "2024-06-01T00:00:00Z"
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, proc=None, timeout=120):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if proc is not None and proc.poll() is not None:
-                raise RuntimeError(f"process exited with {proc.returncode}")
-            time.sleep(0.1)
-    raise RuntimeError(f"port {port} did not open")
 
 
 def rows(n):
@@ -155,13 +138,7 @@ def csv_rows(text):
 # -- peers --------------------------------------------------------------------
 
 def start_thyme(binary, work, n):
-    ports = {k: free_port() for k in ("pg", "control", "query")}
-    env = {**os.environ, "THYME_LOG": "warn"}
-    proc = subprocess.Popen([binary, "serve", "--data", os.path.join(work, "thyme"),
-                             "--pg-addr", f"127.0.0.1:{ports['pg']}", "--control-addr", f"127.0.0.1:{ports['control']}",
-                             "--query-addr", f"127.0.0.1:{ports['query']}"], env=env)
-    wait_port(ports["pg"], proc)
-    sys.path.insert(0, HERE)
+    proc, ports = start_server(binary, os.path.join(work, "thyme"))
     import features_defs as d
     from thyme.client import Client
     client = Client(f"http://127.0.0.1:{ports['control']}", f"http://127.0.0.1:{ports['query']}")

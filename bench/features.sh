@@ -12,18 +12,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
+. bench/lib.sh
 
 USERS=100000; SECS=10; CLIENTS=1,8,64; PROFILE=release; SMOKE=0
 if [ "${1:-}" = "--smoke" ]; then USERS=1000; SECS=1; CLIENTS=1,8; PROFILE=debug; SMOKE=1; fi
 USERS="${BENCH_USERS:-$USERS}"; SECS="${BENCH_SECS:-$SECS}"; CLIENTS="${BENCH_CLIENTS:-$CLIENTS}"
 
-if [ "$PROFILE" = release ]; then
-  cargo build --locked --release --workspace --bins --examples
-  BIN="$CARGO_TARGET_DIR/release/thyme"
-else
-  cargo build --locked --workspace --all-targets
-  BIN="$THYME_BIN"
-fi
+build_thyme "$PROFILE"
 
 FEAST_ARGS=()
 if [ "$SMOKE" = 0 ]; then
@@ -32,11 +27,7 @@ if [ "$SMOKE" = 0 ]; then
     sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server >/dev/null
   fi
-  FEAST_VENV="${FEAST_VENV:-$HOME/.cache/thyme/feast-venv}"
-  if [ ! -x "$FEAST_VENV/bin/feast" ]; then
-    python3 -m venv "$FEAST_VENV"
-    "$FEAST_VENV/bin/pip" install -q --disable-pip-version-check feast
-  fi
+  feast_venv
   FEAST_ARGS=(--feast "$FEAST_VENV/bin/feast")
 fi
 

@@ -18,58 +18,17 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
+
+from common import start_thyme, vm_hwm_mb, wait_caught_up
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 DAY = 86_400_000_000
 T0 = 1_704_067_200_000_000  # 2024-01-01
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, proc, timeout=120):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if proc.poll() is not None:
-                raise RuntimeError(f"process exited with {proc.returncode}")
-            time.sleep(0.1)
-    raise RuntimeError(f"port {port} did not open")
-
-
-def vm_hwm_mb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def wait_caught_up(control, timeout=1800):
-    deadline = time.time() + timeout
-    last = None
-    while time.time() < deadline:
-        with urllib.request.urlopen(f"{control}/api/v1/pipelines") as r:
-            ps = json.loads(r.read())["pipelines"]
-        state = [(p["dataset"], p["status"], p["lag"], p["rows_written"]) for p in ps]
-        if ps and all(p["status"] == "running" and p["lag"] == 0 for p in ps) and state == last:
-            return ps
-        last = state
-        time.sleep(1.0)
-    raise RuntimeError(f"pipelines did not catch up: {last}")
 
 
 FEAST_SCRIPT = r'''
@@ -149,13 +108,9 @@ def main():
 
     rng = np.random.default_rng(42)
     work = tempfile.mkdtemp(prefix="thyme-bench-offline-")
-    ports = {k: free_port() for k in ("pg", "control", "query")}
-    proc = subprocess.Popen([args.thyme, "serve", "--data", os.path.join(work, "thyme"),
-                             "--pg-addr", f"127.0.0.1:{ports['pg']}", "--control-addr", f"127.0.0.1:{ports['control']}",
-                             "--query-addr", f"127.0.0.1:{ports['query']}"], env={**os.environ, "THYME_LOG": "warn"})
+    proc, ports = start_thyme(args.thyme, os.path.join(work, "thyme"))
     results = []
     try:
-        wait_port(ports["pg"], proc)
         control, query = f"http://127.0.0.1:{ports['control']}", f"http://127.0.0.1:{ports['query']}"
         client = Client(control, query, timeout=3600)
         client.commit("bench offline", datasets=[ex.Transaction, ex.UserInfo, ex.UserStats, ex.CountryStats],

@@ -12,27 +12,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
+. bench/lib.sh
 
 USERS=100000; TXNS=1000000; SPINE=1000000; PROFILE=release; SMOKE=0
 if [ "${1:-}" = "--smoke" ]; then USERS=1000; TXNS=20000; SPINE=20000; PROFILE=debug; SMOKE=1; fi
 USERS="${BENCH_USERS:-$USERS}"; TXNS="${BENCH_TXNS:-$TXNS}"; SPINE="${BENCH_SPINE:-$SPINE}"
 
-if [ "$PROFILE" = release ]; then
-  cargo build --locked --release --workspace --bins --examples
-  BIN="$CARGO_TARGET_DIR/release/thyme"
-else
-  cargo build --locked --workspace --all-targets
-  BIN="$THYME_BIN"
-fi
+build_thyme "$PROFILE"
 "$THYME_VENV/bin/pip" install -q --disable-pip-version-check numpy pyarrow
 
 FEAST_ARGS=()
 if [ "$SMOKE" = 0 ]; then
-  FEAST_VENV="${FEAST_VENV:-$HOME/.cache/thyme/feast-venv}"
-  if [ ! -x "$FEAST_VENV/bin/feast" ]; then
-    python3 -m venv "$FEAST_VENV"
-    "$FEAST_VENV/bin/pip" install -q --disable-pip-version-check feast
-  fi
+  feast_venv
   FEAST_ARGS=(--feast-python "$FEAST_VENV/bin/python")
 fi
 

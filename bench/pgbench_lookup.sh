@@ -10,20 +10,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
+. bench/lib.sh
 
 ROWS=1000000; SECS=30; CLIENTS=4; THREADS=2; PROFILE=release; SMOKE=0
 if [ "${1:-}" = "--smoke" ]; then ROWS=10000; SECS=2; PROFILE=debug; SMOKE=1; fi
 ROWS="${BENCH_ROWS:-$ROWS}"; SECS="${BENCH_SECS:-$SECS}"; CLIENTS="${BENCH_CLIENTS:-$CLIENTS}"
 
-# Always build the whole workspace: building one package alone resolves
-# features differently and would rebuild RocksDB.
-if [ "$PROFILE" = release ]; then
-  cargo build --locked --release --workspace --bins --examples
-  BIN="$CARGO_TARGET_DIR/release/thyme"
-else
-  cargo build --locked --workspace --all-targets
-  BIN="$THYME_BIN"
-fi
+build_thyme "$PROFILE"
 PGBIN="$(dirname "$(readlink -f "$(command -v pg_ctl || echo /usr/lib/postgresql/15/bin/pg_ctl)")")"
 [ -x "$PGBIN/initdb" ] || PGBIN=/usr/lib/postgresql/15/bin
 

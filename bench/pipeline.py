@@ -29,6 +29,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 from crash_harness import MIN, T0, Server, payload  # noqa: E402
+from common import vm_hwm_mb  # noqa: E402
 
 KEYS = 10_000
 STEP = 2_000_000  # 2 s of event time per event on average
@@ -44,13 +45,6 @@ def bodies(n, batch, seed=7):
             "ts": [T0 + (start + i) * STEP + rng.randrange(-2 * MIN, 2 * MIN) for i in range(m)],
         }}).encode()
 
-
-def vm_hwm(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def pgbench(port, script, secs, clients):
@@ -84,7 +78,7 @@ def run(binary, n, batch, read_secs, clients):
                 break
             time.sleep(0.05)
         total = time.perf_counter() - start
-        hwm = vm_hwm(srv.proc.pid)
+        hwm = vm_hwm_mb(srv.proc.pid)
         rows = ps[0]["rows_written"]
         reads = {}
         if read_secs:

@@ -9,7 +9,7 @@ import sys
 import duckdb
 import psycopg
 
-from test_featuresets import DAY, FEATURES, T0, same, setup_example
+from test_featuresets import DAY, FEATURES, T0, probes, same, setup_example
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -87,11 +87,7 @@ def test_training_set_from_the_aggregated_dataset_matches_brute_force(thyme):
     print(f"test_training_set_from_the_aggregated_dataset_matches_brute_force: THYME_SEED={seed}")
     rng = random.Random(seed)
     client, oracle, txns, uids = setup_example(thyme, rng)
-    labels = []
-    for i in range(300):
-        e = rng.choice(txns)
-        t = rng.choice([e["ts"], e["ts"] + 7 * DAY, e["ts"] + 7 * DAY + 1, e["ts"] - 1, T0 + rng.randrange(60 * DAY)])
-        labels.append((i, e["uid"] if rng.random() < 0.9 else 99, t))
+    labels = [(i, uid, t) for i, (uid, t) in enumerate(probes(rng, txns, uids, 300))]
     with psycopg.connect(thyme.dsn, autocommit=True) as conn:
         conn.execute("CREATE TABLE labels (lid BIGINT PRIMARY KEY, uid BIGINT, ts TIMESTAMPTZ) WITH (timestamp = 'ts')")
         with conn.cursor() as cur:

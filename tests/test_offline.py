@@ -20,7 +20,7 @@ import pytest
 from thyme.client import ThymeError
 
 from test_asof import from_us, ts_text
-from test_featuresets import DAY, FEATURES, T0, same, setup_example
+from test_featuresets import DAY, FEATURES, T0, probes, same, setup_example
 
 
 def arrow_post(thyme, params, table=None, raw=None, content_type="application/vnd.apache.arrow.stream"):
@@ -52,11 +52,7 @@ def test_query_offline_matches_brute_force_and_sql(thyme):
     rng = random.Random(seed)
     client, oracle, txns, uids = setup_example(thyme, rng)
     # A spine out of time order, with window edges and unknown users.
-    spine = []
-    for _ in range(3000):
-        e = rng.choice(txns)
-        t = rng.choice([e["ts"], e["ts"] + 7 * DAY, e["ts"] + 7 * DAY + 1, e["ts"] - 1, T0 + rng.randrange(60 * DAY)])
-        spine.append((rng.choice(uids + [99]) if rng.random() < 0.3 else e["uid"], t))
+    spine = probes(rng, txns, uids, 3000)
     frame = pd.DataFrame({
         "uid": [u for u, _ in spine],
         "label_time": pd.to_datetime([t for _, t in spine], unit="us", utc=True),

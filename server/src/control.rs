@@ -18,7 +18,6 @@ use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -26,7 +25,7 @@ use serde_json::{json, Map, Value};
 use thyme_planner::registry::{describe_dataset, describe_featureset};
 use thyme_planner::Engine;
 
-use crate::errors::{classify_http, HttpError};
+use crate::errors::{classify_http, error_response, HttpError};
 
 /// Largest request body accepted (a 10,000-row batch is about 1 MiB).
 pub const MAX_BODY: usize = 256 << 20;
@@ -98,11 +97,6 @@ pub fn routes(engine: Arc<Engine>, metrics: Arc<Metrics>) -> Router {
         .route("/api/v1/commits", get(commits))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(Ctx { engine, metrics })
-}
-
-fn error_response(e: HttpError) -> Response {
-    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, Json(e.body())).into_response()
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, HttpError> {

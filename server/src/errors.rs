@@ -150,6 +150,21 @@ impl HttpError {
     }
 }
 
+/// An HTTP error as the response the caller gets: its status and the JSON
+/// body `{"error": {"code", "message", ...}}`.
+impl axum::response::IntoResponse for HttpError {
+    fn into_response(self) -> axum::response::Response {
+        let status = axum::http::StatusCode::from_u16(self.status)
+            .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+        (status, axum::Json(self.body())).into_response()
+    }
+}
+
+/// [`HttpError`] as a response (for handlers that return `Response`).
+pub fn error_response(e: HttpError) -> axum::response::Response {
+    axum::response::IntoResponse::into_response(e)
+}
+
 /// Map a planner error to what an HTTP caller sees.
 pub fn classify_http(err: Error) -> HttpError {
     match err {

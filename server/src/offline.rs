@@ -39,7 +39,7 @@ use arrow::ipc::reader::StreamDecoder;
 use arrow::ipc::writer::StreamWriter;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -48,7 +48,7 @@ use serde_json::{json, Value};
 use thyme_planner::featureset::{Features, QueryPlan};
 use thyme_planner::{Engine, Error};
 
-use crate::errors::{classify_http, HttpError};
+use crate::errors::{classify_http, error_response, HttpError};
 
 /// Rows evaluated per chunk.
 pub const CHUNK_ROWS: usize = 65_536;
@@ -209,11 +209,6 @@ pub fn routes(engine: Arc<Engine>) -> Router {
             engine,
             jobs: Arc::new(Jobs::default()),
         })
-}
-
-fn error_response(e: HttpError) -> Response {
-    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
-    (status, Json(e.body())).into_response()
 }
 
 fn bad(code: &'static str, message: impl Into<String>) -> HttpError {

@@ -25,17 +25,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use thyme_model::values;
 use thyme_planner::featureset::{json_to_array, Features, QueryPlan};
 use thyme_planner::{Engine, Error};
 
-use crate::errors::{classify_http, HttpError};
+use crate::errors::{classify_http, error_response, HttpError};
 
 #[derive(Clone)]
 struct Ctx {
@@ -43,11 +42,6 @@ struct Ctx {
     /// Longest a request waits for its evaluation.
     deadline: Duration,
     limit: Duration,
-}
-
-fn error_response(e: HttpError) -> Response {
-    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
-    (status, Json(e.body())).into_response()
 }
 
 /// A JSON object with its members in the given order (the request's or
