@@ -211,7 +211,13 @@ pub struct QueryPlan {
     steps: Vec<usize>,
     /// Requested features, qualified, in output order.
     pub outputs: Vec<String>,
+    /// The lookup steps grouped by (dataset, input features), with every
+    /// field each group reads: one read per group serves them all.
+    lookup_fields: Arc<LookupFields>,
 }
+
+/// Fields read per (dataset, input features) group of lookups.
+type LookupFields = HashMap<(String, Vec<String>), Vec<String>>;
 
 impl QueryPlan {
     /// The Arrow type of each input, in order.
@@ -269,13 +275,9 @@ impl QueryPlan {
     }
 }
 
-/// Lookups of one evaluation grouped by (dataset, input features): the
-/// fields each group needs, and the reads done so far.
-#[derive(Default)]
-struct LookupReads {
-    fields: HashMap<(String, Vec<String>), Vec<String>>,
-    done: HashMap<(String, Vec<String>), (RecordBatch, Vec<bool>)>,
-}
+/// The reads one evaluation has done, per (dataset, input features) group
+/// of lookups ([`QueryPlan`] knows each group's fields).
+type LookupReads = HashMap<(String, Vec<String>), (RecordBatch, Vec<bool>)>;
 
 /// Key fields of a dataset: names and Arrow types, in key order.
 pub type KeyFields = Vec<(String, DataType)>;
@@ -549,11 +551,26 @@ impl Features {
         for o in &outs {
             resolve(&graph, o, None, &mut available, &mut done, &mut steps)?;
         }
+        let mut lookup_fields = LookupFields::new();
+        for &i in &steps {
+            let e = &graph.extractors[i];
+            if let (ExtractorKind::Lookup, Some(d), Some(f)) =
+                (&e.def.kind, &e.def.dataset, &e.def.field)
+            {
+                let fields = lookup_fields
+                    .entry((d.clone(), e.inputs.clone()))
+                    .or_default();
+                if !fields.contains(f) {
+                    fields.push(f.clone());
+                }
+            }
+        }
         Ok(QueryPlan {
             inputs: inputs.to_vec(),
             steps,
             outputs: outs,
             graph,
+            lookup_fields: Arc::new(lookup_fields),
         })
     }
 
@@ -584,25 +601,11 @@ impl Features {
             Arc::new(TimestampMicrosecondArray::from(ts.to_vec()).with_timezone(UTC));
         // Lookups into one dataset with the same inputs share one read of
         // every field they need.
-        let mut reads = LookupReads::default();
-        for &i in &plan.steps {
-            let e = &g.extractors[i];
-            if let (ExtractorKind::Lookup, Some(d), Some(f)) =
-                (&e.def.kind, &e.def.dataset, &e.def.field)
-            {
-                let fields = reads
-                    .fields
-                    .entry((d.clone(), e.inputs.clone()))
-                    .or_default();
-                if !fields.contains(f) {
-                    fields.push(f.clone());
-                }
-            }
-        }
+        let mut reads = LookupReads::new();
         for &i in &plan.steps {
             let e = &g.extractors[i];
             let ins: Vec<ArrayRef> = e.inputs.iter().map(|q| cols[q].clone()).collect();
-            let out = self.run(g, e, ins, &ts_array, ts, &mut reads)?;
+            let out = self.run(plan, e, ins, &ts_array, ts, &mut reads)?;
             e.calls.fetch_add(1, Ordering::Relaxed);
             for (q, a) in e.outputs.iter().zip(out) {
                 // A supplied value wins over a computed one.
@@ -622,13 +625,14 @@ impl Features {
     /// Run one extractor: one array per output, each of its feature's type.
     fn run(
         &self,
-        g: &FeatureGraph,
+        plan: &QueryPlan,
         e: &Ext,
         ins: Vec<ArrayRef>,
         ts_array: &ArrayRef,
         ts: &[i64],
         reads: &mut LookupReads,
     ) -> Result<Vec<ArrayRef>> {
+        let g = &plan.graph;
         let n = ts.len();
         let fail = |message: String| Error::Extractor {
             extractor: format!("{}.{}", e.featureset, e.def.name),
@@ -641,16 +645,15 @@ impl Features {
                     return Err(fail("a lookup names a dataset and a field".into()));
                 };
                 let group = (dataset.clone(), e.inputs.clone());
-                if !reads.done.contains_key(&group) {
-                    let fields = reads
-                        .fields
+                if !reads.contains_key(&group) {
+                    let fields = plan
+                        .lookup_fields
                         .get(&group)
-                        .cloned()
-                        .unwrap_or_else(|| vec![field.clone()]);
-                    let read = self.reader.lookup(dataset, &ins, ts, Some(&fields))?;
-                    reads.done.insert(group.clone(), read);
+                        .map_or_else(|| std::slice::from_ref(field), Vec::as_slice);
+                    let read = self.reader.lookup(dataset, &ins, ts, Some(fields))?;
+                    reads.insert(group.clone(), read);
                 }
-                let (batch, found) = &reads.done[&group];
+                let (batch, found) = &reads[&group];
                 let found = found.clone();
                 let column = batch
                     .column_by_name(field)
