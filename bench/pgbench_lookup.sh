@@ -3,8 +3,12 @@
 # same rows (a BIGINT primary key), the same client (pgbench, prepared
 # statements, a custom script), side by side in one run.
 #
-#   bench/pgbench_lookup.sh            # 1M rows, 4 clients, 30 s each (release build)
-#   bench/pgbench_lookup.sh --smoke    # 10k rows, 2 s each (debug build; CI)
+#   bench/pgbench_lookup.sh            # 1M rows, 4 clients, 3 rounds of 30 s each (release build)
+#   bench/pgbench_lookup.sh --smoke    # 10k rows, 1 round of 2 s each (debug build; CI)
+#
+# The two systems take turns (Postgres, Thyme, Postgres, ...) and the table
+# reports each one's median round, with every round listed: on a shared
+# 2-core machine a single 30 s run of the same binary varies by +-15%.
 #
 # Writes bench/results/pgbench_lookup.md (full runs) or prints the table (smoke).
 set -euo pipefail
@@ -12,9 +16,10 @@ cd "$(dirname "$0")/.."
 . scripts/env.sh
 . bench/lib.sh
 
-ROWS=1000000; SECS=30; CLIENTS=4; THREADS=2; PROFILE=release; SMOKE=0
-if [ "${1:-}" = "--smoke" ]; then ROWS=10000; SECS=2; PROFILE=debug; SMOKE=1; fi
+ROWS=1000000; SECS=30; CLIENTS=4; THREADS=2; ROUNDS=3; PROFILE=release; SMOKE=0
+if [ "${1:-}" = "--smoke" ]; then ROWS=10000; SECS=2; ROUNDS=1; PROFILE=debug; SMOKE=1; fi
 ROWS="${BENCH_ROWS:-$ROWS}"; SECS="${BENCH_SECS:-$SECS}"; CLIENTS="${BENCH_CLIENTS:-$CLIENTS}"
+ROUNDS="${BENCH_ROUNDS:-$ROUNDS}"
 
 build_thyme "$PROFILE"
 PGBIN="$(dirname "$(readlink -f "$(command -v pg_ctl || echo /usr/lib/postgresql/15/bin/pg_ctl)")")"
@@ -67,29 +72,38 @@ load_end=$(date +%s.%N)
 n=$(psql -X -A -t -h 127.0.0.1 -p "$T_PORT" -U thyme -d thyme -c "SELECT count(*) FROM t")
 [ "$n" = "$ROWS" ] || { echo "thyme loaded $n rows, expected $ROWS" >&2; exit 1; }
 
-run() { # name port user
+run() { # name port user db
   pgbench -n -M prepared -c "$CLIENTS" -j "$THREADS" -T "$SECS" -f "$work/lookup.sql" -h 127.0.0.1 -p "$2" -U "$3" "$4" 2>&1 \
     | tee "$work/$1.out" | awk '/^tps/ {print $3; exit}'
 }
 lat() { awk '/latency average/ {print $4; exit}' "$work/$1.out"; }
-pg_tps=$(run postgres "$PG_PORT" postgres postgres)
-th_tps=$(run thyme "$T_PORT" thyme thyme)
-[ -n "$pg_tps" ] && [ -n "$th_tps" ] || { cat "$work"/*.out; echo "pgbench failed" >&2; exit 1; }
+pg_all=(); th_all=(); pg_lat=(); th_lat=()
+for round in $(seq 1 "$ROUNDS"); do
+  t=$(run postgres "$PG_PORT" postgres postgres); [ -n "$t" ] || { cat "$work"/*.out; echo "pgbench failed" >&2; exit 1; }
+  pg_all+=("$t"); pg_lat+=("$(lat postgres)")
+  t=$(run thyme "$T_PORT" thyme thyme); [ -n "$t" ] || { cat "$work"/*.out; echo "pgbench failed" >&2; exit 1; }
+  th_all+=("$t"); th_lat+=("$(lat thyme)")
+done
+# median round (by tps) and its latency; every round's tps
+median() { python3 -c 'import sys; v=sorted(zip(map(float, sys.argv[1].split()), sys.argv[2].split())); t,l=v[len(v)//2]; print(f"{t:.0f} {l}")' "$1" "$2"; }
+read -r pg_tps pg_l <<<"$(median "${pg_all[*]}" "${pg_lat[*]}")"
+read -r th_tps th_l <<<"$(median "${th_all[*]}" "${th_lat[*]}")"
+rounds() { python3 -c 'import sys; print(", ".join(f"{float(x):,.0f}" for x in sys.argv[1:]))' "$@"; }
 ratio=$(python3 -c "print(f'{$th_tps/$pg_tps:.2f}')")
 load_rate=$(python3 -c "print(f'{$ROWS/($load_end-$load_start):,.0f}')")
 
-table="| system | rows | clients | seconds | lookups/s (tps) | avg latency ms |
-|---|---|---|---|---|---|
-| Postgres 15 | $ROWS | $CLIENTS | $SECS | $pg_tps | $(lat postgres) |
-| Thyme ($PROFILE) | $ROWS | $CLIENTS | $SECS | $th_tps | $(lat thyme) |
+table="| system | rows | clients | seconds x rounds | lookups/s (tps), median round | avg latency ms (that round) | every round's tps |
+|---|---|---|---|---|---|---|
+| Postgres 15 | $ROWS | $CLIENTS | $SECS x $ROUNDS | $pg_tps | $pg_l | $(rounds "${pg_all[@]}") |
+| Thyme ($PROFILE) | $ROWS | $CLIENTS | $SECS x $ROUNDS | $th_tps | $th_l | $(rounds "${th_all[@]}") |
 
-Thyme / Postgres throughput ratio: **$ratio**. Thyme COPY load: $load_rate rows/s."
+Thyme / Postgres throughput ratio (medians): **$ratio**. Thyme COPY load: $load_rate rows/s."
 echo "$table"
 if [ "$SMOKE" = 0 ]; then
   {
     echo "# Point lookups over pgwire: Thyme vs Postgres 15"
     echo
-    echo "Command: \`bench/pgbench_lookup.sh\` (pgbench -n -M prepared -c $CLIENTS -j $THREADS -T $SECS, script \`SELECT * FROM t WHERE k = :k\` with a random key)."
+    echo "Command: \`bench/pgbench_lookup.sh\` (pgbench -n -M prepared -c $CLIENTS -j $THREADS -T $SECS, script \`SELECT * FROM t WHERE k = :k\` with a random key; $ROUNDS rounds, the systems taking turns)."
     echo "Machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; date $(date -u +%Y-%m-%d)."
     echo
     echo "$table"

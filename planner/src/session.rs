@@ -429,26 +429,42 @@ impl Session {
         })
     }
 
+    /// Run a point lookup (see [`Prepared::is_point_lookup`]): its row, or
+    /// none, as one batch. `None` when `p` is not a point lookup.
+    pub fn execute_lookup(
+        &self,
+        p: &Prepared,
+        params: Option<&ParamValues>,
+    ) -> Result<Option<RecordBatch>> {
+        let Kind::Query {
+            lookup: Some(lookup),
+            ..
+        } = &p.kind
+        else {
+            return Ok(None);
+        };
+        let stmt_as_of = match &p.parsed.as_of {
+            None => None,
+            Some(e) => Some(self.eval_as_of(e, params)?),
+        };
+        let as_of = stmt_as_of
+            .or(self.as_of)
+            .unwrap_or_else(|| chrono::Utc::now().timestamp_micros());
+        lookup
+            .execute(self.engine.store().as_ref(), as_of, params)
+            .map(Some)
+    }
+
     /// Execute a prepared statement with bound parameters.
     pub async fn execute(&mut self, p: &Prepared, params: Option<ParamValues>) -> Result<Output> {
+        if let Some(batch) = self.execute_lookup(p, params.as_ref())? {
+            return Ok(Output::rows(batch));
+        }
         let stmt_as_of = match &p.parsed.as_of {
             None => None,
             Some(e) => Some(self.eval_as_of(e, params.as_ref())?),
         };
         match (&p.kind, &p.parsed.statement) {
-            (
-                Kind::Query {
-                    lookup: Some(lookup),
-                    ..
-                },
-                _,
-            ) => {
-                let as_of = stmt_as_of
-                    .or(self.as_of)
-                    .unwrap_or_else(|| chrono::Utc::now().timestamp_micros());
-                let batch = lookup.execute(self.engine.store().as_ref(), as_of, params.as_ref())?;
-                Ok(Output::rows(batch))
-            }
             (Kind::Query { plan, .. }, stmt) => {
                 let as_of = stmt_as_of.or(self.as_of);
                 let stream = self.run_query(stmt, plan.as_deref(), as_of, params).await?;

@@ -31,7 +31,10 @@ use pgwire::api::{
 };
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::copy::{CopyData, CopyDone};
-use pgwire::messages::extendedquery::{Bind, BindComplete, Execute};
+use pgwire::messages::data::{NoData, ParameterDescription, RowDescription};
+use pgwire::messages::extendedquery::{
+    Bind, BindComplete, Describe, Execute, TARGET_TYPE_BYTE_PORTAL, TARGET_TYPE_BYTE_STATEMENT,
+};
 use pgwire::messages::PgWireBackendMessage;
 use thyme_planner::{CopyIn, Engine, Output, Prepared, Session};
 use tokio::net::TcpListener;
@@ -243,9 +246,41 @@ fn result_fields(schema: &SchemaRef, format: &Format) -> PgWireResult<Vec<FieldI
     arrow_schema_to_pg_fields(schema, format, None)
 }
 
+/// A prepared statement as the connection keeps it: the planner's
+/// statement, plus its result columns in text format worked out once at
+/// `Parse` (each `Describe` and execution in text format reuses them).
+pub struct PgStatement {
+    prepared: Prepared,
+    text_fields: Option<Arc<Vec<FieldInfo>>>,
+}
+
+impl PgStatement {
+    fn new(prepared: Prepared) -> PgWireResult<Self> {
+        let text_fields = match &prepared.schema {
+            Some(s) => Some(Arc::new(result_fields(s, &Format::UnifiedText)?)),
+            None => None,
+        };
+        Ok(PgStatement {
+            prepared,
+            text_fields,
+        })
+    }
+
+    /// The result columns in `format`; `None` for commands.
+    fn fields(&self, format: &Format) -> PgWireResult<Option<Arc<Vec<FieldInfo>>>> {
+        match (&self.prepared.schema, &self.text_fields) {
+            (Some(_), Some(text)) if matches!(format, Format::UnifiedText) => {
+                Ok(Some(text.clone()))
+            }
+            (Some(s), _) => Ok(Some(Arc::new(result_fields(s, format)?))),
+            (None, _) => Ok(None),
+        }
+    }
+}
+
 #[async_trait]
 impl QueryParser for ThymeQueryParser {
-    type Statement = Arc<Prepared>;
+    type Statement = Arc<PgStatement>;
 
     async fn parse_sql<C>(
         &self,
@@ -271,11 +306,12 @@ impl QueryParser for ThymeQueryParser {
         let c = conn(client, &self.engine);
         let session = c.session.lock().await;
         let prepared = session.prepare(parsed).await.map_err(pg_err)?;
-        Ok(Some(Arc::new(prepared)))
+        Ok(Some(Arc::new(PgStatement::new(prepared)?)))
     }
 
     fn get_parameter_types(&self, stmt: &Self::Statement) -> PgWireResult<Vec<Type>> {
-        stmt.param_types
+        stmt.prepared
+            .param_types
             .iter()
             .map(|t| match t {
                 Some(t) => into_pg_type(t),
@@ -289,10 +325,8 @@ impl QueryParser for ThymeQueryParser {
         stmt: &Self::Statement,
         column_format: Option<&Format>,
     ) -> PgWireResult<Vec<FieldInfo>> {
-        match &stmt.schema {
-            Some(s) => result_fields(s, column_format.unwrap_or(&Format::UnifiedText)),
-            None => Ok(vec![]),
-        }
+        let fields = stmt.fields(column_format.unwrap_or(&Format::UnifiedText))?;
+        Ok(fields.map(|f| f.as_ref().clone()).unwrap_or_default())
     }
 }
 
@@ -380,7 +414,7 @@ impl SimpleQueryHandler for QueryHandler {
 
 #[async_trait]
 impl ExtendedQueryHandler for QueryHandler {
-    type Statement = Arc<Prepared>;
+    type Statement = Arc<PgStatement>;
     type QueryParser = ThymeQueryParser;
 
     fn query_parser(&self) -> Arc<Self::QueryParser> {
@@ -399,25 +433,28 @@ impl ExtendedQueryHandler for QueryHandler {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let prepared = portal.statement.statement.clone();
+        let stmt = portal.statement.statement.clone();
         let params = if portal.parameter_len() == 0 {
             None
         } else {
-            Some(decode_params(portal, &prepared)?)
+            Some(decode_params(portal, &stmt.prepared)?)
         };
         let c = conn(client, &self.engine);
         let out = {
             let mut session = c.session.lock().await;
-            session.execute(&prepared, params).await.map_err(pg_err)?
+            session
+                .execute(&stmt.prepared, params)
+                .await
+                .map_err(pg_err)?
         };
         respond(&c, out, &portal.result_column_format).await
     }
 
-    /// Point lookups (one seek, at most one row) answer without a flush:
-    /// the row and `CommandComplete` are queued and leave with
-    /// `ReadyForQuery` at `Sync`, one socket write per round trip. Every
-    /// other statement (and row limits, re-executed portals) takes pgwire's
-    /// general path.
+    /// Point lookups (one seek, at most one row) run here directly: the
+    /// row is encoded with the statement's cached columns and queued with
+    /// `CommandComplete`, to leave with `ReadyForQuery` at `Sync` (one socket
+    /// write per round trip). Every other statement (and row limits,
+    /// re-executed portals) takes pgwire's general path.
     async fn on_execute<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
@@ -429,39 +466,107 @@ impl ExtendedQueryHandler for QueryHandler {
         let portal = match client.portal_store().get_portal(name) {
             Some(Entry::Value(p))
                 if message.max_rows == 0
-                    && p.statement.statement.is_point_lookup()
-                    && matches!(client.state(), PgWireConnectionState::ReadyForQuery)
-                    && matches!(*p.state().lock().await, PortalExecutionState::Initial) =>
+                    && p.statement.statement.prepared.is_point_lookup()
+                    && matches!(client.state(), PgWireConnectionState::ReadyForQuery) =>
             {
                 p
             }
             _ => return self._on_execute(client, message).await,
         };
-        client.set_state(PgWireConnectionState::QueryInProgress);
-        match ExtendedQueryHandler::do_query(self, client, portal.as_ref(), 0).await? {
-            Response::Query(results) => {
-                portal.start(results).await;
-                let mut fetched = portal.fetch(0).await?;
-                let tag = fetched.response.command_tag().to_owned();
-                let mut rows = 0;
-                while let Some(row) = fetched.response.data_rows().next().await {
-                    client.feed(PgWireBackendMessage::DataRow(row?)).await?;
-                    rows += 1;
-                }
-                client
-                    .feed(PgWireBackendMessage::CommandComplete(
-                        Tag::new(&tag).with_rows(rows).into(),
-                    ))
-                    .await?;
+        {
+            // A portal runs once; executing it again takes the general path
+            // (which answers with no rows, as Postgres does).
+            let state = portal.state();
+            let mut state = state.lock().await;
+            if !matches!(*state, PortalExecutionState::Initial) {
+                drop(state);
+                return self._on_execute(client, message).await;
             }
-            Response::Error(e) => return Err(PgWireError::UserError(e)),
-            _ => {
-                return Err(
-                    ClientError::new("XX000", "a point lookup did not return rows").into_pgwire(),
-                )
-            }
+            *state = PortalExecutionState::Finished;
         }
-        client.set_state(PgWireConnectionState::ReadyForQuery);
+        let stmt = &portal.statement.statement;
+        let params = if portal.parameter_len() == 0 {
+            None
+        } else {
+            Some(decode_params(&portal, &stmt.prepared)?)
+        };
+        let batch = {
+            let c = conn(client, &self.engine);
+            let session = c.session.lock().await;
+            session
+                .execute_lookup(&stmt.prepared, params.as_ref())
+                .map_err(pg_err)?
+                .ok_or_else(|| {
+                    ClientError::new("XX000", "a point lookup did not return rows").into_pgwire()
+                })?
+        };
+        let fields = stmt
+            .fields(&portal.result_column_format)?
+            .unwrap_or_default();
+        let mut rows = 0;
+        for row in encode_recordbatch(fields, batch) {
+            client.feed(PgWireBackendMessage::DataRow(row?)).await?;
+            rows += 1;
+        }
+        client
+            .feed(PgWireBackendMessage::CommandComplete(
+                Tag::new("SELECT").with_rows(rows).into(),
+            ))
+            .await?;
+        Ok(())
+    }
+
+    /// Describe a statement or portal and queue the answer without
+    /// flushing, as Postgres does: it leaves with the rest of the response
+    /// at the client's `Flush` or `Sync`. (pgwire's default flushes each
+    /// describe message on its own, an extra socket write and client wake-up
+    /// per prepared round trip.)
+    async fn on_describe<C>(&self, client: &mut C, message: Describe) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        // A statement that returns rows gets a `RowDescription` (even with no
+        // columns); a command gets `NoData`.
+        let (parameters, fields) = match message.target_type {
+            TARGET_TYPE_BYTE_STATEMENT => match client.portal_store().get_statement(name) {
+                Some(Entry::Value(stmt)) => {
+                    let types = self.parser.get_parameter_types(&stmt.statement)?;
+                    (Some(types), stmt.statement.fields(&Format::UnifiedText)?)
+                }
+                Some(Entry::Empty) => (Some(vec![]), None),
+                None => return Err(PgWireError::StatementNotFound(name.to_owned())),
+            },
+            TARGET_TYPE_BYTE_PORTAL => match client.portal_store().get_portal(name) {
+                Some(Entry::Value(portal)) => (
+                    None,
+                    portal
+                        .statement
+                        .statement
+                        .fields(&portal.result_column_format)?,
+                ),
+                Some(Entry::Empty) => (None, None),
+                None => return Err(PgWireError::PortalNotFound(name.to_owned())),
+            },
+            other => return Err(PgWireError::InvalidTargetType(other)),
+        };
+        if let Some(types) = parameters {
+            client
+                .feed(PgWireBackendMessage::ParameterDescription(
+                    ParameterDescription::new(types.iter().map(|t| t.oid()).collect()),
+                ))
+                .await?;
+        }
+        let message = match fields {
+            Some(fields) => PgWireBackendMessage::RowDescription(RowDescription::new(
+                fields.iter().map(Into::into).collect(),
+            )),
+            None => PgWireBackendMessage::NoData(NoData::new()),
+        };
+        client.feed(message).await?;
         Ok(())
     }
 
@@ -506,7 +611,10 @@ impl ExtendedQueryHandler for QueryHandler {
 
 /// Decode bound parameters with the statement's types. When one does not
 /// parse, find which and name it (and its column, for `INSERT ... VALUES`).
-fn decode_params(portal: &Portal<Arc<Prepared>>, prepared: &Prepared) -> PgWireResult<ParamValues> {
+fn decode_params(
+    portal: &Portal<Arc<PgStatement>>,
+    prepared: &Prepared,
+) -> PgWireResult<ParamValues> {
     let types: Vec<Option<&DataType>> = prepared.param_types.iter().map(|t| t.as_ref()).collect();
     match deserialize_parameters(portal, &types) {
         Ok(p) => Ok(p),

@@ -286,3 +286,160 @@ async fn point_lookups_match_the_oracle() {
     }
     assert_eq!(mismatches, 0, "replay with THYME_SEED={seed}");
 }
+
+/// The extended protocol at the message level, as Postgres answers it:
+/// `Describe` of a statement gives its parameter types then a
+/// `RowDescription` (queries) or `NoData` (commands); a prepared point
+/// lookup's Bind / Describe / Execute / Sync gets BindComplete,
+/// RowDescription, DataRow, CommandComplete, ReadyForQuery; a portal that
+/// has run once gives no more rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extended_protocol_messages() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = common::Server::start();
+    let c = server.connect().await;
+    c.batch_execute(
+        "CREATE TABLE kv (k BIGINT PRIMARY KEY, ts TIMESTAMPTZ, v TEXT); \
+         INSERT INTO kv VALUES (1, '2024-01-01T00:00:00Z', 'one')",
+    )
+    .await
+    .unwrap();
+
+    fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut m = vec![tag];
+        m.extend_from_slice(&(body.len() as i32 + 4).to_be_bytes());
+        m.extend_from_slice(body);
+        m
+    }
+    fn cstr(s: &str) -> Vec<u8> {
+        let mut b = s.as_bytes().to_vec();
+        b.push(0);
+        b
+    }
+    let parse = |name: &str, sql: &str| msg(b'P', &[cstr(name), cstr(sql), vec![0, 0]].concat());
+    let describe = |kind: u8, name: &str| msg(b'D', &[vec![kind], cstr(name)].concat());
+    let sync = msg(b'S', &[]);
+    // Bind portal `portal` of statement `stmt` with one text parameter.
+    let bind = |portal: &str, stmt: &str, param: &str| {
+        let mut b = [cstr(portal), cstr(stmt)].concat();
+        b.extend_from_slice(&[0, 0, 0, 1]);
+        b.extend_from_slice(&(param.len() as i32).to_be_bytes());
+        b.extend_from_slice(param.as_bytes());
+        b.extend_from_slice(&[0, 0]);
+        msg(b'B', &b)
+    };
+    let execute = |portal: &str| msg(b'E', &[cstr(portal), vec![0, 0, 0, 0]].concat());
+
+    let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", server.pg_port))
+        .await
+        .unwrap();
+    let mut startup = vec![0, 3, 0, 0];
+    startup.extend_from_slice(
+        &[
+            cstr("user"),
+            cstr("thyme"),
+            cstr("database"),
+            cstr("thyme"),
+            vec![0],
+        ]
+        .concat(),
+    );
+    let mut packet = ((startup.len() + 4) as i32).to_be_bytes().to_vec();
+    packet.extend_from_slice(&startup);
+    raw.write_all(&packet).await.unwrap();
+
+    // Read messages up to and including ReadyForQuery; return their tags
+    // and the bodies.
+    async fn until_ready(raw: &mut tokio::net::TcpStream) -> Vec<(u8, Vec<u8>)> {
+        let mut out = Vec::new();
+        loop {
+            let mut head = [0u8; 5];
+            tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                raw.read_exact(&mut head),
+            )
+            .await
+            .expect("the server answers")
+            .unwrap();
+            let len = i32::from_be_bytes(head[1..5].try_into().unwrap()) as usize - 4;
+            let mut body = vec![0u8; len];
+            raw.read_exact(&mut body).await.unwrap();
+            out.push((head[0], body));
+            if head[0] == b'Z' {
+                return out;
+            }
+        }
+    }
+    let tags = |m: &[(u8, Vec<u8>)]| m.iter().map(|(t, _)| *t as char).collect::<String>();
+    let startup_reply = until_ready(&mut raw).await;
+    assert_eq!(startup_reply[0].0, b'R', "authentication first");
+
+    // A query: parameters, then its columns.
+    raw.write_all(
+        &[
+            parse("q", "SELECT v FROM kv WHERE k = $1"),
+            describe(b'S', "q"),
+            sync.clone(),
+        ]
+        .concat(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(tags(&until_ready(&mut raw).await), "1tTZ");
+    // A command: parameters, then NoData.
+    raw.write_all(
+        &[
+            parse("i", "INSERT INTO kv VALUES ($1, $2, $3)"),
+            describe(b'S', "i"),
+            sync.clone(),
+        ]
+        .concat(),
+    )
+    .await
+    .unwrap();
+    let reply = until_ready(&mut raw).await;
+    assert_eq!(tags(&reply), "1tnZ");
+    assert_eq!(&reply[1].1[..2], &[0, 3], "three parameters");
+
+    // A point lookup round trip, as pgbench -M prepared sends it.
+    raw.write_all(
+        &[
+            bind("", "q", "1"),
+            describe(b'P', ""),
+            execute(""),
+            sync.clone(),
+        ]
+        .concat(),
+    )
+    .await
+    .unwrap();
+    let reply = until_ready(&mut raw).await;
+    assert_eq!(tags(&reply), "2TDCZ");
+    assert!(reply[2].1.ends_with(b"one"), "the row's value");
+    assert_eq!(reply[3].1, cstr("SELECT 1"));
+    // An unknown key: no row.
+    raw.write_all(&[bind("", "q", "2"), execute(""), sync.clone()].concat())
+        .await
+        .unwrap();
+    assert_eq!(tags(&until_ready(&mut raw).await), "2CZ");
+    // A named portal executed twice in one transaction: the second
+    // execution returns no more rows.
+    raw.write_all(&[msg(b'Q', &cstr("BEGIN"))].concat())
+        .await
+        .unwrap();
+    until_ready(&mut raw).await;
+    raw.write_all(
+        &[
+            bind("p", "q", "1"),
+            execute("p"),
+            execute("p"),
+            sync.clone(),
+        ]
+        .concat(),
+    )
+    .await
+    .unwrap();
+    let reply = until_ready(&mut raw).await;
+    assert_eq!(tags(&reply), "2DCCZ");
+    assert_eq!(reply[3].1, cstr("SELECT 0"));
+}
