@@ -373,73 +373,44 @@ async fn extended_protocol_messages() {
     let tags = |m: &[(u8, Vec<u8>)]| m.iter().map(|(t, _)| *t as char).collect::<String>();
     let startup_reply = until_ready(&mut raw).await;
     assert_eq!(startup_reply[0].0, b'R', "authentication first");
+    // Send the messages in one write; read the answer up to ReadyForQuery.
+    async fn round_trip(
+        raw: &mut tokio::net::TcpStream,
+        messages: &[Vec<u8>],
+    ) -> Vec<(u8, Vec<u8>)> {
+        raw.write_all(&messages.concat()).await.unwrap();
+        until_ready(raw).await
+    }
 
     // A query: parameters, then its columns.
-    raw.write_all(
-        &[
-            parse("q", "SELECT v FROM kv WHERE k = $1"),
-            describe(b'S', "q"),
-            sync.clone(),
-        ]
-        .concat(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(tags(&until_ready(&mut raw).await), "1tTZ");
+    let q = parse("q", "SELECT v FROM kv WHERE k = $1");
+    let reply = round_trip(&mut raw, &[q, describe(b'S', "q"), sync.clone()]).await;
+    assert_eq!(tags(&reply), "1tTZ");
     // A command: parameters, then NoData.
-    raw.write_all(
-        &[
-            parse("i", "INSERT INTO kv VALUES ($1, $2, $3)"),
-            describe(b'S', "i"),
-            sync.clone(),
-        ]
-        .concat(),
-    )
-    .await
-    .unwrap();
-    let reply = until_ready(&mut raw).await;
+    let i = parse("i", "INSERT INTO kv VALUES ($1, $2, $3)");
+    let reply = round_trip(&mut raw, &[i, describe(b'S', "i"), sync.clone()]).await;
     assert_eq!(tags(&reply), "1tnZ");
     assert_eq!(&reply[1].1[..2], &[0, 3], "three parameters");
 
     // A point lookup round trip, as pgbench -M prepared sends it.
-    raw.write_all(
-        &[
-            bind("", "q", "1"),
-            describe(b'P', ""),
-            execute(""),
-            sync.clone(),
-        ]
-        .concat(),
-    )
-    .await
-    .unwrap();
-    let reply = until_ready(&mut raw).await;
+    let lookup = [
+        bind("", "q", "1"),
+        describe(b'P', ""),
+        execute(""),
+        sync.clone(),
+    ];
+    let reply = round_trip(&mut raw, &lookup).await;
     assert_eq!(tags(&reply), "2TDCZ");
     assert!(reply[2].1.ends_with(b"one"), "the row's value");
     assert_eq!(reply[3].1, cstr("SELECT 1"));
     // An unknown key: no row.
-    raw.write_all(&[bind("", "q", "2"), execute(""), sync.clone()].concat())
-        .await
-        .unwrap();
-    assert_eq!(tags(&until_ready(&mut raw).await), "2CZ");
+    let reply = round_trip(&mut raw, &[bind("", "q", "2"), execute(""), sync.clone()]).await;
+    assert_eq!(tags(&reply), "2CZ");
     // A named portal executed twice in one transaction: the second
     // execution returns no more rows.
-    raw.write_all(&[msg(b'Q', &cstr("BEGIN"))].concat())
-        .await
-        .unwrap();
-    until_ready(&mut raw).await;
-    raw.write_all(
-        &[
-            bind("p", "q", "1"),
-            execute("p"),
-            execute("p"),
-            sync.clone(),
-        ]
-        .concat(),
-    )
-    .await
-    .unwrap();
-    let reply = until_ready(&mut raw).await;
+    round_trip(&mut raw, &[msg(b'Q', &cstr("BEGIN"))]).await;
+    let twice = [bind("p", "q", "1"), execute("p"), execute("p"), sync];
+    let reply = round_trip(&mut raw, &twice).await;
     assert_eq!(tags(&reply), "2DCCZ");
     assert_eq!(reply[3].1, cstr("SELECT 0"));
 }
