@@ -14,6 +14,7 @@ mod errors;
 mod http;
 mod offline;
 mod pg;
+mod pg_rows;
 mod python;
 mod query;
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow_pg::datatypes::df::deserialize_parameters;
-use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch, into_pg_type};
+use arrow_pg::datatypes::{arrow_schema_to_pg_fields, into_pg_type};
 use async_trait::async_trait;
 use datafusion::logical_expr::{ColumnarValue, Volatility};
 use datafusion::prelude::SessionContext;
@@ -41,6 +41,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 
 use crate::errors::{classify, ClientError};
+use crate::pg_rows::encode_batch;
 use datafusion::common::ParamValues;
 
 /// Largest `COPY ... FROM STDIN` payload accepted in one statement.
@@ -339,7 +340,7 @@ async fn respond(conn: &Conn, out: Output, format: &Format) -> PgWireResult<Resp
             let rows = stream
                 .map(move |b| {
                     let rows: Box<dyn Iterator<Item = PgWireResult<_>> + Send + Sync> = match b {
-                        Ok(b) => encode_recordbatch(f.clone(), b),
+                        Ok(b) => encode_batch(f.clone(), b),
                         Err(e) => Box::new(std::iter::once(Err(pg_err(
                             thyme_planner::Error::unwrap_datafusion(e),
                         )))),
@@ -504,7 +505,7 @@ impl ExtendedQueryHandler for QueryHandler {
             .fields(&portal.result_column_format)?
             .unwrap_or_default();
         let mut rows = 0;
-        for row in encode_recordbatch(fields, batch) {
+        for row in encode_batch(fields, batch) {
             client.feed(PgWireBackendMessage::DataRow(row?)).await?;
             rows += 1;
         }

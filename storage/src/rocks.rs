@@ -7,6 +7,16 @@
 //! point leaves the store either before or after a whole [`WriteBatch`].
 //! Readers never take the mutex: each read uses its own iterator, which sees a
 //! consistent snapshot.
+//!
+//! Point reads ([`TemporalStore::get_as_of`] and `get_as_of_each`) reuse
+//! iterators from a small pool instead of creating one per call: creating
+//! and destroying a RocksDB iterator (with its read options) was about 7% of
+//! the server's CPU on a pgwire point lookup. A pooled iterator is refreshed
+//! to the latest committed state before each use, which is cheap while no
+//! flush or compaction has happened since its last use, so a read still sees
+//! every write committed before it started. While idle, a pooled iterator
+//! keeps the memtables and files of the state it last read alive; the pool
+//! holds at most [`POOLED_CURSORS`] and is emptied by [`TemporalStore::flush`].
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -32,6 +42,10 @@ const CF_LOG: &str = "log";
 const CF_CATALOG: &str = "catalog";
 const CF_META: &str = "meta";
 const ALL_CFS: [&str; 5] = [CF_VERSIONS, CF_EVENTS, CF_LOG, CF_CATALOG, CF_META];
+
+/// Most point-read iterators kept between reads (about one per thread that
+/// serves reads).
+pub const POOLED_CURSORS: usize = 8;
 
 const META_SEQ: &[u8] = b"seq";
 const META_NEXT_DS: &[u8] = b"next_dataset_id";
@@ -65,6 +79,9 @@ struct Counters {
 /// The RocksDB-backed temporal store. Opening it takes an exclusive lock on
 /// the directory; a second server on the same directory gets [`Error::Locked`].
 pub struct RocksStore {
+    /// Idle point-read iterators over `versions`. They borrow `db`, and are
+    /// declared before it so that they are dropped first.
+    cursors: Mutex<Vec<DBRawIterator<'static>>>,
     db: DB,
     counters: Mutex<Counters>,
     sync_writes: bool,
@@ -141,6 +158,7 @@ impl RocksStore {
         let db = DB::open_cf_descriptors(&db_opts, &db_path, cfs).map_err(engine)?;
 
         let mut store = RocksStore {
+            cursors: Mutex::new(Vec::new()),
             db,
             counters: Mutex::new(Counters {
                 seq: 0,
@@ -225,6 +243,36 @@ impl RocksStore {
             .raw_iterator_cf_opt(self.cf(CF_VERSIONS), Self::read_opts(upper));
         it.seek(&start);
         it
+    }
+
+    /// Run `f` with a point-read iterator over `versions` that sees every
+    /// write committed before this call: a pooled one, refreshed, or a new
+    /// one. The iterator goes back to the pool unless `f` failed.
+    fn with_cursor<R>(&self, f: impl FnOnce(&mut DBRawIterator<'_>) -> Result<R>) -> Result<R> {
+        let pooled = self
+            .cursors
+            .lock()
+            .expect("not poisoned")
+            .pop()
+            .and_then(|mut it| it.refresh().is_ok().then_some(it));
+        let mut it = match pooled {
+            Some(it) => it,
+            None => {
+                let it = self.db.raw_iterator_cf(self.cf(CF_VERSIONS));
+                // SAFETY: the iterator borrows `self.db`. It is only ever
+                // stored in `self.cursors`, which is dropped before `db`
+                // (field order) and is not reachable from outside the store;
+                // RocksDB iterators point at the database's heap state, not at
+                // the `DB` value, so moving the store does not invalidate them.
+                unsafe { std::mem::transmute::<DBRawIterator<'_>, DBRawIterator<'static>>(it) }
+            }
+        };
+        let out = f(&mut it)?;
+        let mut pool = self.cursors.lock().expect("not poisoned");
+        if pool.len() < POOLED_CURSORS {
+            pool.push(it);
+        }
+        Ok(out)
     }
 
     fn log_end_key(ds: DatasetId) -> Vec<u8> {
@@ -390,13 +438,14 @@ impl TemporalStore for RocksStore {
         as_of: i64,
         out: &mut dyn FnMut(usize, Option<VersionRef<'_>>),
     ) -> Result<()> {
-        let mut it = self.db.raw_iterator_cf(self.cf(CF_VERSIONS));
-        let mut scratch = Vec::with_capacity(64);
-        for (i, key) in keys.iter().enumerate() {
-            let v = seek_as_of(&mut it, &mut scratch, ds, key, as_of)?;
-            out(i, v);
-        }
-        Ok(())
+        self.with_cursor(|it| {
+            let mut scratch = Vec::with_capacity(64);
+            for (i, key) in keys.iter().enumerate() {
+                let v = seek_as_of(it, &mut scratch, ds, key, as_of)?;
+                out(i, v);
+            }
+            Ok(())
+        })
     }
 
     fn get_as_of_each(
@@ -406,13 +455,14 @@ impl TemporalStore for RocksStore {
         as_of: &[i64],
         out: &mut dyn FnMut(usize, Option<VersionRef<'_>>),
     ) -> Result<()> {
-        let mut it = self.db.raw_iterator_cf(self.cf(CF_VERSIONS));
-        let mut scratch = Vec::with_capacity(64);
-        for (i, (key, t)) in keys.iter().zip(as_of).enumerate() {
-            let v = seek_as_of(&mut it, &mut scratch, ds, key, *t)?;
-            out(i, v);
-        }
-        Ok(())
+        self.with_cursor(|it| {
+            let mut scratch = Vec::with_capacity(64);
+            for (i, (key, t)) in keys.iter().zip(as_of).enumerate() {
+                let v = seek_as_of(it, &mut scratch, ds, key, *t)?;
+                out(i, v);
+            }
+            Ok(())
+        })
     }
 
     fn scan_latest(
@@ -642,10 +692,83 @@ impl TemporalStore for RocksStore {
     }
 
     fn flush(&self) -> Result<()> {
+        self.cursors.lock().expect("not poisoned").clear();
         self.db.flush_wal(true).map_err(engine)?;
         for cf in ALL_CFS {
             self.db.flush_cf(self.cf(cf)).map_err(engine)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Pooled point-read iterators see every committed write, across
+    //! memtable flushes (a new RocksDB version) and range deletes.
+    use super::*;
+
+    fn latest(store: &RocksStore, key: &[u8]) -> Option<Vec<u8>> {
+        let mut got = None;
+        store
+            .get_as_of(1, &[key], keys::MAX_TS, &mut |_, v| {
+                got = v.filter(|v| !v.deleted).map(|v| v.value.to_vec());
+            })
+            .unwrap();
+        got
+    }
+
+    fn put(store: &RocksStore, key: &[u8], ts: i64, row: &[u8]) {
+        let mut wb = WriteBatch::new();
+        wb.put_version(1, key, ts, row);
+        store.write(wb).unwrap();
+    }
+
+    #[test]
+    fn pooled_cursors_see_later_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RocksStore::open(dir.path(), StoreOptions::default()).unwrap();
+        put(&store, b"k", 10, b"a");
+        assert_eq!(latest(&store, b"k").as_deref(), Some(&b"a"[..]));
+        assert_eq!(
+            store.cursors.lock().unwrap().len(),
+            1,
+            "the cursor is pooled"
+        );
+
+        // A write into the same memtable.
+        put(&store, b"k", 20, b"b");
+        assert_eq!(latest(&store, b"k").as_deref(), Some(&b"b"[..]));
+
+        // A flush behind the pool's back: the pooled cursor's version is stale.
+        store.db.flush_cf(store.cf(CF_VERSIONS)).unwrap();
+        put(&store, b"k", 30, b"c");
+        assert_eq!(latest(&store, b"k").as_deref(), Some(&b"c"[..]));
+        assert_eq!(store.cursors.lock().unwrap().len(), 1);
+
+        // A range delete (dropping the dataset's data).
+        let mut wb = WriteBatch::new();
+        wb.drop_data(1);
+        store.write(wb).unwrap();
+        assert_eq!(latest(&store, b"k"), None);
+        put(&store, b"k", 40, b"d");
+        assert_eq!(latest(&store, b"k").as_deref(), Some(&b"d"[..]));
+
+        // Concurrent readers each take their own cursor; the pool stays bounded.
+        std::thread::scope(|s| {
+            for _ in 0..(2 * POOLED_CURSORS) {
+                s.spawn(|| {
+                    for _ in 0..50 {
+                        assert_eq!(latest(&store, b"k").as_deref(), Some(&b"d"[..]));
+                    }
+                });
+            }
+        });
+        assert!(store.cursors.lock().unwrap().len() <= POOLED_CURSORS);
+
+        store.flush().unwrap();
+        assert!(
+            store.cursors.lock().unwrap().is_empty(),
+            "flush empties the pool"
+        );
     }
 }
