@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::datatypes::{DataType, Field, Int16Type, Int32Type, Int64Type, TimeUnit};
-use arrow::datatypes::{Float64Type, TimestampMicrosecondType};
+use arrow::datatypes::{Float64Type, SchemaRef, TimestampMicrosecondType};
 use arrow::record_batch::RecordBatch;
 use arrow_pg::encoder::Encoder;
 use bytes::{BufMut, BytesMut};
@@ -212,7 +212,7 @@ pub fn encode_batch(
         .collect();
     let mut rows = Rows {
         columns: batch.columns().to_vec(),
-        schema_fields: schema.fields().iter().map(|f| f.as_ref().clone()).collect(),
+        schema,
         kinds,
         fields,
         writer: RowWriter {
@@ -227,7 +227,7 @@ pub fn encode_batch(
 
 struct Rows {
     columns: Vec<ArrayRef>,
-    schema_fields: Vec<Field>,
+    schema: SchemaRef,
     kinds: Vec<Kind>,
     fields: Arc<Vec<FieldInfo>>,
     writer: RowWriter,
@@ -284,7 +284,7 @@ impl Rows {
             Kind::TimestampIsoUtc => {
                 w.timestamp_iso_utc(a.as_primitive::<TimestampMicrosecondType>().value(i), pg)?
             }
-            Kind::Generic => arrow_pg::encoder::encode_value(w, a, i, &self.schema_fields[c], pg)?,
+            Kind::Generic => arrow_pg::encoder::encode_value(w, a, i, self.schema.field(c), pg)?,
         }
         Ok(())
     }
