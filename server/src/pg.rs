@@ -35,6 +35,7 @@ use pgwire::messages::data::{NoData, ParameterDescription, RowDescription};
 use pgwire::messages::extendedquery::{
     Bind, BindComplete, Describe, Execute, TARGET_TYPE_BYTE_PORTAL, TARGET_TYPE_BYTE_STATEMENT,
 };
+use pgwire::messages::response::CommandComplete;
 use pgwire::messages::PgWireBackendMessage;
 use thyme_planner::{CopyIn, Engine, Output, Prepared, Session};
 use tokio::net::TcpListener;
@@ -509,10 +510,16 @@ impl ExtendedQueryHandler for QueryHandler {
             client.feed(PgWireBackendMessage::DataRow(row?)).await?;
             rows += 1;
         }
+        // The tag without pgwire's `format!` (a point lookup has 0 or 1 rows).
+        let tag = match rows {
+            0 => "SELECT 0".to_owned(),
+            1 => "SELECT 1".to_owned(),
+            n => format!("SELECT {n}"),
+        };
         client
-            .feed(PgWireBackendMessage::CommandComplete(
-                Tag::new("SELECT").with_rows(rows).into(),
-            ))
+            .feed(PgWireBackendMessage::CommandComplete(CommandComplete::new(
+                tag,
+            )))
             .await?;
         Ok(())
     }
