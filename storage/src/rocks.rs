@@ -15,13 +15,17 @@
 //! to the latest committed state before each use, which is cheap while no
 //! flush or compaction has happened since its last use, so a read still sees
 //! every write committed before it started. While idle, a pooled iterator
-//! keeps the memtables and files of the state it last read alive; the pool
-//! holds at most [`POOLED_CURSORS`] and is emptied by [`TemporalStore::flush`].
+//! keeps the memtables and files of the state it last read alive, so the
+//! pool holds at most [`POOLED_CURSORS`], and writes drop the ones idle for
+//! longer than [`CURSOR_IDLE`] (as does [`TemporalStore::flush`]): a store
+//! that is only written to does not hold on to flushed memtables or
+//! compacted files.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::Instant;
 
 use fs2::FileExt;
 use rocksdb::{
@@ -46,6 +50,9 @@ const ALL_CFS: [&str; 5] = [CF_VERSIONS, CF_EVENTS, CF_LOG, CF_CATALOG, CF_META]
 /// Most point-read iterators kept between reads (about one per thread that
 /// serves reads).
 pub const POOLED_CURSORS: usize = 8;
+
+/// How long a pooled iterator may stay idle before a write drops it.
+pub const CURSOR_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 const META_SEQ: &[u8] = b"seq";
 const META_NEXT_DS: &[u8] = b"next_dataset_id";
@@ -79,9 +86,10 @@ struct Counters {
 /// The RocksDB-backed temporal store. Opening it takes an exclusive lock on
 /// the directory; a second server on the same directory gets [`Error::Locked`].
 pub struct RocksStore {
-    /// Idle point-read iterators over `versions`. They borrow `db`, and are
-    /// declared before it so that they are dropped first.
-    cursors: Mutex<Vec<DBRawIterator<'static>>>,
+    /// Idle point-read iterators over `versions`, with when each was last
+    /// used. They borrow `db`, and are declared before it so that they are
+    /// dropped first.
+    cursors: Mutex<Vec<(DBRawIterator<'static>, Instant)>>,
     db: DB,
     counters: Mutex<Counters>,
     sync_writes: bool,
@@ -254,7 +262,7 @@ impl RocksStore {
             .lock()
             .expect("not poisoned")
             .pop()
-            .and_then(|mut it| it.refresh().is_ok().then_some(it));
+            .and_then(|(mut it, _)| it.refresh().is_ok().then_some(it));
         let mut it = match pooled {
             Some(it) => it,
             None => {
@@ -270,7 +278,7 @@ impl RocksStore {
         let out = f(&mut it)?;
         let mut pool = self.cursors.lock().expect("not poisoned");
         if pool.len() < POOLED_CURSORS {
-            pool.push(it);
+            pool.push((it, Instant::now()));
         }
         Ok(out)
     }
@@ -327,6 +335,9 @@ impl TemporalStore for RocksStore {
         let catalog = self.cf(CF_CATALOG);
         let meta = self.cf(CF_META);
 
+        if let Ok(mut pool) = self.cursors.try_lock() {
+            pool.retain(|(_, used)| used.elapsed() < CURSOR_IDLE);
+        }
         let mut counters = self.counters.lock().expect("writer mutex poisoned");
         let mut seq = counters.seq;
         let first_seq = seq + 1;
@@ -770,5 +781,17 @@ mod tests {
             store.cursors.lock().unwrap().is_empty(),
             "flush empties the pool"
         );
+
+        // A write drops cursors idle for longer than CURSOR_IDLE, not others.
+        assert_eq!(latest(&store, b"k").as_deref(), Some(&b"d"[..]));
+        put(&store, b"k", 50, b"e");
+        assert_eq!(store.cursors.lock().unwrap().len(), 1);
+        std::thread::sleep(CURSOR_IDLE + std::time::Duration::from_millis(100));
+        put(&store, b"k", 60, b"f");
+        assert!(
+            store.cursors.lock().unwrap().is_empty(),
+            "idle cursor dropped"
+        );
+        assert_eq!(latest(&store, b"k").as_deref(), Some(&b"f"[..]));
     }
 }
