@@ -35,7 +35,6 @@ use pgwire::messages::data::{NoData, ParameterDescription, RowDescription};
 use pgwire::messages::extendedquery::{
     Bind, BindComplete, Describe, Execute, TARGET_TYPE_BYTE_PORTAL, TARGET_TYPE_BYTE_STATEMENT,
 };
-use pgwire::messages::response::CommandComplete;
 use pgwire::messages::PgWireBackendMessage;
 use thyme_planner::{CopyIn, Engine, Output, Prepared, Session};
 use tokio::net::TcpListener;
@@ -270,12 +269,10 @@ impl PgStatement {
 
     /// The result columns in `format`; `None` for commands.
     fn fields(&self, format: &Format) -> PgWireResult<Option<Arc<Vec<FieldInfo>>>> {
-        match (&self.prepared.schema, &self.text_fields) {
-            (Some(_), Some(text)) if matches!(format, Format::UnifiedText) => {
-                Ok(Some(text.clone()))
-            }
-            (Some(s), _) => Ok(Some(Arc::new(result_fields(s, format)?))),
-            (None, _) => Ok(None),
+        match &self.prepared.schema {
+            Some(_) if matches!(format, Format::UnifiedText) => Ok(self.text_fields.clone()),
+            Some(s) => Ok(Some(Arc::new(result_fields(s, format)?))),
+            None => Ok(None),
         }
     }
 }
@@ -436,11 +433,7 @@ impl ExtendedQueryHandler for QueryHandler {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let stmt = portal.statement.statement.clone();
-        let params = if portal.parameter_len() == 0 {
-            None
-        } else {
-            Some(decode_params(portal, &stmt.prepared)?)
-        };
+        let params = decode_params(portal, &stmt.prepared)?;
         let c = conn(client, &self.engine);
         let out = {
             let mut session = c.session.lock().await;
@@ -487,11 +480,7 @@ impl ExtendedQueryHandler for QueryHandler {
             *state = PortalExecutionState::Finished;
         }
         let stmt = &portal.statement.statement;
-        let params = if portal.parameter_len() == 0 {
-            None
-        } else {
-            Some(decode_params(&portal, &stmt.prepared)?)
-        };
+        let params = decode_params(&portal, &stmt.prepared)?;
         let batch = {
             let c = conn(client, &self.engine);
             let session = c.session.lock().await;
@@ -510,16 +499,10 @@ impl ExtendedQueryHandler for QueryHandler {
             client.feed(PgWireBackendMessage::DataRow(row?)).await?;
             rows += 1;
         }
-        // The tag without pgwire's `format!` (a point lookup has 0 or 1 rows).
-        let tag = match rows {
-            0 => "SELECT 0".to_owned(),
-            1 => "SELECT 1".to_owned(),
-            n => format!("SELECT {n}"),
-        };
         client
-            .feed(PgWireBackendMessage::CommandComplete(CommandComplete::new(
-                tag,
-            )))
+            .feed(PgWireBackendMessage::CommandComplete(
+                Tag::new("SELECT").with_rows(rows).into(),
+            ))
             .await?;
         Ok(())
     }
@@ -617,15 +600,19 @@ impl ExtendedQueryHandler for QueryHandler {
     }
 }
 
-/// Decode bound parameters with the statement's types. When one does not
-/// parse, find which and name it (and its column, for `INSERT ... VALUES`).
+/// Decode bound parameters with the statement's types (`None` when there
+/// are none). When one does not parse, find which and name it (and its
+/// column, for `INSERT ... VALUES`).
 fn decode_params(
     portal: &Portal<Arc<PgStatement>>,
     prepared: &Prepared,
-) -> PgWireResult<ParamValues> {
+) -> PgWireResult<Option<ParamValues>> {
+    if portal.parameter_len() == 0 {
+        return Ok(None);
+    }
     let types: Vec<Option<&DataType>> = prepared.param_types.iter().map(|t| t.as_ref()).collect();
     match deserialize_parameters(portal, &types) {
-        Ok(p) => Ok(p),
+        Ok(p) => Ok(Some(p)),
         Err(e) => {
             for i in 0..portal.parameter_len() {
                 let only: Vec<Option<&DataType>> = (0..types.len())

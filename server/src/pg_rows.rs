@@ -1,81 +1,46 @@
 //! Arrow batches to Postgres `DataRow` messages.
 //!
 //! [`encode_batch`] turns a result batch into `DataRow`s for the columns
-//! `fields` describe (type, text or binary format, format options). The
-//! columns Thyme's datasets and most queries produce are written here
-//! directly, with no per-value formatting machinery:
-//!
-//! | Arrow                     | Postgres       | text                      | binary        |
-//! |---------------------------|----------------|---------------------------|---------------|
-//! | `Int64` / `Int32` / `Int16` | `int8` / `int4` / `int2` | decimal digits | big-endian    |
-//! | `Boolean`                 | `bool`         | `t` / `f`                 | one byte      |
-//! | `Utf8`                    | `text` / `varchar` | the string            | the string    |
-//! | `Float64`                 | `float8`       | (shared)                  | IEEE 754 bits |
-//! | `Timestamp(µs, "UTC")`    | `timestamptz`  | ISO date style, years 1–9999: `YYYY-MM-DD HH:MM:SS.ffffff+00` | (shared) |
-//!
-//! Every other column, and the cells marked "(shared)", go through
-//! `arrow-pg`'s per-value encoder, so each cell is byte for byte what
-//! `arrow_pg::datatypes::encode_recordbatch` sends (the tests below check
-//! that on random batches). On a point lookup over pgwire the generic path
-//! formatted the timestamp through chrono's `strftime` and parsed the date
-//! style for every value: about 8% of the server's CPU.
+//! `fields` describe (type, text or binary format, format options), with
+//! pgwire's `DataRowEncoder` and `arrow-pg`'s per-value encoder, as
+//! `arrow_pg::datatypes::encode_recordbatch` does, with one exception:
+//! `timestamptz` text in the ISO date style (the default) for UTC
+//! timestamps of years 1 to 9999 is written here as
+//! `YYYY-MM-DD HH:MM:SS.ffffff+00`. The generic path formats each such
+//! value with chrono's `strftime` and parses the date style again for every
+//! value: about 8% of the server's CPU on a point lookup over pgwire. Each
+//! cell is byte for byte what `encode_recordbatch` sends (the tests below
+//! check that on random batches).
 
+use std::error::Error;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray};
-use arrow::datatypes::{DataType, Field, Int16Type, Int32Type, Int64Type, TimeUnit};
-use arrow::datatypes::{Float64Type, SchemaRef, TimestampMicrosecondType};
+use arrow::datatypes::{DataType, Field, SchemaRef, TimeUnit, TimestampMicrosecondType};
 use arrow::record_batch::RecordBatch;
-use arrow_pg::encoder::Encoder;
+use arrow_pg::encoder::{encode_value, Encoder};
 use bytes::{BufMut, BytesMut};
-use chrono::{Datelike, Timelike};
-use pgwire::api::results::{FieldFormat, FieldInfo};
+use chrono::{DateTime, Datelike, Timelike, Utc};
+use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo};
 use pgwire::api::Type;
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::data::DataRow;
+use pgwire::types::format::FormatOptions;
 use pgwire::types::ToSqlText;
-use postgres_types::{IsNull, ToSql};
+use postgres_types::{to_sql_checked, IsNull, ToSql};
 
-/// How one column is written.
-#[derive(Clone, Copy)]
-enum Kind {
-    Int64,
-    Int32,
-    Int16,
-    Bool,
-    Utf8,
-    Float64Binary,
-    /// `timestamptz` text in ISO date style, UTC.
-    TimestampIsoUtc,
-    /// Anything else: `arrow-pg`'s encoder.
-    Generic,
-}
-
-fn kind(field: &Field, pg: &FieldInfo) -> Kind {
-    // Field metadata can change the wire type (`oid`, `"char"`, vectors):
-    // leave such columns to arrow-pg.
-    if !field.metadata().is_empty() {
-        return Kind::Generic;
-    }
-    let binary = pg.format() == FieldFormat::Binary;
-    let ty = pg.datatype();
-    match field.data_type() {
-        DataType::Int64 if *ty == Type::INT8 => Kind::Int64,
-        DataType::Int32 if *ty == Type::INT4 => Kind::Int32,
-        DataType::Int16 if *ty == Type::INT2 => Kind::Int16,
-        DataType::Boolean if *ty == Type::BOOL => Kind::Bool,
-        DataType::Utf8 if *ty == Type::TEXT || *ty == Type::VARCHAR => Kind::Utf8,
-        DataType::Float64 if *ty == Type::FLOAT8 && binary => Kind::Float64Binary,
-        DataType::Timestamp(TimeUnit::Microsecond, Some(tz))
-            if !binary
-                && *ty == Type::TIMESTAMPTZ
-                && matches!(tz.as_ref(), "UTC" | "+00:00")
-                && iso_date_style(&pg.format_options().date_style) =>
-        {
-            Kind::TimestampIsoUtc
-        }
-        _ => Kind::Generic,
-    }
+/// Whether column `field` / `pg` is `timestamptz` text, in UTC, in the ISO
+/// date style: the cells [`IsoUtc`] writes.
+fn iso_utc_text(field: &Field, pg: &FieldInfo) -> bool {
+    // Field metadata can change the wire type: leave such columns to arrow-pg.
+    field.metadata().is_empty()
+        && pg.format() == FieldFormat::Text
+        && *pg.datatype() == Type::TIMESTAMPTZ
+        && matches!(
+            field.data_type(),
+            DataType::Timestamp(TimeUnit::Microsecond, Some(tz)) if matches!(tz.as_ref(), "UTC" | "+00:00")
+        )
+        && iso_date_style(&pg.format_options().date_style)
 }
 
 /// Whether pgwire would format dates in the ISO style for this `DateStyle`
@@ -89,43 +54,22 @@ fn iso_date_style(config: &str) -> bool {
     )
 }
 
-/// One row's bytes under construction; also the sink `arrow-pg` writes
-/// generic cells into.
-struct RowWriter {
-    buf: BytesMut,
-    cols: i16,
-}
+/// A UTC timestamp in a column [`iso_utc_text`] accepts. Years outside 1 to
+/// 9999, and the binary format, go to chrono's value as arrow-pg builds it.
+#[derive(Debug)]
+struct IsoUtc(DateTime<Utc>);
 
-impl RowWriter {
-    fn null(&mut self) {
-        self.buf.put_i32(-1);
-        self.cols += 1;
-    }
-
-    fn bytes(&mut self, v: &[u8]) {
-        self.buf.put_i32(v.len() as i32);
-        self.buf.put_slice(v);
-        self.cols += 1;
-    }
-
-    fn decimal(&mut self, v: i64, binary: bool, width: usize) {
-        if binary {
-            self.bytes(&v.to_be_bytes()[8 - width..]);
-        } else {
-            let mut b = itoa::Buffer::new();
-            self.bytes(b.format(v).as_bytes());
-        }
-    }
-
-    fn timestamp_iso_utc(&mut self, micros: i64, pg: &FieldInfo) -> PgWireResult<()> {
-        let Some(t) = chrono::DateTime::from_timestamp_micros(micros) else {
-            // Out of chrono's range: arrow-pg sends NULL.
-            self.null();
-            return Ok(());
-        };
+impl ToSqlText for IsoUtc {
+    fn to_sql_text(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+        format_options: &FormatOptions,
+    ) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
+        let t = &self.0;
         let year = t.year();
         if !(1..=9999).contains(&year) {
-            return self.encode_field(&Some(t.fixed_offset()), pg);
+            return t.fixed_offset().to_sql_text(ty, out, format_options);
         }
         let mut s = [0u8; 29];
         put_digits(&mut s[0..4], year as u32);
@@ -144,9 +88,25 @@ impl RowWriter {
         // as 1_000_000+ µs; keep the last six digits as chrono does).
         put_digits(&mut s[20..26], (t.nanosecond() / 1000) % 1_000_000);
         s[26..29].copy_from_slice(b"+00");
-        self.bytes(&s);
-        Ok(())
+        out.put_slice(&s);
+        Ok(IsNull::No)
     }
+}
+
+impl ToSql for IsoUtc {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
+        self.0.fixed_offset().to_sql(ty, out)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        <DateTime<chrono::FixedOffset> as ToSql>::accepts(ty)
+    }
+
+    to_sql_checked!();
 }
 
 /// Write `v` as `out.len()` decimal digits, zero-padded.
@@ -154,36 +114,6 @@ fn put_digits(out: &mut [u8], mut v: u32) {
     for d in out.iter_mut().rev() {
         *d = b'0' + (v % 10) as u8;
         v /= 10;
-    }
-}
-
-impl Encoder for RowWriter {
-    type Item = DataRow;
-
-    fn encode_field<T>(&mut self, value: &T, pg: &FieldInfo) -> PgWireResult<()>
-    where
-        T: ToSql + ToSqlText + Sized,
-    {
-        let at = self.buf.len();
-        self.buf.put_i32(-1);
-        let is_null = if pg.format() == FieldFormat::Text {
-            value.to_sql_text(pg.datatype(), &mut self.buf, pg.format_options())
-        } else {
-            value.to_sql(pg.datatype(), &mut self.buf)
-        }
-        .map_err(PgWireError::ApiError)?;
-        if let IsNull::No = is_null {
-            let len = (self.buf.len() - at - 4) as i32;
-            self.buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
-        }
-        self.cols += 1;
-        Ok(())
-    }
-
-    fn take_row(&mut self) -> DataRow {
-        let row = DataRow::new(self.buf.split(), self.cols);
-        self.cols = 0;
-        row
     }
 }
 
@@ -204,21 +134,18 @@ pub fn encode_batch(
         return Box::new(std::iter::once(Err(err)));
     }
     let schema = batch.schema();
-    let kinds: Vec<Kind> = schema
+    let iso_utc = schema
         .fields()
         .iter()
         .zip(fields.iter())
-        .map(|(f, pg)| kind(f, pg))
+        .map(|(f, pg)| iso_utc_text(f, pg))
         .collect();
     let mut rows = Rows {
         columns: batch.columns().to_vec(),
         schema,
-        kinds,
+        iso_utc,
+        encoder: DataRowEncoder::new(fields.clone()),
         fields,
-        writer: RowWriter {
-            buf: BytesMut::with_capacity(64 * batch.num_columns().max(1)),
-            cols: 0,
-        },
         next: 0,
         len: batch.num_rows(),
     };
@@ -228,9 +155,10 @@ pub fn encode_batch(
 struct Rows {
     columns: Vec<ArrayRef>,
     schema: SchemaRef,
-    kinds: Vec<Kind>,
+    /// Per column: written through [`IsoUtc`].
+    iso_utc: Vec<bool>,
+    encoder: DataRowEncoder,
     fields: Arc<Vec<FieldInfo>>,
-    writer: RowWriter,
     next: usize,
     len: usize,
 }
@@ -242,51 +170,25 @@ impl Rows {
         }
         let i = self.next;
         self.next += 1;
-        for c in 0..self.columns.len() {
-            if let Err(e) = self.cell(c, i) {
-                self.writer.buf.clear();
-                self.writer.cols = 0;
+        for (c, a) in self.columns.iter().enumerate() {
+            let pg = &self.fields[c];
+            let done = if self.iso_utc[c] {
+                let v = (!a.is_null(i))
+                    .then(|| a.as_primitive::<TimestampMicrosecondType>().value(i))
+                    // Out of chrono's range: NULL, as arrow-pg sends.
+                    .and_then(DateTime::from_timestamp_micros)
+                    .map(IsoUtc);
+                Encoder::encode_field(&mut self.encoder, &v, pg)
+            } else {
+                encode_value(&mut self.encoder, a, i, self.schema.field(c), pg)
+            };
+            if let Err(e) = done {
+                // Drop the partial row.
+                self.encoder.take_row();
                 return Some(Err(e));
             }
         }
-        Some(Ok(self.writer.take_row()))
-    }
-
-    fn cell(&mut self, c: usize, i: usize) -> PgWireResult<()> {
-        let a = &self.columns[c];
-        let pg = &self.fields[c];
-        let kind = self.kinds[c];
-        if !matches!(kind, Kind::Generic) && a.is_null(i) {
-            self.writer.null();
-            return Ok(());
-        }
-        let binary = pg.format() == FieldFormat::Binary;
-        let w = &mut self.writer;
-        match kind {
-            Kind::Int64 => w.decimal(a.as_primitive::<Int64Type>().value(i), binary, 8),
-            Kind::Int32 => w.decimal(a.as_primitive::<Int32Type>().value(i) as i64, binary, 4),
-            Kind::Int16 => w.decimal(a.as_primitive::<Int16Type>().value(i) as i64, binary, 2),
-            Kind::Bool => {
-                let v = a.as_boolean().value(i);
-                match (binary, v) {
-                    (true, v) => w.bytes(&[v as u8]),
-                    (false, true) => w.bytes(b"t"),
-                    (false, false) => w.bytes(b"f"),
-                }
-            }
-            Kind::Utf8 => w.bytes(a.as_string::<i32>().value(i).as_bytes()),
-            Kind::Float64Binary => w.bytes(
-                &a.as_primitive::<Float64Type>()
-                    .value(i)
-                    .to_bits()
-                    .to_be_bytes(),
-            ),
-            Kind::TimestampIsoUtc => {
-                w.timestamp_iso_utc(a.as_primitive::<TimestampMicrosecondType>().value(i), pg)?
-            }
-            Kind::Generic => arrow_pg::encoder::encode_value(w, a, i, self.schema.field(c), pg)?,
-        }
-        Ok(())
+        Some(Ok(self.encoder.take_row()))
     }
 }
 
