@@ -6,9 +6,12 @@
 //! |---------------|--------------------------------------------------|----------------|
 //! | `versions`    | `ds:u32 · key · !ts' : u64 · !seq : u64`         | tag · row      |
 //! | `events`      | `ds:u32 · ts' : u64 · seq : u64`                 | row            |
-//! | `log`         | `ds:u32 · offset : u64`                          | record         |
+//! | `log`         | `ds:u32 · first offset : u64`                    | block of records |
 //! | `catalog`     | name                                             | definition     |
 //! | `meta`        | name                                             | counter        |
+//!
+//! A log value packs the records one batch appended to one dataset, up to a
+//! cap (see `LogBlock` in the RocksDB store), keyed by the first one's offset.
 //!
 //! `ts'` is the event time with its sign bit flipped (so signed order becomes
 //! unsigned byte order); in `versions` it and the sequence are bit-inverted so

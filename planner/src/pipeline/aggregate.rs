@@ -29,28 +29,27 @@
 //! write wins). That costs the events in the window plus the change points
 //! rewritten, and only happens within the source's `disorder`.
 //!
-//! Every event's contribution is also written to a hidden state dataset
-//! (key, time) in the same atomic batch as the outputs and input offsets; a
-//! restarted runner reloads it and rebuilds each key at the committed
-//! horizon, so it continues exactly where the last commit stopped.
+//! Every event's contribution is also appended to the log of a hidden state
+//! dataset (key, time, input order, values) in the same atomic batch as the
+//! outputs and input offsets; a restarted runner replays that log and
+//! rebuilds each key at the committed horizon, so it continues exactly
+//! where the last commit stopped.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::ops::Bound::{Excluded, Included, Unbounded};
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, BooleanArray, UInt64Array};
 use arrow::record_batch::RecordBatch;
 use thyme_model::payload::{Agg, AggKind, Window};
-use thyme_storage::{DatasetId, TemporalStore, TimeRange, WriteBatch};
+use thyme_storage::{DatasetId, TemporalStore, WriteBatch};
 
 use super::accum::{Acc, OrdV, Sketch, V};
+use super::events::Events;
 use super::values::{Cell, ColumnBuilder, Reader};
 use super::window::Win;
 use crate::catalog::Dataset;
 use crate::error::{Error, Result};
 use crate::types::DType;
-
-type EvKey = (i64, u64);
 
 struct AggSpec {
     kind: AggKind,
@@ -68,21 +67,23 @@ struct AggSpec {
     has_of: bool,
 }
 
+/// One key. Cursors are event counts: `events[..enter[w]]` have entered
+/// window `w`, `events[..leave[w]]` have left it.
 struct KeyState {
     key: Box<[V]>,
-    events: BTreeMap<EvKey, Box<[V]>>,
+    events: Events,
     /// Every change point `<= t` has been written.
     t: i64,
-    enter: Vec<Option<EvKey>>,
-    leave: Vec<Option<EvKey>>,
+    enter: Vec<usize>,
+    leave: Vec<usize>,
     accs: Vec<Acc>,
     timer: Option<i64>,
     /// Earliest change point of events inserted out of order since the last
     /// advance.
     dirty: Option<i64>,
-    /// Session windows: the last event whose possible close (time + gap +
-    /// 1µs) has been passed.
-    closed: Vec<Option<EvKey>>,
+    /// Session windows: `events[..closed[w]]` have had their possible close
+    /// (time + gap + 1µs) passed.
+    closed: Vec<usize>,
 }
 
 /// Where each output field comes from.
@@ -255,14 +256,14 @@ impl AggregateExec {
         let nw = self.windows.len();
         self.states.push(KeyState {
             key,
-            events: BTreeMap::new(),
+            events: Events::new(self.of_cols.len()),
             t: i64::MIN,
-            enter: vec![None; nw],
-            leave: vec![None; nw],
+            enter: vec![0; nw],
+            leave: vec![0; nw],
             accs,
             timer: None,
             dirty: None,
-            closed: vec![None; nw],
+            closed: vec![0; nw],
         });
         self.index.insert(gkey, id);
         id
@@ -271,35 +272,56 @@ impl AggregateExec {
     /// Reload the contributions committed so far and rebuild every key at
     /// `horizon`.
     pub fn restore(&mut self, store: &dyn TemporalStore, horizon: i64) -> Result<()> {
-        let mut loaded: Vec<(Box<[u8]>, i64, Vec<u8>)> = Vec::new();
-        store.scan_history(self.state_ds, &[], TimeRange::ALL, &mut |v| {
-            loaded.push((v.key.into(), v.ts, v.value.to_vec()));
-            true
-        })?;
-        for (gkey, ts, row) in loaded {
-            let mut k: &[u8] = &gkey;
-            let mut key = Vec::with_capacity(self.key_cols.len());
-            for _ in 0..self.key_cols.len() {
-                key.push(V::decode(&mut k)?);
+        let mut err = None;
+        let mut from = 0;
+        loop {
+            let next = store.read_log(self.state_ds, from, 65_536, &mut |_, rec| {
+                if err.is_none() {
+                    if let Err(e) = self.load_event(rec) {
+                        err = Some(e);
+                    }
+                }
+            })?;
+            if let Some(e) = err {
+                return Err(e);
             }
-            let id = self.key_id(key.into(), gkey.clone());
-            if row.len() < 8 {
-                return Err(Error::Internal("corrupt pipeline state".into()));
+            if next == from {
+                break;
             }
-            let seq = u64::from_be_bytes(row[..8].try_into().expect("8 bytes"));
-            let mut r: &[u8] = &row[8..];
-            let mut vals = Vec::with_capacity(self.of_cols.len());
-            for _ in 0..self.of_cols.len() {
-                vals.push(V::decode(&mut r)?);
-            }
-            self.states[id as usize]
-                .events
-                .insert((ts, seq), vals.into());
+            from = next;
         }
         for id in 0..self.states.len() as u32 {
             self.reinit(id, horizon);
             self.sweep(id, horizon)?;
         }
+        Ok(())
+    }
+
+    /// One state record: `key values · ts · seq · contributed values`.
+    fn load_event(&mut self, rec: &[u8]) -> Result<()> {
+        let mut r = rec;
+        let mut key = Vec::with_capacity(self.key_cols.len());
+        for _ in 0..self.key_cols.len() {
+            key.push(V::decode(&mut r)?);
+        }
+        let gkey = &rec[..rec.len() - r.len()];
+        if r.len() < 16 {
+            return Err(Error::Internal("corrupt pipeline state".into()));
+        }
+        let ts = i64::from_be_bytes(r[..8].try_into().expect("8 bytes"));
+        let seq = u64::from_be_bytes(r[8..16].try_into().expect("8 bytes"));
+        r = &r[16..];
+        let mut vals = Vec::with_capacity(self.of_cols.len());
+        for _ in 0..self.of_cols.len() {
+            vals.push(V::decode(&mut r)?);
+        }
+        let id = match self.index.get(gkey) {
+            Some(&id) => id,
+            None => self.key_id(key.into(), gkey.into()),
+        };
+        self.states[id as usize]
+            .events
+            .insert((ts, seq), &mut vals);
         Ok(())
     }
 
@@ -326,6 +348,7 @@ impl AggregateExec {
             .collect::<Result<Vec<_>>>()?;
         let mut gkey = Vec::with_capacity(32);
         let mut row = Vec::with_capacity(64);
+        let mut vals = Vec::with_capacity(self.of_cols.len());
         for (i, &t) in ts.iter().enumerate().take(batch.num_rows()) {
             if del.value(i) {
                 continue;
@@ -334,10 +357,8 @@ impl AggregateExec {
             for r in &keys {
                 r.get(i).encode(&mut gkey);
             }
-            let vals: Box<[V]> = ofs
-                .iter()
-                .map(|r| r.as_ref().map_or(V::Null, |r| r.get(i)))
-                .collect();
+            vals.clear();
+            vals.extend(ofs.iter().map(|r| r.as_ref().map_or(V::Null, |r| r.get(i))));
             let mut s = seq.value(i);
             let id = match self.index.get(gkey.as_slice()) {
                 Some(&id) => id,
@@ -347,21 +368,30 @@ impl AggregateExec {
                 }
             };
             // Rows fanned out of one record share its order; keep them apart.
-            while self.states[id as usize].events.contains_key(&(t, s)) {
+            while self.states[id as usize].events.contains((t, s)) {
                 s += 1;
             }
             row.clear();
+            row.extend_from_slice(&gkey);
+            row.extend_from_slice(&t.to_be_bytes());
             row.extend_from_slice(&s.to_be_bytes());
             for v in vals.iter() {
                 v.encode(&mut row);
             }
-            wb.put_version(self.state_ds, &gkey, t, &row);
+            wb.append_log(self.state_ds, &row);
             let first = self.windows.iter().map(|w| w.enter(t)).min().unwrap_or(t);
             let ks = &mut self.states[id as usize];
             if first <= ks.t {
                 ks.dirty = Some(ks.dirty.map_or(first, |d| d.min(first)));
             }
-            ks.events.insert((t, s), vals);
+            let at = ks.events.insert((t, s), &mut vals);
+            // An event inside a cursor's passed prefix moves the cursor on
+            // (the key is then dirty and rebuilt before its next change).
+            for c in ks.enter.iter_mut().chain(&mut ks.leave).chain(&mut ks.closed) {
+                if at < *c {
+                    *c += 1;
+                }
+            }
             self.touched.push(id);
         }
         Ok(())
@@ -406,59 +436,37 @@ impl AggregateExec {
     /// exactly the events that count at `t`.
     fn reinit(&mut self, id: u32, t: i64) {
         let ks = &mut self.states[id as usize];
+        let ev = &ks.events;
         for (w, win) in self.windows.iter().enumerate() {
             if let Win::Session { gap } = *win {
-                let pc = ks
-                    .events
-                    .range(..=(t.saturating_sub(gap).saturating_sub(1), u64::MAX))
-                    .next_back()
-                    .map(|(k, _)| *k);
+                let pc = ev.count_upto(t.saturating_sub(gap).saturating_sub(1));
                 ks.closed[w] = pc;
                 // The most recent session closed by t ends at the last event
-                // up to `pc` that no event follows within the gap.
-                let mut end = None;
-                if let Some(pc) = pc {
-                    let mut follower = ks
-                        .events
-                        .range((Excluded(pc), Unbounded))
-                        .next()
-                        .map(|(k, _)| *k);
-                    for (&k, _) in ks.events.range(..=pc).rev() {
-                        if follower.is_none_or(|f| f.0 - k.0 > gap) {
-                            end = Some(k);
-                            break;
-                        }
-                        follower = Some(k);
+                // before `pc` that no event follows within the gap.
+                let end = (0..pc).rev().find(|&i| {
+                    ev.time_at(i + 1)
+                        .is_none_or(|f| f - ev.time(i) > gap)
+                });
+                match end {
+                    Some(e) => {
+                        ks.enter[w] = e + 1;
+                        ks.leave[w] = session_start(ev, e, gap);
+                    }
+                    None => {
+                        ks.enter[w] = 0;
+                        ks.leave[w] = 0;
                     }
                 }
-                let (enter, leave) = match end {
-                    Some(e) => (Some(e), session_start(&ks.events, e, gap)),
-                    None => (None, None),
-                };
-                ks.enter[w] = enter;
-                ks.leave[w] = leave;
                 continue;
             }
-            let last_le = |bound: Option<i64>| -> Option<EvKey> {
-                let b = bound?;
-                ks.events
-                    .range(..=(b, u64::MAX))
-                    .next_back()
-                    .map(|(k, _)| *k)
-            };
-            ks.enter[w] = last_le(max_event_entered(win, t));
-            ks.leave[w] = last_le(max_event_left(win, t));
+            let upto = |bound: Option<i64>| bound.map_or(0, |b| ev.count_upto(b));
+            ks.enter[w] = upto(max_event_entered(win, t));
+            ks.leave[w] = upto(max_event_left(win, t));
         }
         for (a, acc) in self.aggs.iter().zip(ks.accs.iter_mut()) {
             acc.reset();
-            let w = a.win;
-            let Some(hi) = ks.enter[w] else { continue };
-            let lo = match ks.leave[w] {
-                Some(k) => Excluded(k),
-                None => Unbounded,
-            };
-            for (_, vals) in ks.events.range((lo, Included(hi))) {
-                acc.update(&vals[a.slot], true);
+            for i in ks.leave[a.win]..ks.enter[a.win] {
+                acc.update(&ev.vals(i)[a.slot], true);
             }
         }
         ks.t = t;
@@ -467,36 +475,27 @@ impl AggregateExec {
         }
     }
 
-    fn next_after(events: &BTreeMap<EvKey, Box<[V]>>, c: Option<EvKey>) -> Option<EvKey> {
-        match c {
-            None => events.keys().next().copied(),
-            Some(k) => events
-                .range((Excluded(k), Unbounded))
-                .next()
-                .map(|(k, _)| *k),
-        }
-    }
-
     /// Walk key `id` forward through its change points up to `upto`,
     /// emitting an output row at each.
     fn sweep(&mut self, id: u32, upto: i64) -> Result<()> {
         loop {
             let ks = &self.states[id as usize];
+            let ev = &ks.events;
             let mut next = i64::MAX;
             for (w, win) in self.windows.iter().enumerate() {
                 if let Win::Session { gap } = *win {
                     // Every event's possible close is a change point (so
                     // none disappears when sessions merge).
-                    if let Some(k) = Self::next_after(&ks.events, ks.closed[w]) {
-                        next = next.min(k.0.saturating_add(gap).saturating_add(1));
+                    if let Some(e) = ev.time_at(ks.closed[w]) {
+                        next = next.min(e.saturating_add(gap).saturating_add(1));
                     }
                     continue;
                 }
-                if let Some(k) = Self::next_after(&ks.events, ks.enter[w]) {
-                    next = next.min(win.enter(k.0));
+                if let Some(e) = ev.time_at(ks.enter[w]) {
+                    next = next.min(win.enter(e));
                 }
-                if let Some(k) = Self::next_after(&ks.events, ks.leave[w]) {
-                    let l = win.leave(k.0);
+                if let Some(e) = ev.time_at(ks.leave[w]) {
+                    let l = win.leave(e);
                     if l != i64::MAX {
                         next = next.min(l);
                     }
@@ -517,53 +516,50 @@ impl AggregateExec {
                 return Ok(());
             }
             let ks = &mut self.states[id as usize];
+            let ev = &ks.events;
             for (w, win) in self.windows.iter().enumerate() {
                 if let Win::Session { gap } = *win {
                     let mut passed = None;
-                    while let Some(k) = Self::next_after(&ks.events, ks.closed[w]) {
-                        if k.0.saturating_add(gap).saturating_add(1) != next {
+                    while let Some(e) = ev.time_at(ks.closed[w]) {
+                        if e.saturating_add(gap).saturating_add(1) != next {
                             break;
                         }
-                        ks.closed[w] = Some(k);
-                        passed = Some(k);
+                        passed = Some(ks.closed[w]);
+                        ks.closed[w] += 1;
                     }
                     // The session ending at the last passed event closes now
                     // unless another event follows within the gap.
                     if let Some(end) = passed {
-                        let follower = Self::next_after(&ks.events, Some(end));
-                        if follower.is_none_or(|f| f.0 - end.0 > gap) {
-                            let before = session_start(&ks.events, end, gap);
-                            let lo = match before {
-                                Some(b) => Excluded(b),
-                                None => Unbounded,
-                            };
+                        let t_end = ev.time(end);
+                        if ev.time_at(end + 1).is_none_or(|f| f - t_end > gap) {
+                            let start = session_start(ev, end, gap);
                             for (a, acc) in self.aggs.iter().zip(ks.accs.iter_mut()) {
                                 if a.win == w {
                                     acc.reset();
-                                    for (_, vals) in ks.events.range((lo, Included(end))) {
-                                        acc.update(&vals[a.slot], true);
+                                    for i in start..=end {
+                                        acc.update(&ev.vals(i)[a.slot], true);
                                     }
                                 }
                             }
-                            ks.enter[w] = Some(end);
-                            ks.leave[w] = before;
+                            ks.enter[w] = end + 1;
+                            ks.leave[w] = start;
                         }
                     }
                     continue;
                 }
-                let (events, accs) = (&ks.events, &mut ks.accs);
-                let mut cross = |cursor: &mut Option<EvKey>, at: &dyn Fn(i64) -> i64, add: bool| {
-                    while let Some(k) = Self::next_after(events, *cursor) {
-                        if at(k.0) != next {
+                let accs = &mut ks.accs;
+                let mut cross = |cursor: &mut usize, at: &dyn Fn(i64) -> i64, add: bool| {
+                    while let Some(e) = ev.time_at(*cursor) {
+                        if at(e) != next {
                             break;
                         }
-                        let vals = &events[&k];
+                        let vals = ev.vals(*cursor);
                         for (a, acc) in self.aggs.iter().zip(accs.iter_mut()) {
                             if a.win == w {
                                 acc.update(&vals[a.slot], add);
                             }
                         }
-                        *cursor = Some(k);
+                        *cursor += 1;
                     }
                 };
                 cross(&mut ks.enter[w], &|e| win.enter(e), true);
@@ -579,6 +575,7 @@ impl AggregateExec {
     /// be positioned at `t`).
     fn values(&self, id: u32, t: i64) -> Result<Box<[Cell]>> {
         let ks = &self.states[id as usize];
+        let ev = &ks.events;
         self.aggs
             .iter()
             .zip(&ks.accs)
@@ -605,19 +602,13 @@ impl AggregateExec {
                     },
                     Acc::Sketch(s) => or_default(s.quantile(a.p).map(V::F)),
                     Acc::None => {
-                        let range = match (ks.enter[a.win], ks.leave[a.win]) {
-                            (None, _) => None,
-                            (Some(hi), None) => Some(ks.events.range(..=hi)),
-                            (Some(hi), Some(lo)) if lo < hi => {
-                                Some(ks.events.range((Excluded(lo), Included(hi))))
-                            }
-                            _ => None,
-                        };
+                        // The events in the window: `events[leave..enter]`.
+                        let range = ks.leave[a.win]..ks.enter[a.win].max(ks.leave[a.win]);
                         if a.kind == AggKind::ExpDecaySum {
                             let mut s = 0.0;
-                            for ((e, _), vals) in range.into_iter().flatten() {
-                                if let Some(x) = vals[a.slot].as_f64() {
-                                    s += x * (-((t - e) as f64) / a.half_life).exp2();
+                            for i in range {
+                                if let Some(x) = ev.vals(i)[a.slot].as_f64() {
+                                    s += x * (-((t - ev.time(i)) as f64) / a.half_life).exp2();
                                 }
                             }
                             V::F(s)
@@ -633,18 +624,16 @@ impl AggregateExec {
                                 items.push(v.clone());
                                 items.len() >= a.limit
                             };
-                            if let Some(r) = range {
-                                if a.kind == AggKind::LastK {
-                                    for (_, vals) in r.rev() {
-                                        if push(&vals[a.slot]) {
-                                            break;
-                                        }
+                            if a.kind == AggKind::LastK {
+                                for i in range.rev() {
+                                    if push(&ev.vals(i)[a.slot]) {
+                                        break;
                                     }
-                                } else {
-                                    for (_, vals) in r {
-                                        if push(&vals[a.slot]) {
-                                            break;
-                                        }
+                                }
+                            } else {
+                                for i in range {
+                                    if push(&ev.vals(i)[a.slot]) {
+                                        break;
                                     }
                                 }
                             }
@@ -682,19 +671,20 @@ impl AggregateExec {
     }
 }
 
-/// The event just before the session that ends at `end` (`None`: the
-/// session starts at the key's first event). A session is a maximal run of
-/// events whose consecutive gaps are at most `gap`; it closes `gap` + 1µs
-/// after its last event (an event exactly `gap` later still joins it).
-fn session_start(events: &BTreeMap<EvKey, Box<[V]>>, end: EvKey, gap: i64) -> Option<EvKey> {
-    let mut later = end;
-    for (&k, _) in events.range(..end).rev() {
-        if later.0 - k.0 > gap {
-            return Some(k);
+/// Index of the first event of the session that ends at event `end`. A
+/// session is a maximal run of events whose consecutive gaps are at most
+/// `gap`; it closes `gap` + 1µs after its last event (an event exactly `gap`
+/// later still joins it).
+fn session_start(events: &Events, end: usize, gap: i64) -> usize {
+    let mut later = events.time(end);
+    for i in (0..end).rev() {
+        let t = events.time(i);
+        if later - t > gap {
+            return i + 1;
         }
-        later = k;
+        later = t;
     }
-    None
+    0
 }
 
 /// Largest event time whose event has entered window `w` by read time `t`.

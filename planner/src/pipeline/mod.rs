@@ -28,6 +28,7 @@
 
 pub mod accum;
 pub mod aggregate;
+mod events;
 pub mod expr;
 pub mod ops;
 mod values;
