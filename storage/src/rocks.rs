@@ -128,12 +128,23 @@ impl RocksStore {
         }
 
         let cache = Cache::new_lru_cache(options.block_cache_bytes);
-        let mut table = BlockBasedOptions::default();
-        table.set_block_cache(&cache);
-        table.set_bloom_filter(10.0, false);
-        table.set_cache_index_and_filter_blocks(true);
-        table.set_pin_l0_filter_and_index_blocks_in_cache(true);
-        table.set_block_size(16 * 1024);
+        let table_options = |bloom: bool| {
+            let mut table = BlockBasedOptions::default();
+            table.set_block_cache(&cache);
+            if bloom {
+                table.set_bloom_filter(10.0, false);
+            }
+            table.set_cache_index_and_filter_blocks(true);
+            table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+            table.set_block_size(16 * 1024);
+            table
+        };
+        // Versions, events and logs are only read through iterators, which
+        // never consult whole-key bloom filters: building them for every
+        // flush and compaction would be wasted work. The catalog and the
+        // counters are read with point gets and keep theirs.
+        let table = table_options(false);
+        let point_table = table_options(true);
 
         let mut cf_opts = Options::default();
         cf_opts.set_block_based_table_factory(&table);
@@ -160,9 +171,16 @@ impl RocksStore {
         db_opts.set_max_background_jobs(2);
 
         let db_path = dir.join("rocksdb");
-        let cfs = ALL_CFS
-            .iter()
-            .map(|name| ColumnFamilyDescriptor::new(*name, cf_opts.clone()));
+        let mut point_opts = cf_opts.clone();
+        point_opts.set_block_based_table_factory(&point_table);
+        let cfs = ALL_CFS.iter().map(|name| {
+            let opts = if [CF_CATALOG, CF_META].contains(name) {
+                point_opts.clone()
+            } else {
+                cf_opts.clone()
+            };
+            ColumnFamilyDescriptor::new(*name, opts)
+        });
         let db = DB::open_cf_descriptors(&db_opts, &db_path, cfs).map_err(engine)?;
 
         let mut store = RocksStore {
@@ -959,7 +977,16 @@ mod tests {
                 .unwrap();
             (got, next)
         };
-        for (from, max) in [(0, 1), (0, 5000), (1, 1023), (1023, 2), (1024, 3000), (2600, 10), (3200, 9), (3201, 5)] {
+        for (from, max) in [
+            (0, 1),
+            (0, 5000),
+            (1, 1023),
+            (1023, 2),
+            (1024, 3000),
+            (2600, 10),
+            (3200, 9),
+            (3201, 5),
+        ] {
             let (got, next) = read(from, max);
             let end = (from as usize + max).min(want.len());
             let expect: Vec<(u64, String)> = (from as usize..end.max(from as usize))
@@ -978,10 +1005,15 @@ mod tests {
         store.write(wb).unwrap();
         assert_eq!(store.log_end(5).unwrap(), 2);
         let (got, next) = read(0, 10);
-        assert_eq!(got, vec![(0, "new 0".to_string()), (1, "new 1".to_string())]);
+        assert_eq!(
+            got,
+            vec![(0, "new 0".to_string()), (1, "new 1".to_string())]
+        );
         assert_eq!(next, 2);
         let mut others = 0;
-        store.read_log(6, 0, usize::MAX, &mut |_, _| others += 1).unwrap();
+        store
+            .read_log(6, 0, usize::MAX, &mut |_, _| others += 1)
+            .unwrap();
         assert_eq!(others, want.len());
     }
 }

@@ -106,7 +106,10 @@ pub struct AggregateExec {
     state_ds: DatasetId,
     out: Arc<Dataset>,
     out_src: Vec<OutSrc>,
-    pending: Vec<(u32, i64, Box<[Cell]>)>,
+    /// Output rows not yet taken: (key, change point), with their
+    /// aggregation values in `cells` (`aggs.len()` per row).
+    pending: Vec<(u32, i64)>,
+    cells: Vec<Cell>,
 }
 
 fn default_value(a: &Agg, t: DType) -> Option<V> {
@@ -226,6 +229,7 @@ impl AggregateExec {
             out,
             out_src,
             pending: Vec::new(),
+            cells: Vec::new(),
         })
     }
 
@@ -319,9 +323,7 @@ impl AggregateExec {
             Some(&id) => id,
             None => self.key_id(key.into(), gkey.into()),
         };
-        self.states[id as usize]
-            .events
-            .insert((ts, seq), &mut vals);
+        self.states[id as usize].events.insert((ts, seq), &mut vals);
         Ok(())
     }
 
@@ -387,7 +389,12 @@ impl AggregateExec {
             let at = ks.events.insert((t, s), &mut vals);
             // An event inside a cursor's passed prefix moves the cursor on
             // (the key is then dirty and rebuilt before its next change).
-            for c in ks.enter.iter_mut().chain(&mut ks.leave).chain(&mut ks.closed) {
+            for c in ks
+                .enter
+                .iter_mut()
+                .chain(&mut ks.leave)
+                .chain(&mut ks.closed)
+            {
                 if at < *c {
                     *c += 1;
                 }
@@ -443,10 +450,9 @@ impl AggregateExec {
                 ks.closed[w] = pc;
                 // The most recent session closed by t ends at the last event
                 // before `pc` that no event follows within the gap.
-                let end = (0..pc).rev().find(|&i| {
-                    ev.time_at(i + 1)
-                        .is_none_or(|f| f - ev.time(i) > gap)
-                });
+                let end = (0..pc)
+                    .rev()
+                    .find(|&i| ev.time_at(i + 1).is_none_or(|f| f - ev.time(i) > gap));
                 match end {
                     Some(e) => {
                         ks.enter[w] = e + 1;
@@ -566,14 +572,17 @@ impl AggregateExec {
                 cross(&mut ks.leave[w], &|e| win.leave(e), false);
             }
             ks.t = next;
-            let row = self.values(id, next)?;
-            self.pending.push((id, next, row));
+            let mut cells = std::mem::take(&mut self.cells);
+            let r = self.values(id, next, &mut cells);
+            self.cells = cells;
+            r?;
+            self.pending.push((id, next));
         }
     }
 
-    /// The aggregation values of key `id` at read time `t` (its state must
-    /// be positioned at `t`).
-    fn values(&self, id: u32, t: i64) -> Result<Box<[Cell]>> {
+    /// Append the aggregation values of key `id` at read time `t` to `out`
+    /// (its state must be positioned at `t`).
+    fn values(&self, id: u32, t: i64, out: &mut Vec<Cell>) -> Result<()> {
         let ks = &self.states[id as usize];
         let ev = &ks.events;
         self.aggs
@@ -643,6 +652,18 @@ impl AggregateExec {
                 };
                 Ok(Cell::V(v))
             })
+            .try_for_each(|c| c.map(|c| out.push(c)))
+    }
+
+    /// The output rows produced since the last call: (key, change point,
+    /// aggregation values).
+    #[cfg(test)]
+    fn take_rows(&mut self) -> Vec<(u32, i64, Vec<Cell>)> {
+        let n = self.aggs.len();
+        let mut cells = std::mem::take(&mut self.cells).into_iter();
+        std::mem::take(&mut self.pending)
+            .into_iter()
+            .map(|(id, t)| (id, t, cells.by_ref().take(n).collect()))
             .collect()
     }
 
@@ -653,14 +674,26 @@ impl AggregateExec {
             return Ok(None);
         }
         let pending = std::mem::take(&mut self.pending);
+        let cells = std::mem::take(&mut self.cells);
+        let stride = self.aggs.len();
         let mut cols: Vec<ArrayRef> = Vec::with_capacity(self.out_src.len());
         for (j, src) in self.out_src.iter().enumerate() {
             let mut b = ColumnBuilder::new(self.out.fields()[j].dtype, pending.len());
-            for (id, t, row) in &pending {
-                match src {
-                    OutSrc::Ts => b.push(&V::I(*t))?,
-                    OutSrc::Key(k) => b.push(&self.states[*id as usize].key[*k])?,
-                    OutSrc::Agg(a) => b.push_cell(&row[*a])?,
+            match src {
+                OutSrc::Ts => {
+                    for (_, t) in &pending {
+                        b.push(&V::I(*t))?;
+                    }
+                }
+                OutSrc::Key(k) => {
+                    for (id, _) in &pending {
+                        b.push(&self.states[*id as usize].key[*k])?;
+                    }
+                }
+                OutSrc::Agg(a) => {
+                    for c in cells.iter().skip(*a).step_by(stride) {
+                        b.push_cell(c)?;
+                    }
                 }
             }
             cols.push(b.finish()?);
@@ -861,16 +894,18 @@ mod session_tests {
             )
             .unwrap();
             a.advance(now).unwrap();
-            for (_, t, r) in std::mem::take(&mut a.pending) {
-                let n = match &r[0] {
-                    Cell::V(V::I(v)) => *v,
-                    _ => -1,
-                };
-                let s = match &r[1] {
-                    Cell::V(V::I(v)) => *v,
-                    _ => -1,
-                };
-                rows.push((t, n, s));
+            let out = a.take_output().unwrap().unwrap();
+            let col = |c: usize| {
+                let a = out.column(c).as_any().downcast_ref::<Int64Array>().unwrap();
+                a.values().to_vec()
+            };
+            let ts = out
+                .column(3)
+                .as_any()
+                .downcast_ref::<TimestampMicrosecondArray>()
+                .unwrap();
+            for ((n, s), t) in col(1).into_iter().zip(col(2)).zip(ts.values().iter()) {
+                rows.push((*t, n, s));
             }
         }
         // Last write per time wins; the value in effect at t.

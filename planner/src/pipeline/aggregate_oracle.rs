@@ -298,7 +298,7 @@ fn every_aggregation_and_window_matches_brute_force() {
             s: ["a", "b", "c", "d"][rng.random_range(0..4)].to_string(),
         });
     }
-    let mut rows: BTreeMap<(i64, i64), Box<[Cell]>> = BTreeMap::new();
+    let mut rows: BTreeMap<(i64, i64), Vec<Cell>> = BTreeMap::new();
     let mut newest = i64::MIN;
     let mut i = 0;
     while i < n {
@@ -342,7 +342,7 @@ fn every_aggregation_and_window_matches_brute_force() {
             newest
         };
         op.advance(horizon).expect("advance");
-        for (id, t, row) in std::mem::take(&mut op.pending) {
+        for (id, t, row) in op.take_rows() {
             let key = match op.states[id as usize].key[0] {
                 V::I(k) => k,
                 _ => unreachable!(),
@@ -352,7 +352,7 @@ fn every_aggregation_and_window_matches_brute_force() {
         i += m;
     }
     op.advance(i64::MAX / 4).expect("advance");
-    for (id, t, row) in std::mem::take(&mut op.pending) {
+    for (id, t, row) in op.take_rows() {
         let key = match op.states[id as usize].key[0] {
             V::I(k) => k,
             _ => unreachable!(),

@@ -68,11 +68,12 @@ impl Events {
     /// drained.
     pub fn insert(&mut self, k: EvKey, vals: &mut Vec<V>) -> usize {
         debug_assert_eq!(vals.len(), self.stride);
-        let at = if self.keys.last().is_none_or(|l| *l < k) {
-            self.keys.len()
-        } else {
-            self.keys.partition_point(|x| *x < k)
-        };
+        if self.keys.last().is_none_or(|l| *l < k) {
+            self.keys.push(k);
+            self.vals.append(vals);
+            return self.keys.len() - 1;
+        }
+        let at = self.keys.partition_point(|x| *x < k);
         self.keys.insert(at, k);
         let v = at * self.stride;
         self.vals.splice(v..v, vals.drain(..));
