@@ -9,6 +9,16 @@ pub enum Error {
     /// The underlying engine failed (I/O, corruption, ...).
     #[error("storage engine error: {0}")]
     Engine(String),
+    /// A data directory written in another on-disk layout.
+    #[error(
+        "the data directory {path} holds on-disk format {found}; this server reads format \
+         {expected} (start it on a new directory)"
+    )]
+    Format {
+        path: String,
+        found: u64,
+        expected: u64,
+    },
     /// On-disk data that does not decode.
     #[error("corrupt entry in the store: {0}")]
     Corrupt(String),

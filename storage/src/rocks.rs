@@ -57,6 +57,13 @@ pub const CURSOR_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
 const META_SEQ: &[u8] = b"seq";
 const META_NEXT_DS: &[u8] = b"next_dataset_id";
 const META_LOG_END: &[u8] = b"log_end/";
+const META_FORMAT: &[u8] = b"format";
+
+/// Version of the on-disk layout (see [`crate::keys`]), stored in `meta`; a
+/// store in another layout is refused at open rather than misread.
+/// 1: one log record per RocksDB entry (stores without a format entry);
+/// 2: log records packed into blocks.
+pub const FORMAT: u64 = 2;
 
 /// Tuning knobs of the store.
 #[derive(Debug, Clone)]
@@ -243,6 +250,21 @@ impl RocksStore {
         }
         it.status().map_err(engine)?;
         drop(it);
+        let empty = seq == 0 && next_ds == 1 && log_end.is_empty();
+        match get_u64(META_FORMAT)? {
+            Some(FORMAT) => {}
+            None if empty => self
+                .db
+                .put_cf(meta, META_FORMAT, FORMAT.to_be_bytes())
+                .map_err(engine)?,
+            found => {
+                return Err(Error::Format {
+                    path: self.path.display().to_string(),
+                    found: found.unwrap_or(1),
+                    expected: FORMAT,
+                })
+            }
+        }
         let c = self.counters.get_mut().expect("not poisoned");
         c.seq = seq;
         c.next_ds = next_ds;
@@ -1015,5 +1037,31 @@ mod tests {
             .read_log(6, 0, usize::MAX, &mut |_, _| others += 1)
             .unwrap();
         assert_eq!(others, want.len());
+    }
+
+    /// A store is stamped with its on-disk format when created and refused
+    /// at open when it holds another one.
+    #[test]
+    fn refuses_another_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || RocksStore::open(dir.path(), StoreOptions::default());
+        {
+            let store = open().unwrap();
+            put(&store, b"k", 1, b"a");
+        }
+        {
+            let store = open().unwrap();
+            assert_eq!(latest(&store, b"k").as_deref(), Some(&b"a"[..]));
+            // What a store written before format stamps looks like.
+            store.db.delete_cf(store.cf(CF_META), META_FORMAT).unwrap();
+        }
+        match open().err() {
+            Some(Error::Format {
+                found: 1,
+                expected: FORMAT,
+                ..
+            }) => {}
+            other => panic!("expected a format error, got {other:?}"),
+        }
     }
 }
