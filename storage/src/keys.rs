@@ -11,7 +11,7 @@
 //! | `meta`        | name                                             | counter        |
 //!
 //! A log value packs the records one batch appended to one dataset, up to a
-//! cap (see `LogBlock` in the RocksDB store), keyed by the first one's offset.
+//! cap (see `LogAppend` in the RocksDB store), keyed by the first one's offset.
 //!
 //! `ts'` is the event time with its sign bit flipped (so signed order becomes
 //! unsigned byte order); in `versions` it and the sequence are bit-inverted so

@@ -408,16 +408,22 @@ impl SortedPuts {
     }
 }
 
-/// Log records appended to one dataset in one batch, stored as one value
-/// under the offset of its first record: `(len: u32 BE, record)*`. Packing
-/// them makes an appended record cost a few bytes of a RocksDB value instead
-/// of a memtable entry of its own; blocks are capped so that a reader
-/// starting in the middle of one skips a bounded number of records.
-struct LogBlock {
+/// The log records one batch appends to one dataset, packed into blocks:
+/// a block is one value, `(len: u32 BE, record)*`, under the offset of its
+/// first record. Packing makes an appended record cost a few bytes of a
+/// RocksDB value instead of a memtable entry of its own; blocks are capped
+/// so that a reader starting in the middle of one skips a bounded number of
+/// records.
+struct LogAppend {
     ds: DatasetId,
+    /// Offset of the first record appended by this batch.
     start: u64,
-    count: usize,
-    buf: Vec<u8>,
+    /// Records appended by this batch.
+    count: u64,
+    /// Offset of the first record in `block`.
+    block_start: u64,
+    block_records: usize,
+    block: Vec<u8>,
 }
 
 /// Most records in one log block.
@@ -425,30 +431,37 @@ const LOG_BLOCK_RECORDS: usize = 1024;
 /// A log block is closed once it holds this many bytes.
 const LOG_BLOCK_BYTES: usize = 128 << 10;
 
-impl LogBlock {
+impl LogAppend {
     fn new(ds: DatasetId, start: u64) -> Self {
-        LogBlock {
+        LogAppend {
             ds,
             start,
             count: 0,
-            buf: Vec::new(),
+            block_start: start,
+            block_records: 0,
+            block: Vec::new(),
         }
     }
 
-    fn is_full(&self) -> bool {
-        self.count >= LOG_BLOCK_RECORDS || self.buf.len() >= LOG_BLOCK_BYTES
-    }
-
-    fn push(&mut self, record: &[u8]) {
-        self.buf
+    /// Append a record; a full block goes into `wb` first.
+    fn push(&mut self, record: &[u8], wb: &mut rocksdb::WriteBatch, cf: &ColumnFamily) {
+        if self.block_records >= LOG_BLOCK_RECORDS || self.block.len() >= LOG_BLOCK_BYTES {
+            self.put_block(wb, cf);
+            self.block_start = self.start + self.count;
+            self.block_records = 0;
+            self.block.clear();
+        }
+        self.block
             .extend_from_slice(&(record.len() as u32).to_be_bytes());
-        self.buf.extend_from_slice(record);
+        self.block.extend_from_slice(record);
+        self.block_records += 1;
         self.count += 1;
     }
 
-    fn put(&self, wb: &mut rocksdb::WriteBatch, cf: &ColumnFamily) {
-        if self.count > 0 {
-            wb.put_cf(cf, keys::log_key(self.ds, self.start), &self.buf);
+    /// Put the open block into `wb`.
+    fn put_block(&self, wb: &mut rocksdb::WriteBatch, cf: &ColumnFamily) {
+        if self.block_records > 0 {
+            wb.put_cf(cf, keys::log_key(self.ds, self.block_start), &self.block);
         }
     }
 }
@@ -483,9 +496,7 @@ impl TemporalStore for RocksStore {
         let mut key = Vec::with_capacity(64);
         let mut version_puts = SortedPuts::default();
         let mut event_puts = SortedPuts::default();
-        let mut log_ends: Vec<(DatasetId, u64, u64)> = Vec::new();
-        // The open log block of each dataset in `log_ends`, same positions.
-        let mut blocks: Vec<LogBlock> = Vec::new();
+        let mut logs: Vec<LogAppend> = Vec::new();
         let mut dropped: Vec<DatasetId> = Vec::new();
         let buf = &batch.buf;
         for op in &batch.ops {
@@ -508,7 +519,7 @@ impl TemporalStore for RocksStore {
                     event_puts.push(&key, &[], &buf[value.clone()]);
                 }
                 Op::Log { ds, record } => {
-                    let pos = match log_ends.iter().position(|(d, _, _)| d == ds) {
+                    let pos = match logs.iter().position(|l| l.ds == *ds) {
                         Some(p) => p,
                         None => {
                             let start = if dropped.contains(ds) {
@@ -516,19 +527,11 @@ impl TemporalStore for RocksStore {
                             } else {
                                 counters.log_end.get(ds).copied().unwrap_or(0)
                             };
-                            log_ends.push((*ds, start, 0));
-                            blocks.push(LogBlock::new(*ds, start));
-                            log_ends.len() - 1
+                            logs.push(LogAppend::new(*ds, start));
+                            logs.len() - 1
                         }
                     };
-                    let (_, start, n) = &mut log_ends[pos];
-                    let block = &mut blocks[pos];
-                    if block.is_full() {
-                        block.put(&mut wb, log);
-                        *block = LogBlock::new(*ds, *start + *n);
-                    }
-                    block.push(&buf[record.clone()]);
-                    *n += 1;
+                    logs[pos].push(&buf[record.clone()], &mut wb, log);
                 }
                 Op::CatalogPut { name, value } => {
                     wb.put_cf(catalog, &buf[name.clone()], &buf[value.clone()]);
@@ -549,23 +552,22 @@ impl TemporalStore for RocksStore {
                     // Records appended earlier in this batch go with the
                     // rest (their block is not written); later ones start a
                     // new log at offset 0, written after the range delete.
-                    if let Some(p) = log_ends.iter().position(|(d, _, _)| d == ds) {
-                        log_ends.remove(p);
-                        blocks.remove(p);
-                    }
+                    logs.retain(|l| l.ds != *ds);
                     dropped.push(*ds);
                 }
             }
         }
         version_puts.write_sorted(&mut wb, versions);
         event_puts.write_sorted(&mut wb, events);
-        for block in &blocks {
-            block.put(&mut wb, log);
+        for l in &logs {
+            l.put_block(&mut wb, log);
         }
         if seq != counters.seq {
             wb.put_cf(meta, META_SEQ, seq.to_be_bytes());
         }
-        for (ds, start, n) in &log_ends {
+        let log_appends: Vec<(DatasetId, u64, u64)> =
+            logs.iter().map(|l| (l.ds, l.start, l.count)).collect();
+        for (ds, start, n) in &log_appends {
             wb.put_cf(meta, Self::log_end_key(*ds), (start + n).to_be_bytes());
         }
         let mut wo = WriteOptions::default();
@@ -575,12 +577,12 @@ impl TemporalStore for RocksStore {
         for ds in &dropped {
             counters.log_end.remove(ds);
         }
-        for (ds, start, n) in &log_ends {
+        for (ds, start, n) in &log_appends {
             counters.log_end.insert(*ds, start + n);
         }
         Ok(WriteReceipt {
             first_seq,
-            log_appends: log_ends,
+            log_appends,
         })
     }
 
