@@ -51,6 +51,13 @@ def vm_hwm_mb(pid):
     return float("nan")
 
 
+def cpu_seconds(pid):
+    """CPU time (user + system) a process has used so far, seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wait_caught_up(control_url, timeout=1800):
     """Wait until every pipeline runs with no lag, twice in a row."""
     deadline = time.time() + timeout

@@ -29,7 +29,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 from crash_harness import MIN, T0, Server, payload  # noqa: E402
-from common import vm_hwm_mb  # noqa: E402
+from common import cpu_seconds, vm_hwm_mb  # noqa: E402
 
 KEYS = 10_000
 STEP = 2_000_000  # 2 s of event time per event on average
@@ -64,6 +64,7 @@ def run(binary, n, batch, read_secs, clients):
         srv.post("/api/v1/commit", json.dumps(payload()).encode())
         reqs = list(bodies(n, batch))
         conn = http.client.HTTPConnection("127.0.0.1", srv.ctl, timeout=600)
+        cpu0 = cpu_seconds(srv.proc.pid)
         start = time.perf_counter()
         for b in reqs:
             conn.request("POST", "/api/v1/log", body=b, headers={"Content-Type": "application/json"})
@@ -78,6 +79,7 @@ def run(binary, n, batch, read_secs, clients):
                 break
             time.sleep(0.05)
         total = time.perf_counter() - start
+        cpu = cpu_seconds(srv.proc.pid) - cpu0
         hwm = vm_hwm_mb(srv.proc.pid)
         rows = ps[0]["rows_written"]
         reads = {}
@@ -93,7 +95,7 @@ def run(binary, n, batch, read_secs, clients):
                 with open(path, "w") as f:
                     f.write(text)
                 reads[name] = pgbench(srv.pg, path, read_secs, clients)
-        return {"events": n, "ingest_s": ingested, "total_s": total, "rows": rows, "hwm_mib": hwm, "reads": reads}
+        return {"events": n, "ingest_s": ingested, "total_s": total, "rows": rows, "cpu_s": cpu, "hwm_mib": hwm, "reads": reads}
     finally:
         srv.stop()
         shutil.rmtree(work, ignore_errors=True)
@@ -109,13 +111,14 @@ def main():
     ap.add_argument("--out")
     ap.add_argument("--command", default="bench/pipeline.sh")
     args = ap.parse_args()
-    lines = ["| events | ingest done (s) | caught up (s) | events/s end to end | output versions | peak RSS (MiB) |",
-             "|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| events | ingest done (s) | caught up (s) | events/s end to end | output versions | server CPU (s) "
+             "| peak RSS (MiB) |",
+             "|---:|---:|---:|---:|---:|---:|---:|"]
     read_lines = ["| events | windowed read AS OF (tps) | latest read (tps) | ratio |", "|---:|---:|---:|---:|"]
     for n in [int(x) for x in args.events.split(",")]:
         r = run(args.bin, n, args.batch, args.read_secs, args.clients)
         line = (f"| {n:,} | {r['ingest_s']:.1f} | {r['total_s']:.1f} | {n / r['total_s']:,.0f} | "
-                f"{r['rows']:,} | {r['hwm_mib']:,.0f} |")
+                f"{r['rows']:,} | {r['cpu_s']:.1f} | {r['hwm_mib']:,.0f} |")
         print(line, flush=True)
         lines.append(line)
         if r["reads"]:

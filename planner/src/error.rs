@@ -48,6 +48,9 @@ pub enum Error {
     UnknownEndpoint(String),
     #[error("{0} is not supported")]
     Unsupported(String),
+    /// A write into a dataset that only its pipeline writes.
+    #[error("cannot change dataset \"{table}\": it is maintained by {by}")]
+    Derived { table: String, by: String },
     /// A session setting given a value it does not take.
     #[error("{0}")]
     InvalidParameter(String),

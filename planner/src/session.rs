@@ -309,6 +309,28 @@ impl Session {
         self.as_of
     }
 
+    /// A dataset that SQL may write: not one a pipeline maintains (its
+    /// output is recomputed from its inputs, and the store commits its steps
+    /// on that assumption), nor the table of late events pipelines keep.
+    fn writable_dataset(&self, name: &ObjectName) -> Result<Arc<Dataset>> {
+        let ds = self.dataset(name)?;
+        let derived = |by: String| Error::Derived {
+            table: ds.name().to_string(),
+            by,
+        };
+        if ds.name() == crate::pipeline::LATE_TABLE {
+            return Err(derived(
+                "the pipelines (it records their late events)".into(),
+            ));
+        }
+        if let Some(d) = self.engine.registry.dataset(ds.name()) {
+            if let Some(p) = d.definition.pipelines.first() {
+                return Err(derived(format!("its pipeline {}", p.name)));
+            }
+        }
+        Ok(ds)
+    }
+
     fn dataset(&self, name: &ObjectName) -> Result<Arc<Dataset>> {
         let n = object_name(name)?;
         self.engine
@@ -602,7 +624,7 @@ impl Session {
                     .into(),
             ));
         }
-        let ds = self.dataset(name)?;
+        let ds = self.writable_dataset(name)?;
         let columns = if insert.columns.is_empty() {
             (0..ds.fields().len()).collect()
         } else {
@@ -813,7 +835,7 @@ impl Session {
         let TableFactor::Table { name, .. } = &t.relation else {
             return Err(Error::Unsupported("DELETE from a derived table".into()));
         };
-        let ds = self.dataset(name)?;
+        let ds = self.writable_dataset(name)?;
         if !ds.is_keyed() {
             return Err(Error::Unsupported(format!(
                 "DELETE on the keyless dataset {} (events are immutable)",
@@ -955,7 +977,7 @@ impl Session {
                 else {
                     return Err(Error::Unsupported("COPY of a query".into()));
                 };
-                let ds = self.dataset(table_name)?;
+                let ds = self.writable_dataset(table_name)?;
                 let columns: Vec<usize> = if columns.is_empty() {
                     (0..ds.fields().len()).collect()
                 } else {

@@ -54,6 +54,7 @@ pub fn classify(err: Error) -> ClientError {
         Error::InvalidRow { .. } => ClientError::new("22P02", msg),
         Error::UnknownEndpoint(_) => ClientError::new("42P01", msg),
         Error::Unsupported(_) => ClientError::new("0A000", msg),
+        Error::Derived { .. } => ClientError::new("42809", msg),
         Error::InvalidParameter(_) => ClientError::new("22023", msg),
         Error::UnboundInputs(_) => ClientError::new("0A000", msg),
         Error::UnknownFeature(_) => ClientError::new("42703", msg),

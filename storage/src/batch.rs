@@ -42,6 +42,7 @@ pub(crate) enum Op {
 pub struct WriteBatch {
     pub(crate) buf: Vec<u8>,
     pub(crate) ops: Vec<Op>,
+    pub(crate) derived: bool,
 }
 
 impl WriteBatch {
@@ -54,7 +55,27 @@ impl WriteBatch {
         WriteBatch {
             buf: Vec::with_capacity(bytes),
             ops: Vec::with_capacity(rows),
+            derived: false,
         }
+    }
+
+    /// Mark the batch as *derived*: everything in it can be computed again
+    /// from the store's other contents (a pipeline step: its outputs,
+    /// operator state and input offsets, all recomputed from the inputs'
+    /// logs). The store may then commit it without its write-ahead log.
+    /// After a crash the store holds every batch that was not derived and,
+    /// of the derived ones, those committed before some point (a prefix in
+    /// commit order; each batch still whole or absent). So what a derived
+    /// batch writes (a dataset's versions, events and log, a catalog entry)
+    /// must only ever be written by derived batches; a drop of the dataset
+    /// is the exception.
+    pub fn set_derived(&mut self) {
+        self.derived = true;
+    }
+
+    /// Whether the batch is derived (see [`WriteBatch::set_derived`]).
+    pub fn is_derived(&self) -> bool {
+        self.derived
     }
 
     fn push_bytes(&mut self, b: &[u8]) -> Range<usize> {

@@ -92,7 +92,8 @@ pub type Visitor<'v> = dyn FnMut(VersionRef<'_>) -> bool + 'v;
 /// The temporal store. Implementations must be safe to share between threads.
 pub trait TemporalStore: Send + Sync + 'static {
     /// Commit a batch atomically: either everything in it becomes visible and
-    /// durable, or nothing does.
+    /// durable, or nothing does. A derived batch ([`WriteBatch::set_derived`])
+    /// becomes durable later, with the derived batches committed before it.
     fn write(&self, batch: WriteBatch) -> Result<WriteReceipt>;
 
     /// Allocate a fresh dataset id (persisted, never reused).

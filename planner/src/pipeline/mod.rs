@@ -90,6 +90,11 @@ pub trait PythonRuntime: Send + Sync {
 /// The table late events are recorded in.
 pub const LATE_TABLE: &str = "thyme_late_events";
 
+/// How long (microseconds) a pipeline's inputs must have had nothing new
+/// before its aggregations advance with the clock instead of event time
+/// (the idleness timeout of a watermark, in Flink's terms).
+pub const IDLE_AFTER: i64 = 200_000;
+
 /// What a runner has stored about its progress (one catalog entry, written
 /// with every step).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -178,6 +183,8 @@ pub struct PipelineRunner {
     /// the previous one is written, and waits for it before handing over
     /// its own (writes stay in order, each atomic).
     in_flight: Option<std::thread::JoinHandle<Result<()>>>,
+    /// The clock when the inputs were first found empty, while they stay so.
+    idle_since: Option<i64>,
 }
 
 fn micros(s: &str) -> Result<Option<i64>> {
@@ -450,9 +457,11 @@ impl PipelineRunner {
             late,
             chunk: 32_768,
             in_flight: None,
+            idle_since: None,
         };
         if fresh {
             let mut wb = WriteBatch::new();
+            wb.set_derived();
             runner.put_checkpoint(&mut wb)?;
             runner.store.write(wb)?;
         }
@@ -557,10 +566,13 @@ impl PipelineRunner {
 
     /// Read up to `chunk` records per input, apply them, advance
     /// aggregations (to the newest event time while input flows, to `now`
-    /// once it is idle), and commit everything in one atomic write. Returns
-    /// the number of input records consumed.
+    /// once it has been idle for [`IDLE_AFTER`]), and commit everything in
+    /// one atomic write. Returns the number of input records consumed.
     pub fn step(&mut self, now: i64) -> Result<usize> {
+        // A step only writes what the pipeline can compute again from its
+        // inputs: the store may keep it out of its write-ahead log.
         let mut wb = WriteBatch::new();
+        wb.set_derived();
         let mut consumed = 0;
         let mut flows = Vec::with_capacity(self.inputs.len());
         let mut late_rows: Vec<(usize, i64, i64, String)> = Vec::new();
@@ -578,12 +590,17 @@ impl PipelineRunner {
             return Ok(0);
         }
         // Aggregations advance with event time while input flows, and with
-        // the clock once the inputs are idle (so windows still close when
-        // no events arrive). Advancing to the clock during a replay of old
-        // events would write every key's future exits early, and each later
-        // event would rewrite them.
+        // the clock once the inputs have been idle for IDLE_AFTER (so
+        // windows still close when no events arrive). Advancing to the
+        // clock during a replay of old events, or in the short gaps between
+        // requests of a live stream, would write every key's future exits
+        // early, and each later event would rewrite them.
+        if consumed > 0 {
+            self.idle_since = None;
+        }
+        let idle_since = *self.idle_since.get_or_insert(now);
         let newest = self.ckpt.max_ts.iter().copied().max().unwrap_or(i64::MIN);
-        let horizon = if consumed == 0 {
+        let horizon = if consumed == 0 && now.saturating_sub(idle_since) >= IDLE_AFTER {
             now.max(newest)
         } else {
             newest
