@@ -6,12 +6,18 @@
 //! |---------------|--------------------------------------------------|----------------|
 //! | `versions`    | `ds:u32 · key · !ts' : u64 · !seq : u64`         | tag · row      |
 //! | `events`      | `ds:u32 · ts' : u64 · seq : u64`                 | row            |
-//! | `log`         | `ds:u32 · first offset : u64`                    | block of records |
+//! | `log`         | `block : u64`                                    | block of records |
+//! | `log_index`   | `ds:u32 · first offset : u64`                    | `block : u64`  |
 //! | `catalog`     | name                                             | definition     |
 //! | `meta`        | name                                             | counter        |
 //!
-//! A log value packs the records one batch appended to one dataset, up to a
-//! cap (see `LogAppend` in the RocksDB store), keyed by the first one's offset.
+//! A log block packs records one batch appended to one dataset, up to a cap
+//! (see `LogAppend` in the RocksDB store). Blocks are numbered store-wide in
+//! commit order, so the `log` keys only ever grow: a memtable flush writes a
+//! file that overlaps no other, and compaction moves it down the levels
+//! instead of rewriting it (with every dataset's log in one key space, each
+//! flush used to be merged into the datasets' ranges). `log_index` finds the
+//! block holding a dataset's offset.
 //!
 //! `ts'` is the event time with its sign bit flipped (so signed order becomes
 //! unsigned byte order); in `versions` it and the sequence are bit-inverted so

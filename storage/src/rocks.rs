@@ -52,9 +52,17 @@ use crate::{
 const CF_VERSIONS: &str = "versions";
 const CF_EVENTS: &str = "events";
 const CF_LOG: &str = "log";
+const CF_LOG_INDEX: &str = "log_index";
 const CF_CATALOG: &str = "catalog";
 const CF_META: &str = "meta";
-const ALL_CFS: [&str; 5] = [CF_VERSIONS, CF_EVENTS, CF_LOG, CF_CATALOG, CF_META];
+const ALL_CFS: [&str; 6] = [
+    CF_VERSIONS,
+    CF_EVENTS,
+    CF_LOG,
+    CF_LOG_INDEX,
+    CF_CATALOG,
+    CF_META,
+];
 
 /// Most point-read iterators kept between reads (about one per thread that
 /// serves reads).
@@ -67,12 +75,15 @@ const META_SEQ: &[u8] = b"seq";
 const META_NEXT_DS: &[u8] = b"next_dataset_id";
 const META_LOG_END: &[u8] = b"log_end/";
 const META_FORMAT: &[u8] = b"format";
+const META_NEXT_BLOCK: &[u8] = b"next_log_block";
 
 /// Version of the on-disk layout (see [`crate::keys`]), stored in `meta`; a
 /// store in another layout is refused at open rather than misread.
 /// 1: one log record per RocksDB entry (stores without a format entry);
-/// 2: log records packed into blocks.
-pub const FORMAT: u64 = 2;
+/// 2: log records packed into blocks;
+/// 3: log blocks keyed by a store-wide block number, found through
+/// `log_index`.
+pub const FORMAT: u64 = 3;
 
 /// Tuning knobs of the store.
 #[derive(Debug, Clone)]
@@ -99,6 +110,8 @@ impl Default for StoreOptions {
 struct Counters {
     seq: u64,
     next_ds: u32,
+    /// Number of the next log block (store-wide, in commit order).
+    next_block: u64,
     log_end: HashMap<DatasetId, u64>,
 }
 
@@ -196,9 +209,17 @@ impl RocksStore {
         let db_path = dir.join("rocksdb");
         let mut point_opts = cf_opts.clone();
         point_opts.set_block_based_table_factory(&point_table);
+        // Log blocks are keyed in commit order, so flushed files never
+        // overlap and compaction can move them down the levels instead of
+        // rewriting them; a move needs the same compression at both levels.
+        let mut log_opts = cf_opts.clone();
+        log_opts.set_compression_type(rocksdb::DBCompressionType::None);
+        log_opts.set_compression_per_level(&[]);
         let cfs = ALL_CFS.iter().map(|name| {
             let opts = if [CF_CATALOG, CF_META].contains(name) {
                 point_opts.clone()
+            } else if *name == CF_LOG {
+                log_opts.clone()
             } else {
                 cf_opts.clone()
             };
@@ -212,6 +233,7 @@ impl RocksStore {
             counters: Mutex::new(Counters {
                 seq: 0,
                 next_ds: 1,
+                next_block: 0,
                 log_end: HashMap::new(),
             }),
             sync_writes: options.sync_writes,
@@ -247,6 +269,7 @@ impl RocksStore {
         };
         let seq = get_u64(META_SEQ)?.unwrap_or(0);
         let next_ds = get_u64(META_NEXT_DS)?.unwrap_or(1) as u32;
+        let next_block = get_u64(META_NEXT_BLOCK)?.unwrap_or(0);
         let mut log_end = HashMap::new();
         let mut it = self.db.raw_iterator_cf(meta);
         it.seek(META_LOG_END);
@@ -284,6 +307,7 @@ impl RocksStore {
         let c = self.counters.get_mut().expect("not poisoned");
         c.seq = seq;
         c.next_ds = next_ds;
+        c.next_block = next_block;
         c.log_end = log_end;
         Ok(())
     }
@@ -425,11 +449,12 @@ impl SortedPuts {
 }
 
 /// The log records one batch appends to one dataset, packed into blocks:
-/// a block is one value, `(len: u32 BE, record)*`, under the offset of its
-/// first record. Packing makes an appended record cost a few bytes of a
-/// RocksDB value instead of a memtable entry of its own; blocks are capped
-/// so that a reader starting in the middle of one skips a bounded number of
-/// records.
+/// a block is one value, `(len: u32 BE, record)*`, under the next
+/// store-wide block number, and `log_index` maps the dataset and the offset
+/// of the block's first record to that number. Packing makes an appended
+/// record cost a few bytes of a RocksDB value instead of a memtable entry of
+/// its own; blocks are capped so that a reader starting in the middle of one
+/// skips a bounded number of records.
 struct LogAppend {
     ds: DatasetId,
     /// Offset of the first record appended by this batch.
@@ -440,6 +465,15 @@ struct LogAppend {
     block_start: u64,
     block_records: usize,
     block: Vec<u8>,
+    /// Numbers of the blocks this batch has written for it.
+    written: Vec<u64>,
+}
+
+/// Where a batch puts log blocks.
+struct LogTarget<'a> {
+    log: &'a ColumnFamily,
+    index: &'a ColumnFamily,
+    next_block: &'a mut u64,
 }
 
 /// Most records in one log block.
@@ -456,13 +490,14 @@ impl LogAppend {
             block_start: start,
             block_records: 0,
             block: Vec::new(),
+            written: Vec::new(),
         }
     }
 
     /// Append a record; a full block goes into `wb` first.
-    fn push(&mut self, record: &[u8], wb: &mut rocksdb::WriteBatch, cf: &ColumnFamily) {
+    fn push(&mut self, record: &[u8], wb: &mut rocksdb::WriteBatch, to: &mut LogTarget<'_>) {
         if self.block_records >= LOG_BLOCK_RECORDS || self.block.len() >= LOG_BLOCK_BYTES {
-            self.put_block(wb, cf);
+            self.put_block(wb, to);
             self.block_start = self.start + self.count;
             self.block_records = 0;
             self.block.clear();
@@ -474,10 +509,18 @@ impl LogAppend {
         self.count += 1;
     }
 
-    /// Put the open block into `wb`.
-    fn put_block(&self, wb: &mut rocksdb::WriteBatch, cf: &ColumnFamily) {
+    /// Put the open block into `wb`, with its index entry.
+    fn put_block(&mut self, wb: &mut rocksdb::WriteBatch, to: &mut LogTarget<'_>) {
         if self.block_records > 0 {
-            wb.put_cf(cf, keys::log_key(self.ds, self.block_start), &self.block);
+            let n = *to.next_block;
+            *to.next_block += 1;
+            wb.put_cf(to.log, n.to_be_bytes(), &self.block);
+            wb.put_cf(
+                to.index,
+                keys::log_key(self.ds, self.block_start),
+                n.to_be_bytes(),
+            );
+            self.written.push(n);
         }
     }
 }
@@ -499,6 +542,7 @@ impl TemporalStore for RocksStore {
         let versions = self.cf(CF_VERSIONS);
         let events = self.cf(CF_EVENTS);
         let log = self.cf(CF_LOG);
+        let log_index = self.cf(CF_LOG_INDEX);
         let catalog = self.cf(CF_CATALOG);
         let meta = self.cf(CF_META);
 
@@ -508,6 +552,8 @@ impl TemporalStore for RocksStore {
         let mut counters = self.counters.lock().expect("writer mutex poisoned");
         let mut seq = counters.seq;
         let first_seq = seq + 1;
+        let first_block = counters.next_block;
+        let mut next_block = first_block;
         let mut wb = rocksdb::WriteBatch::default();
         let mut key = Vec::with_capacity(64);
         let mut version_puts = SortedPuts::default();
@@ -547,7 +593,12 @@ impl TemporalStore for RocksStore {
                             logs.len() - 1
                         }
                     };
-                    logs[pos].push(&buf[record.clone()], &mut wb, log);
+                    let mut to = LogTarget {
+                        log,
+                        index: log_index,
+                        next_block: &mut next_block,
+                    };
+                    logs[pos].push(&buf[record.clone()], &mut wb, &mut to);
                 }
                 Op::CatalogPut { name, value } => {
                     wb.put_cf(catalog, &buf[name.clone()], &buf[value.clone()]);
@@ -561,13 +612,34 @@ impl TemporalStore for RocksStore {
                     event_puts.write_sorted(&mut wb, events);
                     let lo = ds.to_be_bytes();
                     let hi = keys::prefix_successor(&lo).unwrap_or_else(|| vec![0xFF; 64]);
-                    for cf in [versions, events, log] {
+                    // The dataset's log blocks are spread among other
+                    // datasets' (numbered in commit order): delete each.
+                    // Those written earlier in this batch are known here;
+                    // the committed ones are listed by the index (no write
+                    // can commit meanwhile: this holds the writer mutex).
+                    for l in logs.iter().filter(|l| l.ds == *ds) {
+                        for n in &l.written {
+                            wb.delete_cf(log, n.to_be_bytes());
+                        }
+                    }
+                    let mut it = self
+                        .db
+                        .raw_iterator_cf_opt(log_index, Self::read_opts(Some(hi.clone())));
+                    it.seek(lo);
+                    while it.valid() {
+                        wb.delete_cf(log, it.value().expect("valid"));
+                        it.next();
+                    }
+                    it.status().map_err(engine)?;
+                    drop(it);
+                    for cf in [versions, events, log_index] {
                         wb.delete_range_cf(cf, &lo[..], &hi[..]);
                     }
                     wb.delete_cf(meta, Self::log_end_key(*ds));
                     // Records appended earlier in this batch go with the
-                    // rest (their block is not written); later ones start a
-                    // new log at offset 0, written after the range delete.
+                    // rest (their open block is not written); later ones
+                    // start a new log at offset 0, written after the range
+                    // delete.
                     logs.retain(|l| l.ds != *ds);
                     dropped.push(*ds);
                 }
@@ -575,11 +647,19 @@ impl TemporalStore for RocksStore {
         }
         version_puts.write_sorted(&mut wb, versions);
         event_puts.write_sorted(&mut wb, events);
-        for l in &logs {
-            l.put_block(&mut wb, log);
+        for l in &mut logs {
+            let mut to = LogTarget {
+                log,
+                index: log_index,
+                next_block: &mut next_block,
+            };
+            l.put_block(&mut wb, &mut to);
         }
         if seq != counters.seq {
             wb.put_cf(meta, META_SEQ, seq.to_be_bytes());
+        }
+        if next_block != first_block {
+            wb.put_cf(meta, META_NEXT_BLOCK, next_block.to_be_bytes());
         }
         let log_appends: Vec<(DatasetId, u64, u64)> =
             logs.iter().map(|l| (l.ds, l.start, l.count)).collect();
@@ -596,6 +676,7 @@ impl TemporalStore for RocksStore {
         }
         self.db.write_opt(wb, &wo).map_err(engine)?;
         counters.seq = seq;
+        counters.next_block = next_block;
         for ds in &dropped {
             counters.log_end.remove(ds);
         }
@@ -839,9 +920,10 @@ impl TemporalStore for RocksStore {
         visit: &mut dyn FnMut(u64, &[u8]),
     ) -> Result<u64> {
         let upper = keys::prefix_successor(&ds.to_be_bytes());
+        let log = self.cf(CF_LOG);
         let mut it = self
             .db
-            .raw_iterator_cf_opt(self.cf(CF_LOG), Self::read_opts(upper));
+            .raw_iterator_cf_opt(self.cf(CF_LOG_INDEX), Self::read_opts(upper));
         // The block holding `from` is the last one starting at or before it.
         let target = keys::log_key(ds, from);
         it.seek_for_prev(target);
@@ -856,7 +938,12 @@ impl TemporalStore for RocksStore {
                 return Err(Error::Corrupt("log key".into()));
             }
             let mut off = keys::read_u64(&k[4..]);
-            let mut block = it.value().expect("valid");
+            let number = it.value().expect("valid");
+            // Absent when the dataset was dropped since the index was read.
+            let Some(value) = self.db.get_pinned_cf(log, number).map_err(engine)? else {
+                break;
+            };
+            let mut block: &[u8] = &value;
             while !block.is_empty() && n < max {
                 let (rec, rest) = log_record(block)?;
                 block = rest;
@@ -1088,6 +1175,59 @@ mod tests {
             }) => {}
             other => panic!("expected a format error, got {other:?}"),
         }
+    }
+
+    /// A dropped dataset's log blocks are deleted, also the ones written
+    /// earlier in the dropping batch, while other datasets' blocks (numbered
+    /// among them) stay readable.
+    #[test]
+    fn dropping_a_dataset_deletes_its_log_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RocksStore::open(dir.path(), StoreOptions::default()).unwrap();
+        let count = |cf: &str| {
+            let mut it = store.db.raw_iterator_cf(store.cf(cf));
+            it.seek_to_first();
+            let mut n = 0;
+            while it.valid() {
+                n += 1;
+                it.next();
+            }
+            n
+        };
+        for batch in 0..3u64 {
+            let mut wb = WriteBatch::new();
+            for i in 0..2500u64 {
+                let r = (batch * 10_000 + i).to_be_bytes();
+                wb.append_log(1, &r);
+                wb.append_log(2, &r);
+            }
+            store.write(wb).unwrap();
+        }
+        // 3 blocks per dataset and batch (1,024 + 1,024 + 452 records).
+        assert_eq!(count(CF_LOG), 18);
+        let mut wb = WriteBatch::new();
+        for i in 0..2000u64 {
+            wb.append_log(1, &i.to_be_bytes());
+        }
+        wb.drop_data(1);
+        wb.append_log(1, b"after");
+        store.write(wb).unwrap();
+        assert_eq!(count(CF_LOG), 10);
+        assert_eq!(count(CF_LOG_INDEX), 10);
+        let mut got = Vec::new();
+        store
+            .read_log(1, 0, usize::MAX, &mut |o, r| got.push((o, r.to_vec())))
+            .unwrap();
+        assert_eq!(got, vec![(0, b"after".to_vec())]);
+        let mut n = 0;
+        let end = store
+            .read_log(2, 0, usize::MAX, &mut |o, r| {
+                let (batch, i) = (o / 2500, o % 2500);
+                assert_eq!(r, (batch * 10_000 + i).to_be_bytes());
+                n += 1;
+            })
+            .unwrap();
+        assert_eq!((n, end), (7500, 7500));
     }
 
     /// Batches the crash child writes: each plain one is followed by a
