@@ -73,11 +73,6 @@ impl WriteBatch {
         self.derived = true;
     }
 
-    /// Whether the batch is derived (see [`WriteBatch::set_derived`]).
-    pub fn is_derived(&self) -> bool {
-        self.derived
-    }
-
     fn push_bytes(&mut self, b: &[u8]) -> Range<usize> {
         let start = self.buf.len();
         self.buf.extend_from_slice(b);

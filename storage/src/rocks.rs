@@ -469,11 +469,11 @@ struct LogAppend {
     written: Vec<u64>,
 }
 
-/// Where a batch puts log blocks.
+/// Where a batch puts log blocks, and the number the next one gets.
 struct LogTarget<'a> {
     log: &'a ColumnFamily,
     index: &'a ColumnFamily,
-    next_block: &'a mut u64,
+    next_block: u64,
 }
 
 /// Most records in one log block.
@@ -512,8 +512,8 @@ impl LogAppend {
     /// Put the open block into `wb`, with its index entry.
     fn put_block(&mut self, wb: &mut rocksdb::WriteBatch, to: &mut LogTarget<'_>) {
         if self.block_records > 0 {
-            let n = *to.next_block;
-            *to.next_block += 1;
+            let n = to.next_block;
+            to.next_block += 1;
             wb.put_cf(to.log, n.to_be_bytes(), &self.block);
             wb.put_cf(
                 to.index,
@@ -552,8 +552,11 @@ impl TemporalStore for RocksStore {
         let mut counters = self.counters.lock().expect("writer mutex poisoned");
         let mut seq = counters.seq;
         let first_seq = seq + 1;
-        let first_block = counters.next_block;
-        let mut next_block = first_block;
+        let mut blocks = LogTarget {
+            log,
+            index: log_index,
+            next_block: counters.next_block,
+        };
         let mut wb = rocksdb::WriteBatch::default();
         let mut key = Vec::with_capacity(64);
         let mut version_puts = SortedPuts::default();
@@ -593,12 +596,7 @@ impl TemporalStore for RocksStore {
                             logs.len() - 1
                         }
                     };
-                    let mut to = LogTarget {
-                        log,
-                        index: log_index,
-                        next_block: &mut next_block,
-                    };
-                    logs[pos].push(&buf[record.clone()], &mut wb, &mut to);
+                    logs[pos].push(&buf[record.clone()], &mut wb, &mut blocks);
                 }
                 Op::CatalogPut { name, value } => {
                     wb.put_cf(catalog, &buf[name.clone()], &buf[value.clone()]);
@@ -648,17 +646,13 @@ impl TemporalStore for RocksStore {
         version_puts.write_sorted(&mut wb, versions);
         event_puts.write_sorted(&mut wb, events);
         for l in &mut logs {
-            let mut to = LogTarget {
-                log,
-                index: log_index,
-                next_block: &mut next_block,
-            };
-            l.put_block(&mut wb, &mut to);
+            l.put_block(&mut wb, &mut blocks);
         }
         if seq != counters.seq {
             wb.put_cf(meta, META_SEQ, seq.to_be_bytes());
         }
-        if next_block != first_block {
+        let next_block = blocks.next_block;
+        if next_block != counters.next_block {
             wb.put_cf(meta, META_NEXT_BLOCK, next_block.to_be_bytes());
         }
         let log_appends: Vec<(DatasetId, u64, u64)> =

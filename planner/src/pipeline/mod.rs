@@ -183,8 +183,8 @@ pub struct PipelineRunner {
     /// the previous one is written, and waits for it before handing over
     /// its own (writes stay in order, each atomic).
     in_flight: Option<std::thread::JoinHandle<Result<()>>>,
-    /// The clock when the inputs were first found empty, while they stay so.
-    idle_since: Option<i64>,
+    /// The clock at the last step that consumed input (`None`: none yet).
+    last_input: Option<i64>,
 }
 
 fn micros(s: &str) -> Result<Option<i64>> {
@@ -457,7 +457,7 @@ impl PipelineRunner {
             late,
             chunk: 32_768,
             in_flight: None,
-            idle_since: None,
+            last_input: None,
         };
         if fresh {
             let mut wb = WriteBatch::new();
@@ -596,16 +596,14 @@ impl PipelineRunner {
         // requests of a live stream, would write every key's future exits
         // early, and each later event would rewrite them.
         if consumed > 0 {
-            self.idle_since = None;
+            self.last_input = Some(now);
         }
-        let idle_since = *self.idle_since.get_or_insert(now);
+        let idle = consumed == 0
+            && self
+                .last_input
+                .is_none_or(|t| now.saturating_sub(t) >= IDLE_AFTER);
         let newest = self.ckpt.max_ts.iter().copied().max().unwrap_or(i64::MIN);
-        let horizon = if consumed == 0 && now.saturating_sub(idle_since) >= IDLE_AFTER {
-            now.max(newest)
-        } else {
-            newest
-        }
-        .max(self.ckpt.horizon);
+        let horizon = if idle { now.max(newest) } else { newest }.max(self.ckpt.horizon);
         let written = self.run_graph_and_advance(flows, horizon, &mut wb)?;
         if consumed == 0 && written == 0 {
             return Ok(0);
