@@ -52,31 +52,34 @@ def test_asof_join_matches_duckdb(thyme):
         db.execute("CREATE TABLE fct (rid BIGINT, uid BIGINT, ts TIMESTAMPTZ, v BIGINT)")
         db.executemany("INSERT INTO lbl VALUES (?, ?, ?::TIMESTAMPTZ)", [(r[0], r[1], ts_text(r[2])) for r in labels])
         db.executemany("INSERT INTO fct VALUES (?, ?, ?::TIMESTAMPTZ, ?)", [(r[0], r[1], ts_text(r[2]), r[3]) for r in facts])
-        for op in (">=", ">", "<=", "<"):
-            for join in ("ASOF JOIN", "ASOF LEFT JOIN"):
-                sql = (f"SELECT l.id, f.rid, f.v FROM lbl l {join} fct f "
-                       f"ON l.uid = f.uid AND l.ts {op} f.ts ORDER BY l.id")
-                got = [tuple(r) for r in conn.execute(sql).fetchall()]
-                want = [tuple(r) for r in db.execute(sql).fetchall()]
-                assert got == want, (sql, seed, [x for x in zip(got, want) if x[0] != x[1]][:5])
-                assert any(r[1] is not None for r in got), sql
+        for strategy in ("hash", "merge"):
+            conn.execute(f"SET thyme.asof_strategy = '{strategy}'")
+            for op in (">=", ">", "<=", "<"):
+                for join in ("ASOF JOIN", "ASOF LEFT JOIN"):
+                    sql = (f"SELECT l.id, f.rid, f.v FROM lbl l {join} fct f "
+                           f"ON l.uid = f.uid AND l.ts {op} f.ts ORDER BY l.id")
+                    got = [tuple(r) for r in conn.execute(sql).fetchall()]
+                    want = [tuple(r) for r in db.execute(sql).fetchall()]
+                    assert got == want, (strategy, sql, seed, [x for x in zip(got, want) if x[0] != x[1]][:5])
+                    assert any(r[1] is not None for r in got), sql
         # The same facts as a keyed dataset (one version per fact), read by
-        # seeks and by a merge with its history: both equal DuckDB's join
-        # on the plain table.
+        # seeks, by an in-memory index of its history and by a merge with
+        # it: each equals DuckDB's join on the plain table.
         conn.execute("CREATE TABLE fctk (uid BIGINT PRIMARY KEY, ts TIMESTAMPTZ, rid BIGINT, v BIGINT) "
                      "WITH (timestamp = 'ts')")
         with conn.cursor() as cur:
             with cur.copy("COPY fctk (uid, ts, rid, v) FROM STDIN") as cp:
                 for r in facts:
                     cp.write_row((r[1], ts_text(r[2]), r[0], r[3]))
-        for strategy in ("seek", "merge"):
+        for strategy in ("seek", "hash", "merge"):
             conn.execute(f"SET thyme.asof_strategy = '{strategy}'")
             for op in (">=", ">"):
                 for join in ("ASOF JOIN", "ASOF LEFT JOIN"):
                     sql = (f"SELECT l.id, f.rid, f.v FROM lbl l {join} fctk f "
                            f"ON l.uid = f.uid AND l.ts {op} f.ts ORDER BY l.id")
                     plan = "\n".join(r[1] for r in conn.execute("EXPLAIN " + sql).fetchall())
-                    assert ("AsOfLookupExec" in plan) == (strategy == "seek"), plan
+                    operator = {"seek": "AsOfLookupExec", "hash": "AsOfHashJoinExec", "merge": "AsOfJoinExec"}
+                    assert f"{operator[strategy]}: " in plan, (strategy, plan)
                     got = [tuple(r) for r in conn.execute(sql).fetchall()]
                     want = [tuple(r) for r in db.execute(sql.replace("fctk", "fct")).fetchall()]
                     assert got == want, (strategy, sql, seed, [x for x in zip(got, want) if x[0] != x[1]][:5])
@@ -95,7 +98,7 @@ def test_training_set_from_the_aggregated_dataset_matches_brute_force(thyme):
                 for r in labels:
                     cp.write_row((r[0], r[1], ts_text(r[2])))
         by_strategy = {}
-        for strategy in ("merge", "seek"):
+        for strategy in ("merge", "hash", "seek"):
             conn.execute(f"SET thyme.asof_strategy = '{strategy}'")
             by_strategy[strategy] = conn.execute(
                 "SELECT l.lid, s.txn_count_7d, s.total_7d, s.avg_7d FROM labels l "
@@ -112,6 +115,7 @@ def test_training_set_from_the_aggregated_dataset_matches_brute_force(thyme):
     assert view_cols == FEATURES + ["ts"], view_cols
     rows = by_strategy["merge"]
     assert rows == by_strategy["seek"]
+    assert rows == by_strategy["hash"]
     assert len(rows) == len(labels)
     bad = []
     for (lid, count, total, avg), (_, uid, t) in zip(rows, labels):

@@ -46,7 +46,7 @@ use crate::types::{DType, UTC};
 pub const DATABASE: &str = "thyme";
 /// The session variable holding the default query time.
 pub const AS_OF_VARIABLE: &str = "thyme.as_of";
-/// How ASOF joins read a keyed dataset: `auto` (by size), `seek`, `merge`.
+/// How ASOF joins are run: `auto` (by size), `seek`, `hash`, `merge`.
 pub const ASOF_STRATEGY_VARIABLE: &str = "thyme.asof_strategy";
 
 /// State shared by all sessions: the catalog, the store, a configured
@@ -1109,7 +1109,7 @@ impl Session {
                     };
                     if name == ASOF_STRATEGY_VARIABLE && AsOfStrategy::parse(&text).is_none() {
                         return Err(Error::InvalidParameter(format!(
-                            "{ASOF_STRATEGY_VARIABLE} is auto, seek or merge, not {text:?}"
+                            "{ASOF_STRATEGY_VARIABLE} is auto, seek, hash or merge, not {text:?}"
                         )));
                     }
                     self.vars.insert(name, text);

@@ -1,7 +1,8 @@
-//! `AsOfJoinExec` against a nested-loop reference: random inputs with
-//! duplicate times, NULL keys and times, empty sides, one and two keys,
-//! every comparison, inner and left, at batch sizes 1, 2, 7 and 8192 and
-//! with 1 and 3 partitions. Ties (right rows with the same key and time)
+//! `AsOfJoinExec` (merge) and `AsOfHashJoinExec` (hash) against a
+//! nested-loop reference: random inputs with duplicate times, NULL keys and
+//! times, empty sides, an integer key, a string key and both, every
+//! comparison, inner and left, at batch sizes 1, 2, 7 and 8192 and with 1
+//! and 3 partitions. Ties (right rows with the same key and time)
 //! may be matched to any of them, so the reference gives the set of
 //! acceptable right rows.
 
@@ -16,7 +17,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use thyme_planner::asof::{marker_udfs, AsOfRule, ThymeQueryPlanner};
+use thyme_planner::asof::{marker_udfs, AsOfRule, AsOfStrategy, ThymeQueryPlanner};
 use thyme_planner::schema::AsOfRelationPlanner;
 use thyme_planner::sql::SqlParser;
 
@@ -73,26 +74,40 @@ fn table(rows: &[Row], id: &str, batch: usize) -> MemTable {
     MemTable::try_new(schema, parts).unwrap()
 }
 
+/// Which columns the join's `ON` compares.
+#[derive(Clone, Copy, Debug)]
+enum Keys {
+    Int,
+    Text,
+    Both,
+}
+
 /// Acceptable right ids per left id (`None`: no match).
 fn reference(
     left: &[Row],
     right: &[Row],
     op: &str,
-    two_keys: bool,
+    keys: Keys,
 ) -> BTreeMap<i64, Option<HashSet<i64>>> {
+    let (use_k1, use_k2) = match keys {
+        Keys::Int => (true, false),
+        Keys::Text => (false, true),
+        Keys::Both => (true, true),
+    };
     let mut out = BTreeMap::new();
     for l in left {
-        let (Some(k1), Some(t)) = (l.k1, l.ts) else {
+        let Some(t) = l.ts else {
             out.insert(l.id, None);
             continue;
         };
-        if two_keys && l.k2.is_none() {
+        if (use_k1 && l.k1.is_none()) || (use_k2 && l.k2.is_none()) {
             out.insert(l.id, None);
             continue;
         }
         let ok: Vec<&Row> = right
             .iter()
-            .filter(|r| r.k1 == Some(k1) && (!two_keys || (r.k2.is_some() && r.k2 == l.k2)))
+            .filter(|r| !use_k1 || r.k1 == l.k1)
+            .filter(|r| !use_k2 || r.k2 == l.k2)
             .filter(|r| match (r.ts, op) {
                 (None, _) => false,
                 (Some(rt), ">=") => t >= rt,
@@ -135,6 +150,13 @@ async fn run(ctx: &SessionContext, sql: &str) -> Vec<RecordBatch> {
         .unwrap()
 }
 
+async fn explain(ctx: &SessionContext, sql: &str) -> String {
+    let e = run(ctx, &format!("EXPLAIN {sql}")).await;
+    arrow::util::pretty::pretty_format_batches(&e)
+        .unwrap()
+        .to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn asof_join_matches_nested_loop_reference() {
     let seed: u64 = std::env::var("THYME_SEED")
@@ -146,13 +168,17 @@ async fn asof_join_matches_nested_loop_reference() {
     let mut cases = 0;
     for &(nl, nr) in &[(0usize, 20usize), (20, 0), (1, 1), (60, 80), (300, 200)] {
         for &batch in &[1usize, 2, 7, 8192] {
-            for &partitions in &[1usize, 3] {
+            for (partitions, strategy) in [1usize, 3]
+                .into_iter()
+                .flat_map(|p| [(p, AsOfStrategy::Hash), (p, AsOfStrategy::Merge)])
+            {
                 let keys = rng.random_range(1..6);
                 let left = gen(&mut rng, nl, keys);
                 let right = gen(&mut rng, nr, keys);
                 let config = SessionConfig::new()
                     .with_target_partitions(partitions)
-                    .with_batch_size(batch.max(2));
+                    .with_batch_size(batch.max(2))
+                    .with_extension(Arc::new(strategy));
                 let state = SessionStateBuilder::new()
                     .with_config(config)
                     .with_default_features()
@@ -168,13 +194,27 @@ async fn asof_join_matches_nested_loop_reference() {
                     .unwrap();
                 ctx.register_table("r", Arc::new(table(&right, "rid", batch)))
                     .unwrap();
+                // The session's strategy is the operator that runs.
+                let plan = explain(
+                    &ctx,
+                    "SELECT l.id FROM l ASOF JOIN r ON l.k1 = r.k1 AND l.ts >= r.ts",
+                )
+                .await;
+                let operator = match strategy {
+                    AsOfStrategy::Hash => "AsOfHashJoinExec",
+                    _ => "AsOfJoinExec",
+                };
+                assert!(
+                    plan.contains(&format!("{operator}: ")),
+                    "{strategy:?}: {plan}"
+                );
                 for op in [">=", ">", "<=", "<"] {
-                    for two_keys in [false, true] {
+                    for keys in [Keys::Int, Keys::Text, Keys::Both] {
                         for left_join in [false, true] {
-                            let on = if two_keys {
-                                "l.k1 = r.k1 AND r.k2 = l.k2"
-                            } else {
-                                "l.k1 = r.k1"
+                            let on = match keys {
+                                Keys::Int => "l.k1 = r.k1",
+                                Keys::Text => "r.k2 = l.k2",
+                                Keys::Both => "l.k1 = r.k1 AND r.k2 = l.k2",
                             };
                             let join = if left_join {
                                 "ASOF LEFT JOIN"
@@ -190,7 +230,7 @@ async fn asof_join_matches_nested_loop_reference() {
                                 )
                             };
                             cases += 1;
-                            let want = reference(&left, &right, op, two_keys);
+                            let want = reference(&left, &right, op, keys);
                             let mut got: BTreeMap<i64, Option<i64>> = BTreeMap::new();
                             for b in run(&ctx, &sql).await {
                                 let ids = b.column(0).as_primitive::<Int64Type>();
@@ -210,17 +250,14 @@ async fn asof_join_matches_nested_loop_reference() {
                             for (id, acceptable) in &want {
                                 let g = got.get(id);
                                 match (acceptable, g) {
-                                    (None, None) => assert!(!left_join, "{sql}: left {id} missing (seed {seed})"),
+                                    (None, None) => assert!(!left_join, "{sql}: left {id} missing (seed {seed}, {strategy:?})"),
                                     (None, Some(None)) => assert!(left_join),
-                                    (None, Some(Some(r))) => panic!("{sql}: left {id} matched {r}, expected none (seed {seed})"),
+                                    (None, Some(Some(r))) => panic!("{sql}: left {id} matched {r}, expected none (seed {seed}, {strategy:?})"),
                                     (Some(_), None) => {
-                                        let parsed = SqlParser::new().parse(&format!("EXPLAIN {sql}")).unwrap().remove(0);
-                                        let plan = ctx.state().statement_to_plan(DfStatement::Statement(Box::new(parsed.statement))).await.unwrap();
-                                        let e = ctx.execute_logical_plan(plan).await.unwrap().collect().await.unwrap();
-                                        panic!("{sql}: left {id} missing (seed {seed}, nl {nl} nr {nr} batch {batch} partitions {partitions})\n{}", arrow::util::pretty::pretty_format_batches(&e).unwrap())
+                                        panic!("{sql}: left {id} missing (seed {seed}, nl {nl} nr {nr} batch {batch} partitions {partitions} {strategy:?})\n{}", explain(&ctx, &sql).await)
                                     }
-                                    (Some(_), Some(None)) => panic!("{sql}: left {id} unmatched (seed {seed})"),
-                                    (Some(set), Some(Some(r))) => assert!(set.contains(r), "{sql}: left {id} matched {r}, expected one of {set:?} (seed {seed})"),
+                                    (Some(_), Some(None)) => panic!("{sql}: left {id} unmatched (seed {seed}, {strategy:?})"),
+                                    (Some(set), Some(Some(r))) => assert!(set.contains(r), "{sql}: left {id} matched {r}, expected one of {set:?} (seed {seed}, {strategy:?})"),
                                 }
                             }
                             assert!(got.keys().all(|k| want.contains_key(k)));

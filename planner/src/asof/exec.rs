@@ -78,7 +78,7 @@ impl AsOfOp {
         }
     }
 
-    fn backward(self) -> bool {
+    pub(super) fn backward(self) -> bool {
         matches!(self, AsOfOp::Ge | AsOfOp::Gt)
     }
 }
@@ -548,44 +548,67 @@ impl Merge {
         batch: &RecordBatch,
         matches: &[Option<(usize, usize)>],
     ) -> DfResult<RecordBatch> {
-        let keep: Vec<u32> = match self.kind {
-            AsOfKind::Left => (0..batch.num_rows() as u32).collect(),
-            AsOfKind::Inner => (0..batch.num_rows() as u32)
-                .filter(|&i| matches[i as usize].is_some())
-                .collect(),
-        };
-        let mut cols: Vec<ArrayRef> = if keep.len() == batch.num_rows() {
-            batch.columns().to_vec()
-        } else {
-            let idx = arrow::array::UInt32Array::from(keep.clone());
-            batch
-                .columns()
-                .iter()
-                .map(|c| take(c.as_ref(), &idx, None))
-                .collect::<Result<_, _>>()?
-        };
         // Source 0 is the NULL row; source 1 + k is buffered batch k.
         let first = self.first_id;
-        let indices: Vec<(usize, usize)> = keep
+        let matches: Vec<Option<(usize, usize)>> = matches
             .iter()
-            .map(|&i| match matches[i as usize] {
-                None => (0, 0),
-                Some((b, r)) => (1 + b - first, r),
-            })
+            .map(|m| m.map(|(b, r)| (1 + b - first, r)))
             .collect();
-        for (j, &ci) in self.right_out.iter().enumerate() {
-            let mut sources: Vec<&dyn Array> = Vec::with_capacity(1 + self.buf.len());
-            sources.push(self.null_row[j].as_ref());
-            for b in &self.buf {
-                sources.push(b.batch.column(ci).as_ref());
-            }
-            cols.push(interleave(&sources, &indices)?);
-        }
-        let opts = arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(keep.len()));
-        Ok(RecordBatch::try_new_with_options(
-            self.schema.clone(),
-            cols,
-            &opts,
-        )?)
+        let right: Vec<&RecordBatch> = self.buf.iter().map(|b| &b.batch).collect();
+        assemble(
+            &self.schema,
+            self.kind,
+            batch,
+            &matches,
+            (&self.null_row, &self.right_out, &right),
+        )
     }
+}
+
+/// The output for a left batch: its rows (all of them, or for inner joins
+/// the matched ones) followed by the right columns, gathered from
+/// the right batches: for each output column `right_out[j]` of the right
+/// batches, at each row's `(source, row)` match, where source 0 is the
+/// one-row all-NULL `null_row[j]` (rows without a match) and source `1 + k`
+/// is `right[k]`.
+pub(super) fn assemble(
+    schema: &SchemaRef,
+    kind: AsOfKind,
+    batch: &RecordBatch,
+    matches: &[Option<(usize, usize)>],
+    (null_row, right_out, right): (&[ArrayRef], &[usize], &[&RecordBatch]),
+) -> DfResult<RecordBatch> {
+    let keep: Vec<u32> = match kind {
+        AsOfKind::Left => (0..batch.num_rows() as u32).collect(),
+        AsOfKind::Inner => (0..batch.num_rows() as u32)
+            .filter(|&i| matches[i as usize].is_some())
+            .collect(),
+    };
+    let mut cols: Vec<ArrayRef> = if keep.len() == batch.num_rows() {
+        batch.columns().to_vec()
+    } else {
+        let idx = arrow::array::UInt32Array::from(keep.clone());
+        batch
+            .columns()
+            .iter()
+            .map(|c| take(c.as_ref(), &idx, None))
+            .collect::<Result<_, _>>()?
+    };
+    let indices: Vec<(usize, usize)> = keep
+        .iter()
+        .map(|&i| matches[i as usize].unwrap_or((0, 0)))
+        .collect();
+    let mut sources: Vec<&dyn Array> = Vec::with_capacity(1 + right.len());
+    for (null, &ci) in null_row.iter().zip(right_out) {
+        sources.clear();
+        sources.push(null.as_ref());
+        sources.extend(right.iter().map(|b| b.column(ci).as_ref()));
+        cols.push(interleave(&sources, &indices)?);
+    }
+    let opts = arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(keep.len()));
+    Ok(RecordBatch::try_new_with_options(
+        schema.clone(),
+        cols,
+        &opts,
+    )?)
 }

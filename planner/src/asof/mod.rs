@@ -24,16 +24,20 @@
 //!    deletes), so the joined row is the dataset's row *as of the left
 //!    row's time*; for a pipeline's aggregated dataset that is the window
 //!    aggregate at that time;
-//! 4. [`AsOfPlanner`] plans the node as an [`AsOfJoinExec`] (merge), or as
-//!    an [`AsOfLookupExec`] that reads the right side at each left row's
-//!    time: a featureset view (evaluated), or a keyed dataset by seeks when
-//!    the left side is small next to its history.
+//! 4. [`AsOfPlanner`] plans the node as an [`AsOfLookupExec`] that reads
+//!    the right side at each left row's time (a featureset view, evaluated;
+//!    or a keyed dataset by seeks when the left side is small next to its
+//!    history), else as an [`AsOfHashJoinExec`] (the right side indexed in
+//!    memory, the left side unsorted) when the right side fits the memory
+//!    pool, else as an [`AsOfJoinExec`] (both sides sorted and merged; the
+//!    sorts can spill).
 //!
 //! A session needs the rule, the query planner, the marker UDFs and the
 //! relation planner [`crate::schema::AsOfRelationPlanner`] (which removes
 //! the mark step 2 puts on the joined relation).
 
 pub mod exec;
+pub mod hash_exec;
 pub mod lookup_exec;
 
 use std::fmt;
@@ -67,6 +71,7 @@ use sqlparser::keywords::Keyword;
 use sqlparser::tokenizer::{Token, TokenWithSpan, Word};
 
 pub use exec::{AsOfJoinExec, AsOfKind, AsOfOp};
+pub use hash_exec::AsOfHashJoinExec;
 pub use lookup_exec::{AsOfLookupExec, AsOfSource, DatasetSource, FeaturesetSource};
 
 use crate::error::{Error, Result};
@@ -870,7 +875,10 @@ impl ExtensionPlanner for AsOfPlanner {
             .get_extension::<AsOfStrategy>()
             .map(|s| *s)
             .unwrap_or_default();
-        if let (RightSource::Dataset(t), false) = (&n.source, strategy == AsOfStrategy::Merge) {
+        if let (RightSource::Dataset(t), false) = (
+            &n.source,
+            matches!(strategy, AsOfStrategy::Merge | AsOfStrategy::Hash),
+        ) {
             if let Some(plan) = plan_dataset_seek(n, t, strategy, &left, schema.clone())? {
                 return Ok(Some(plan));
             }
@@ -913,39 +921,98 @@ impl ExtensionPlanner for AsOfPlanner {
             .source
             .deleted_flag()
             .then(|| rp.schema().fields().len().saturating_sub(1));
-        let strategy = if n.source.deleted_flag() {
-            "merge with dataset history"
-        } else {
-            "merge"
+        let hash = match strategy {
+            AsOfStrategy::Merge => false,
+            AsOfStrategy::Hash => true,
+            AsOfStrategy::Auto | AsOfStrategy::Seek => fits_memory(&rp, session)?,
         };
-        Ok(Some(Arc::new(AsOfJoinExec::try_new(
-            lp,
-            rp,
-            left_keys,
-            right_keys,
-            lts,
-            rts,
-            n.op,
-            n.kind,
-            right_deleted,
-            strategy.to_string(),
-            schema,
-        )?)))
+        let history = if n.source.deleted_flag() {
+            " with dataset history"
+        } else {
+            ""
+        };
+        Ok(Some(if hash {
+            Arc::new(AsOfHashJoinExec::try_new(
+                lp,
+                rp,
+                left_keys,
+                right_keys,
+                lts,
+                rts,
+                n.op,
+                n.kind,
+                right_deleted,
+                format!("hash{history}"),
+                schema,
+            )?) as Arc<dyn ExecutionPlan>
+        } else {
+            Arc::new(AsOfJoinExec::try_new(
+                lp,
+                rp,
+                left_keys,
+                right_keys,
+                lts,
+                rts,
+                n.op,
+                n.kind,
+                right_deleted,
+                format!("merge{history}"),
+                schema,
+            )?)
+        }))
     }
 }
 
+/// Whether the right side of a join, as estimated, takes at most half of
+/// the session's memory pool (always, for an unbounded pool): the hash
+/// strategy holds it in memory, the merge's sorts can spill instead.
+fn fits_memory(
+    right: &Arc<dyn ExecutionPlan>,
+    session: &dyn datafusion::catalog::Session,
+) -> DfResult<bool> {
+    use datafusion::execution::memory_pool::MemoryLimit;
+    let MemoryLimit::Finite(limit) = session.runtime_env().memory_pool.memory_limit() else {
+        return Ok(true);
+    };
+    let rows = datafusion::physical_plan::StatisticsContext::new()
+        .compute(
+            right.as_ref(),
+            &datafusion::physical_plan::StatisticsArgs::new(),
+        )?
+        .num_rows
+        .get_value()
+        .copied();
+    let Some(rows) = rows else {
+        return Ok(false);
+    };
+    // Fixed-width columns at their width, others at 32 bytes; 16 bytes of
+    // index per row.
+    let width: usize = right
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.data_type().primitive_width().unwrap_or(32))
+        .sum::<usize>()
+        + 16;
+    Ok(rows.saturating_mul(width) <= limit / 2)
+}
+
 /// How an ASOF join with a keyed dataset on the right reads it, from the
-/// session variable `thyme.asof_strategy` (`auto`, `seek`, `merge`).
+/// session variable `thyme.asof_strategy` (`auto`, `seek`, `hash`,
+/// `merge`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum AsOfStrategy {
     /// Seeks when the left side is small next to the dataset's history
-    /// (see [`SEEK_RATIO`]), else merge.
+    /// (see [`SEEK_RATIO`]), else hash when the right side fits the memory
+    /// pool, else merge.
     #[default]
     Auto,
     /// Seeks whenever the join allows them (a backward match on the
     /// dataset's own key and time).
     Seek,
-    /// Always merge with the history scan.
+    /// Always index the right side in memory ([`AsOfHashJoinExec`]).
+    Hash,
+    /// Always sort both sides and merge ([`AsOfJoinExec`]).
     Merge,
 }
 
@@ -955,6 +1022,7 @@ impl AsOfStrategy {
         match s.to_ascii_lowercase().as_str() {
             "auto" | "default" | "" => Some(AsOfStrategy::Auto),
             "seek" => Some(AsOfStrategy::Seek),
+            "hash" => Some(AsOfStrategy::Hash),
             "merge" => Some(AsOfStrategy::Merge),
             _ => None,
         }
