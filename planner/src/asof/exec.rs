@@ -561,22 +561,25 @@ impl Merge {
             batch,
             &matches,
             (&self.null_row, &self.right_out, &right),
+            None,
         )
     }
 }
 
 /// The output for a left batch: its rows (all of them, or for inner joins
-/// the matched ones) followed by the right columns, gathered from
-/// the right batches: for each output column `right_out[j]` of the right
-/// batches, at each row's `(source, row)` match, where source 0 is the
-/// one-row all-NULL `null_row[j]` (rows without a match) and source `1 + k`
-/// is `right[k]`.
+/// the matched ones) followed by the right columns, gathered from the right
+/// batches: for each output column `right_out[j]` of the right batches, at
+/// each row's `(source, row)` match, where source 0 is the one-row all-NULL
+/// `null_row[j]` (rows without a match) and source `1 + k` is `right[k]`.
+/// With a `projection` (indices into those left-then-right columns), only
+/// the columns it names, in its order.
 pub(super) fn assemble(
     schema: &SchemaRef,
     kind: AsOfKind,
     batch: &RecordBatch,
     matches: &[Option<(usize, usize)>],
     (null_row, right_out, right): (&[ArrayRef], &[usize], &[&RecordBatch]),
+    projection: Option<&[usize]>,
 ) -> DfResult<RecordBatch> {
     let keep: Vec<u32> = match kind {
         AsOfKind::Left => (0..batch.num_rows() as u32).collect(),
@@ -584,26 +587,36 @@ pub(super) fn assemble(
             .filter(|&i| matches[i as usize].is_some())
             .collect(),
     };
-    let mut cols: Vec<ArrayRef> = if keep.len() == batch.num_rows() {
-        batch.columns().to_vec()
-    } else {
-        let idx = arrow::array::UInt32Array::from(keep.clone());
-        batch
-            .columns()
-            .iter()
-            .map(|c| take(c.as_ref(), &idx, None))
-            .collect::<Result<_, _>>()?
+    let all: Vec<usize>;
+    let columns = match projection {
+        Some(p) => p,
+        None => {
+            all = (0..batch.num_columns() + right_out.len()).collect();
+            &all
+        }
     };
+    let left_idx =
+        (keep.len() < batch.num_rows()).then(|| arrow::array::UInt32Array::from(keep.clone()));
     let indices: Vec<(usize, usize)> = keep
         .iter()
         .map(|&i| matches[i as usize].unwrap_or((0, 0)))
         .collect();
     let mut sources: Vec<&dyn Array> = Vec::with_capacity(1 + right.len());
-    for (null, &ci) in null_row.iter().zip(right_out) {
-        sources.clear();
-        sources.push(null.as_ref());
-        sources.extend(right.iter().map(|b| b.column(ci).as_ref()));
-        cols.push(interleave(&sources, &indices)?);
+    let mut cols: Vec<ArrayRef> = Vec::with_capacity(columns.len());
+    for &c in columns {
+        if c < batch.num_columns() {
+            let col = batch.column(c);
+            cols.push(match &left_idx {
+                None => col.clone(),
+                Some(idx) => take(col.as_ref(), idx, None)?,
+            });
+        } else {
+            let j = c - batch.num_columns();
+            sources.clear();
+            sources.push(null_row[j].as_ref());
+            sources.extend(right.iter().map(|b| b.column(right_out[j]).as_ref()));
+            cols.push(interleave(&sources, &indices)?);
+        }
     }
     let opts = arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(keep.len()));
     Ok(RecordBatch::try_new_with_options(

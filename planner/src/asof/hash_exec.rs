@@ -30,6 +30,7 @@
 //! the left side streams. The planner chooses this operator unless the
 //! right side would not fit (then the sorted merge, whose sorts can spill).
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 
@@ -44,11 +45,14 @@ use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{internal_err, Result as DfResult};
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::projection::ProjectionMapping;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::metrics::{
     BaselineMetrics, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet, Time,
 };
+use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, ExecutionPlanProperties,
@@ -75,6 +79,12 @@ pub struct AsOfHashJoinExec {
     right_deleted: Option<usize>,
     /// How the right side is read (shown by EXPLAIN).
     strategy: String,
+    /// The joined row: the left columns, then the right ones.
+    join_schema: SchemaRef,
+    /// The output columns (indices into the joined row, with their names)
+    /// when a projection above was embedded: only those are gathered.
+    projection: Option<Vec<(usize, String)>>,
+    /// The output schema (the joined row, projected).
     schema: SchemaRef,
     props: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
@@ -98,24 +108,13 @@ impl AsOfHashJoinExec {
         if left_keys.len() != right_keys.len() {
             return internal_err!("AsOfHashJoinExec: key lists differ in length");
         }
-        let partitions = if left_keys.is_empty() {
-            1
-        } else {
-            left.output_partitioning().partition_count()
-        };
-        // Output rows follow the left rows, whose columns come first at the
-        // same positions: the left input's ordering holds for the output.
-        let mut eq = EquivalenceProperties::new(schema.clone());
-        if let Some(ordering) = left.output_ordering() {
-            eq.add_ordering(ordering.iter().cloned());
-        }
         let props = Arc::new(PlanProperties::new(
-            eq,
-            Partitioning::UnknownPartitioning(partitions),
+            EquivalenceProperties::new(schema.clone()),
+            Partitioning::UnknownPartitioning(1),
             EmissionType::Incremental,
             Boundedness::Bounded,
         ));
-        Ok(AsOfHashJoinExec {
+        AsOfHashJoinExec {
             left,
             right,
             left_keys,
@@ -126,10 +125,55 @@ impl AsOfHashJoinExec {
             kind,
             right_deleted,
             strategy,
+            join_schema: schema.clone(),
+            projection: None,
             schema,
             props,
             metrics: ExecutionPlanMetricsSet::new(),
-        })
+        }
+        .with_projection(None)
+    }
+
+    /// This join with only the `projection`'s columns in its output.
+    fn with_projection(mut self, projection: Option<Vec<(usize, String)>>) -> DfResult<Self> {
+        let partitions = if self.left_keys.is_empty() {
+            1
+        } else {
+            self.left.output_partitioning().partition_count()
+        };
+        // Output rows follow the left rows, whose columns come first at the
+        // same positions: the left input's ordering holds for the output.
+        let mut eq = EquivalenceProperties::new(self.join_schema.clone());
+        if let Some(ordering) = self.left.output_ordering() {
+            eq.add_ordering(ordering.iter().cloned());
+        }
+        self.schema = self.join_schema.clone();
+        if let Some(p) = &projection {
+            let fields: Vec<_> = p
+                .iter()
+                .map(|(i, name)| self.join_schema.field(*i).clone().with_name(name))
+                .collect();
+            self.schema = Arc::new(arrow::datatypes::Schema::new_with_metadata(
+                fields,
+                self.join_schema.metadata().clone(),
+            ));
+            let mapping = ProjectionMapping::try_new(
+                p.iter().map(|(i, name)| {
+                    let col = Column::new(self.join_schema.field(*i).name(), *i);
+                    (Arc::new(col) as Arc<dyn PhysicalExpr>, name.clone())
+                }),
+                &self.join_schema,
+            )?;
+            eq = eq.project(&mapping, self.schema.clone());
+        }
+        self.projection = projection;
+        self.props = Arc::new(PlanProperties::new(
+            eq,
+            Partitioning::UnknownPartitioning(partitions),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        Ok(self)
     }
 }
 
@@ -150,7 +194,12 @@ impl DisplayAs for AsOfHashJoinExec {
             self.op.symbol(),
             self.right_ts,
             self.strategy
-        )
+        )?;
+        if let Some(p) = &self.projection {
+            let cols: Vec<String> = p.iter().map(|(i, name)| format!("{name}@{i}")).collect();
+            write!(f, ", projection=[{}]", cols.join(", "))?;
+        }
+        Ok(())
     }
 }
 
@@ -213,9 +262,44 @@ impl ExecutionPlan for AsOfHashJoinExec {
         let [left, right]: [Arc<dyn ExecutionPlan>; 2] = children
             .try_into()
             .map_err(|_| datafusion::error::DataFusionError::Internal("two children".into()))?;
-        Ok(Arc::new(AsOfHashJoinExec::try_new(
-            left,
-            right,
+        Ok(Arc::new(
+            AsOfHashJoinExec::try_new(
+                left,
+                right,
+                self.left_keys.clone(),
+                self.right_keys.clone(),
+                self.left_ts.clone(),
+                self.right_ts.clone(),
+                self.op,
+                self.kind,
+                self.right_deleted,
+                self.strategy.clone(),
+                self.join_schema.clone(),
+            )?
+            .with_projection(self.projection.clone())?,
+        ))
+    }
+
+    /// Embeds a projection of plain columns above this join, so that only
+    /// the columns it keeps are gathered.
+    fn try_swapping_with_projection(
+        &self,
+        projection: &ProjectionExec,
+    ) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
+        let mut cols = Vec::with_capacity(projection.expr().len());
+        for e in projection.expr() {
+            let Some(c) = e.expr.downcast_ref::<Column>() else {
+                return Ok(None);
+            };
+            let i = match &self.projection {
+                Some(p) => p[c.index()].0,
+                None => c.index(),
+            };
+            cols.push((i, e.alias.clone()));
+        }
+        let join = AsOfHashJoinExec::try_new(
+            self.left.clone(),
+            self.right.clone(),
             self.left_keys.clone(),
             self.right_keys.clone(),
             self.left_ts.clone(),
@@ -224,8 +308,10 @@ impl ExecutionPlan for AsOfHashJoinExec {
             self.kind,
             self.right_deleted,
             self.strategy.clone(),
-            self.schema.clone(),
-        )?))
+            self.join_schema.clone(),
+        )?
+        .with_projection(Some(cols))?;
+        Ok(Some(Arc::new(join)))
     }
 
     fn execute(
@@ -261,7 +347,12 @@ impl ExecutionPlan for AsOfHashJoinExec {
             right_out,
             null_row,
             schema: self.schema.clone(),
+            projection: self
+                .projection
+                .as_ref()
+                .map(|p| p.iter().map(|(i, _)| *i).collect()),
             baseline: BaselineMetrics::new(&self.metrics, partition),
+            chunk_rows: context.session_config().batch_size() * CHUNK_BATCHES,
         };
         let build = Build {
             right,
@@ -532,7 +623,7 @@ impl Build {
             batches.push(batch);
         }
         let _timer = self.build_time.timer();
-        entries.sort_unstable();
+        sort_entries(&mut entries);
         let n = entries.len();
         let mut sorted = Vec::with_capacity(n);
         let mut run_hash = Vec::new();
@@ -599,7 +690,11 @@ struct Probe {
     right_out: Vec<usize>,
     null_row: Vec<ArrayRef>,
     schema: SchemaRef,
+    /// Output columns (indices into the joined row), when projected.
+    projection: Option<Vec<usize>>,
     baseline: BaselineMetrics,
+    /// Left rows answered together ([`CHUNK_BATCHES`] batches).
+    chunk_rows: usize,
 }
 
 impl Probe {
@@ -609,69 +704,139 @@ impl Probe {
         left: SendableRecordBatchStream,
     ) -> SendableRecordBatchStream {
         let schema = self.schema.clone();
+        let state = (self, index, left, VecDeque::<RecordBatch>::new(), false);
         let stream = futures::stream::try_unfold(
-            (self, index, left, Scratch::default()),
-            |(st, index, mut left, mut scratch)| async move {
+            state,
+            |(st, index, mut left, mut ready, mut done)| async move {
                 loop {
-                    let Some(batch) = left.next().await.transpose()? else {
-                        return Ok(None);
-                    };
-                    let timer = st.baseline.elapsed_compute().timer();
-                    let out = st.join_batch(&index, &batch, &mut scratch)?;
-                    timer.done();
-                    st.baseline.record_output(out.num_rows());
-                    if out.num_rows() > 0 || st.kind == AsOfKind::Left {
-                        return Ok(Some((out, (st, index, left, scratch))));
+                    if let Some(out) = ready.pop_front() {
+                        return Ok(Some((out, (st, index, left, ready, done))));
                     }
+                    if done {
+                        return Ok(None);
+                    }
+                    // Up to a chunk of left rows, answered together.
+                    let mut chunk = Vec::new();
+                    let mut rows = 0;
+                    while rows < st.chunk_rows {
+                        match left.next().await.transpose()? {
+                            Some(b) => {
+                                rows += b.num_rows();
+                                chunk.push(b);
+                            }
+                            None => {
+                                done = true;
+                                break;
+                            }
+                        }
+                    }
+                    let timer = st.baseline.elapsed_compute().timer();
+                    for out in st.join_chunk(&index, &chunk)? {
+                        st.baseline.record_output(out.num_rows());
+                        if out.num_rows() > 0 || st.kind == AsOfKind::Left {
+                            ready.push_back(out);
+                        }
+                    }
+                    timer.done();
                 }
             },
         );
         Box::pin(RecordBatchStreamAdapter::new(schema, stream))
     }
 
-    fn join_batch(
-        &self,
-        index: &Index,
-        batch: &RecordBatch,
-        scratch: &mut Scratch,
-    ) -> DfResult<RecordBatch> {
-        let n = batch.num_rows();
-        let (keys, lts, live) = evaluate(&self.left_keys, &self.left_ts, batch)?;
-        let key_rows = self.hasher.hash(&keys, n, &mut scratch.hashes)?;
-        self.search(
-            index,
-            &scratch.hashes,
-            lts.values(),
-            &live,
-            &mut scratch.bounds,
-        );
-        let mut matches: Vec<Option<(usize, usize)>> = Vec::with_capacity(n);
-        for (i, &(start, end, p)) in scratch.bounds.iter().enumerate() {
-            let key = key_rows.as_ref().map(|r| (r, i));
-            let found = self.nearest(index, (start, end, p), key).and_then(|e| {
-                let p = index.entries[e].1;
-                let (b, r) = ((p >> 32) as usize, (p & u32::MAX as u64) as usize);
-                // A delete version: the key was absent at that time.
-                let gone = index.deleted[b]
-                    .as_ref()
-                    .is_some_and(|d| d.is_valid(r) && d.value(r));
-                (!gone).then_some((1 + b, r))
-            });
-            matches.push(found);
+    /// The output batches for a chunk of left batches, one per batch, in
+    /// order.
+    fn join_chunk(&self, index: &Index, chunk: &[RecordBatch]) -> DfResult<Vec<RecordBatch>> {
+        let total: usize = chunk.iter().map(|b| b.num_rows()).sum();
+        let mut hashes = Vec::with_capacity(total);
+        let mut times = Vec::with_capacity(total);
+        let mut live = Vec::with_capacity(total);
+        let mut key_rows = Vec::with_capacity(chunk.len());
+        let mut starts = Vec::with_capacity(chunk.len() + 1);
+        let mut h = Vec::new();
+        for batch in chunk {
+            starts.push(times.len());
+            let (keys, ts, lv) = evaluate(&self.left_keys, &self.left_ts, batch)?;
+            key_rows.push(self.hasher.hash(&keys, batch.num_rows(), &mut h)?);
+            hashes.extend_from_slice(&h);
+            times.extend_from_slice(ts.values());
+            live.extend_from_slice(&lv);
         }
+        starts.push(total);
+        // Chunk row `g` is row `g - starts[b]` of batch `b`.
+        let key = |g: usize| {
+            let b = starts.partition_point(|&s| s <= g) - 1;
+            key_rows[b].as_ref().map(|r| (r, g - starts[b]))
+        };
+        let found = self.search(index, &hashes, &times, &live, key);
         let right: Vec<&RecordBatch> = index.batches.iter().collect();
-        assemble(
-            &self.schema,
-            self.kind,
-            batch,
-            &matches,
-            (&self.null_row, &self.right_out, &right),
-        )
+        let mut out = Vec::with_capacity(chunk.len());
+        for (b, batch) in chunk.iter().enumerate() {
+            let matches: Vec<Option<(usize, usize)>> = found[starts[b]..starts[b + 1]]
+                .iter()
+                .map(|f| {
+                    f.and_then(|p| {
+                        let (b, r) = ((p >> 32) as usize, (p & u32::MAX as u64) as usize);
+                        // A delete version: the key was absent at that time.
+                        let gone = index.deleted[b]
+                            .as_ref()
+                            .is_some_and(|d| d.is_valid(r) && d.value(r));
+                        (!gone).then_some((1 + b, r))
+                    })
+                })
+                .collect();
+            out.push(assemble(
+                &self.schema,
+                self.kind,
+                batch,
+                &matches,
+                (&self.null_row, &self.right_out, &right),
+                self.projection.as_deref(),
+            )?);
+        }
+        Ok(out)
     }
 
-    /// The entry a left row matches, from its [`Self::search`] bounds: the
-    /// nearest on the allowed side of the partition point with the row's
-    /// own key.
+    /// The matched entry's position (`batch << 32 | row`) for each left row
+    /// (`key(i)`: its keys in row format, when hashes are not exact).
+    ///
+    /// The rows are visited clustered by their hash's top bits (a radix
+    /// pass), so consecutive searches fall in the same few runs of the
+    /// index: a run comes from memory once per chunk instead of once per
+    /// row, and the searches' dependent loads hit the cache.
+    fn search<'a>(
+        &self,
+        index: &Index,
+        hashes: &[u64],
+        times: &[i64],
+        live: &[bool],
+        key: impl Fn(usize) -> Option<(&'a Rows, usize)>,
+    ) -> Vec<Option<u64>> {
+        let mut found = vec![None; hashes.len()];
+        let le = matches!(self.op, AsOfOp::Ge | AsOfOp::Lt);
+        for (h, t, i) in cluster(hashes, times, live) {
+            let i = i as usize;
+            let Some(run) = index.run(h) else {
+                continue;
+            };
+            let times = &index.entries[run.clone()];
+            let p = run.start
+                + if le {
+                    times.partition_point(|e| e.0 <= t)
+                } else {
+                    times.partition_point(|e| e.0 < t)
+                };
+            found[i] = self
+                .nearest(index, (run.start, run.end, p), key(i))
+                .map(|e| index.entries[e].1);
+        }
+        found
+    }
+
+    /// The entry a left row matches, given its key's run `start..end` and
+    /// the run's partition point `p` for its time (entries before `p` are
+    /// the earlier ones: `<= t` for `>=` and `<`, `< t` for `>` and `<=`):
+    /// the nearest on the allowed side of `p` with the row's own key.
     fn nearest(
         &self,
         index: &Index,
@@ -684,63 +849,70 @@ impl Probe {
             (p..end).find(|&e| index.key_equals(e, key))
         }
     }
+}
 
-    /// For every left row, its key's run `start..end` in the entries
-    /// (empty when the row cannot match or its key hash is absent) and the
-    /// run's partition point `p` for its time: entries before `p` are the
-    /// earlier ones (`<= t` for `>=` and `<`, `< t` for `>` and `<=`).
-    ///
-    /// The binary searches run in lockstep over the whole batch, one step
-    /// per pass, so the cache misses of different rows overlap instead of
-    /// each row waiting on its own chain of them.
-    fn search(
-        &self,
-        index: &Index,
-        hashes: &[u64],
-        times: &[i64],
-        live: &[bool],
-        bounds: &mut Vec<(usize, usize, usize)>,
-    ) {
-        bounds.clear();
-        // (base, remaining size) of each row's search.
-        let mut state: Vec<(usize, usize)> = Vec::with_capacity(hashes.len());
-        for (i, &h) in hashes.iter().enumerate() {
-            let run = if live[i] { index.run(h) } else { None }.unwrap_or(0..0);
-            bounds.push((run.start, run.end, run.start));
-            state.push((run.start, run.len()));
+/// Left batches answered together (at the default batch size, 1M rows):
+/// enough for every run of the index to be searched many times per visit
+/// (see [`Probe::search`]).
+const CHUNK_BATCHES: usize = 128;
+
+/// The live rows as (hash, time, row), ordered by the top 16 bits of the
+/// hash (hash and time travel with the row, so visiting them in this order
+/// reads them sequentially).
+fn cluster(hashes: &[u64], times: &[i64], live: &[bool]) -> Vec<(u64, i64, u32)> {
+    let mut items: Vec<(u64, i64, u32)> = hashes
+        .iter()
+        .zip(times)
+        .zip(live)
+        .enumerate()
+        .filter(|(_, (_, &l))| l)
+        .map(|(i, ((&h, &t), _))| (h, t, i as u32))
+        .collect();
+    radix16(&mut items, |x| (x.0 >> 48) as u16);
+    items
+}
+
+/// Sort `items` by a 16-bit key, stably: two 8-bit counting passes, each a
+/// sequential read and 256 sequential write streams (cache-friendly where
+/// a comparison sort of millions of items is not).
+fn radix16<T: Copy + Default>(items: &mut Vec<T>, key: impl Fn(&T) -> u16) {
+    let mut tmp = vec![T::default(); items.len()];
+    for shift in [0, 8] {
+        let digit = |x: &T| ((key(x) >> shift) & 0xff) as usize;
+        let mut at = [0usize; 256];
+        for x in items.iter() {
+            at[digit(x)] += 1;
         }
-        let le = matches!(self.op, AsOfOp::Ge | AsOfOp::Lt);
-        let entries = &index.entries;
-        let before = |x: i64, t: i64| if le { x <= t } else { x < t };
-        loop {
-            let mut more = false;
-            for (st, &t) in state.iter_mut().zip(times) {
-                let (base, size) = *st;
-                if size > 1 {
-                    let half = size / 2;
-                    let mid = base + half;
-                    let base = if before(entries[mid].0, t) { mid } else { base };
-                    *st = (base, size - half);
-                    more |= size - half > 1;
-                }
-            }
-            if !more {
-                break;
-            }
+        let mut sum = 0;
+        for a in at.iter_mut() {
+            let c = *a;
+            *a = sum;
+            sum += c;
         }
-        for ((b, &(base, size)), &t) in bounds.iter_mut().zip(&state).zip(times) {
-            if size == 1 {
-                b.2 = base + usize::from(before(entries[base].0, t));
-            }
+        for x in items.iter() {
+            let d = digit(x);
+            tmp[at[d]] = *x;
+            at[d] += 1;
         }
+        std::mem::swap(items, &mut tmp);
     }
 }
 
-/// Per-stream buffers reused across left batches.
-#[derive(Default)]
-struct Scratch {
-    hashes: Vec<u64>,
-    bounds: Vec<(usize, usize, usize)>,
+/// Sort index entries by (hash, time, position): a radix pass on the
+/// hash's top 16 bits, then each of the (small) buckets on its own.
+fn sort_entries(entries: &mut Vec<(u64, i64, u64)>) {
+    if entries.len() < 1 << 16 {
+        entries.sort_unstable();
+        return;
+    }
+    radix16(entries, |e| (e.0 >> 48) as u16);
+    let mut from = 0;
+    while from < entries.len() {
+        let top = entries[from].0 >> 48;
+        let to = from + entries[from..].partition_point(|e| e.0 >> 48 == top);
+        entries[from..to].sort_unstable();
+        from = to;
+    }
 }
 
 #[cfg(test)]
@@ -753,6 +925,31 @@ mod tests {
     use datafusion::physical_plan::memory::MemoryStream;
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
+
+    /// The radix path of the index sort (large inputs) orders entries as a
+    /// comparison sort does, with hashes that share their top bits.
+    #[test]
+    fn radix_sorted_entries_equal_a_comparison_sort() {
+        let seed: u64 = rand::rng().random();
+        println!("radix_sorted_entries_equal_a_comparison_sort: seed {seed}");
+        let mut rng = StdRng::seed_from_u64(seed);
+        let hashes: Vec<u64> = (0..5000).map(|_| rng.random()).collect();
+        let entries: Vec<(u64, i64, u64)> = (0..200_000u64)
+            .map(|p| {
+                let h = if rng.random_range(0..4) == 0 {
+                    rng.random::<u64>() & 0xffff_0000_0000_00ff
+                } else {
+                    hashes[rng.random_range(0..hashes.len())]
+                };
+                (h, rng.random_range(-50..50), p)
+            })
+            .collect();
+        let mut radix = entries.clone();
+        sort_entries(&mut radix);
+        let mut want = entries;
+        want.sort_unstable();
+        assert!(radix == want, "seed {seed}");
+    }
 
     /// Keys whose hashes collide share a run: every lookup must still walk
     /// to the nearest row of its own key (or find none).
@@ -828,15 +1025,15 @@ mod tests {
                 right_out: vec![],
                 null_row: vec![],
                 schema: schema.clone(),
+                projection: None,
                 baseline: BaselineMetrics::new(&ExecutionPlanMetricsSet::new(), 0),
+                chunk_rows: 1,
             };
-            let mut bounds = Vec::new();
-            probe.search(&index, &hashes, lts.values(), &live, &mut bounds);
-            for (i, &b) in bounds.iter().enumerate() {
-                let got = probe
-                    .nearest(&index, b, rows.as_ref().map(|r| (r, i)))
-                    .map(|e| index.entries[e].1)
-                    .map(|p| (p >> 32) as usize * 64 + (p & u32::MAX as u64) as usize);
+            let found = probe.search(&index, &hashes, lts.values(), &live, |i| {
+                rows.as_ref().map(|r| (r, i))
+            });
+            for (i, f) in found.iter().enumerate() {
+                let got = f.map(|p| (p >> 32) as usize * 64 + (p & u32::MAX as u64) as usize);
                 // Brute force: the nearest time on the allowed side; the last
                 // of equal times backward, the first forward.
                 let t = lt[i];
