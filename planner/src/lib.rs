@@ -1,7 +1,8 @@
 //! Thyme's planner: the catalog model, SQL parsing, and DataFusion plans over
 //! the temporal store.
 //!
-//! - [`asof`]: ASOF joins (parsing, the logical node, `AsOfJoinExec`);
+//! - [`asof`]: ASOF joins (parsing, the logical node, `AsOfHashJoinExec`,
+//!   `AsOfJoinExec`, `AsOfLookupExec`);
 //! - [`catalog`]: dataset definitions and their validation;
 //! - [`types`]: field types and their Arrow / Postgres mapping;
 //! - [`sql`]: the SQL dialect and statement-level `AS OF`;

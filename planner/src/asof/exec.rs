@@ -380,25 +380,44 @@ impl Side {
         batch: &RecordBatch,
         converter: &RowConverter,
     ) -> DfResult<(Rows, Int64Array, Vec<bool>)> {
-        let n = batch.num_rows();
-        let keys = self
-            .keys
-            .iter()
-            .map(|k| k.evaluate(batch).and_then(|v| v.into_array(n)))
-            .collect::<DfResult<Vec<ArrayRef>>>()?;
+        let (keys, ts, live) = evaluate(&self.keys, &self.ts, batch)?;
         let rows = converter.convert_columns(&keys)?;
-        let ts = self.ts.evaluate(batch)?.into_array(n)?;
-        let ts = if ts.data_type() == &DataType::Int64 {
-            ts
-        } else {
-            arrow::compute::cast(&ts, &DataType::Int64)?
-        };
-        let ts = ts.as_primitive::<Int64Type>().clone();
-        let dead = (0..n)
-            .map(|i| ts.is_null(i) || keys.iter().any(|k| k.is_null(i)))
-            .collect();
-        Ok((rows, ts, dead))
+        Ok((rows, ts, live.into_iter().map(|l| !l).collect()))
     }
+}
+
+/// Keys and times (as Int64) of a batch, evaluated; `live[i]` when row `i`
+/// can match (no NULL key or time).
+pub(super) fn evaluate(
+    keys: &[Arc<dyn PhysicalExpr>],
+    ts: &Arc<dyn PhysicalExpr>,
+    batch: &RecordBatch,
+) -> DfResult<(Vec<ArrayRef>, Int64Array, Vec<bool>)> {
+    let n = batch.num_rows();
+    let keys = keys
+        .iter()
+        .map(|k| k.evaluate(batch).and_then(|v| v.into_array(n)))
+        .collect::<DfResult<Vec<ArrayRef>>>()?;
+    let ts = ts.evaluate(batch)?.into_array(n)?;
+    let ts = if ts.data_type() == &DataType::Int64 {
+        ts
+    } else {
+        arrow::compute::cast(&ts, &DataType::Int64)?
+    };
+    let ts = ts.as_primitive::<Int64Type>().clone();
+    let mut live = vec![true; n];
+    for a in keys
+        .iter()
+        .map(|k| k as &dyn Array)
+        .chain([&ts as &dyn Array])
+    {
+        if let Some(nulls) = a.logical_nulls() {
+            for (l, valid) in live.iter_mut().zip(nulls.iter()) {
+                *l &= valid;
+            }
+        }
+    }
+    Ok((keys, ts, live))
 }
 
 struct Merge {

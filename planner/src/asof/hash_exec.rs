@@ -34,9 +34,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::array::{
-    new_null_array, Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch,
-};
+use arrow::array::{new_null_array, Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
 use arrow::compute::SortOptions;
 use arrow::datatypes::{DataType, Int64Type, SchemaRef, UInt64Type};
 use arrow::row::{RowConverter, Rows, SortField};
@@ -60,7 +58,7 @@ use datafusion::physical_plan::{
 };
 use futures::{StreamExt, TryStreamExt};
 
-use super::exec::{assemble, AsOfKind, AsOfOp};
+use super::exec::{assemble, evaluate, AsOfKind, AsOfOp};
 
 /// The point-in-time join by an in-memory index of the right side (see the
 /// module docs).
@@ -497,39 +495,6 @@ impl KeyHasher {
     }
 }
 
-/// Keys and times of a batch, evaluated; `live[i]` when row `i` can match.
-fn evaluate(
-    keys: &[Arc<dyn PhysicalExpr>],
-    ts: &Arc<dyn PhysicalExpr>,
-    batch: &RecordBatch,
-) -> DfResult<(Vec<ArrayRef>, Int64Array, Vec<bool>)> {
-    let n = batch.num_rows();
-    let keys = keys
-        .iter()
-        .map(|k| k.evaluate(batch).and_then(|v| v.into_array(n)))
-        .collect::<DfResult<Vec<ArrayRef>>>()?;
-    let ts = ts.evaluate(batch)?.into_array(n)?;
-    let ts = if ts.data_type() == &DataType::Int64 {
-        ts
-    } else {
-        arrow::compute::cast(&ts, &DataType::Int64)?
-    };
-    let ts = ts.as_primitive::<Int64Type>().clone();
-    let mut live = vec![true; n];
-    for a in keys
-        .iter()
-        .map(|k| k as &dyn Array)
-        .chain([&ts as &dyn Array])
-    {
-        if let Some(nulls) = a.logical_nulls() {
-            for (l, valid) in live.iter_mut().zip(nulls.iter()) {
-                *l &= valid;
-            }
-        }
-    }
-    Ok((keys, ts, live))
-}
-
 /// The right side of one partition, indexed (see the module docs).
 struct Index {
     batches: Vec<RecordBatch>,
@@ -918,7 +883,7 @@ fn sort_entries(entries: &mut Vec<(u64, i64, u64)>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::StringArray;
+    use arrow::array::{Int64Array, StringArray};
     use arrow::datatypes::{Field, Schema};
     use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryPool};
     use datafusion::physical_expr::expressions::Column;

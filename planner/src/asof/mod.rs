@@ -1032,9 +1032,12 @@ impl AsOfStrategy {
 /// Seeks are chosen when `left rows * SEEK_RATIO <= dataset versions`. On
 /// the 2-core reference machine one as-of read costs 10-15 µs
 /// (`bench/offline.sh`: 2M reads in 10.8 s on two cores; `bench/storage.sh`:
-/// 60-70k as-of lookups/s), while the merge costs about 0.6 µs per row of
-/// either side, sorts included (`bench/asof.sh`: 1M x 1M in 1.0-1.4 s): a
-/// seek is worth about 16 merged rows.
+/// 60-70k as-of lookups/s). The sorted merge cost about 0.6 µs per row of
+/// either side, which set the ratio; the hash join now costs about 0.25 µs
+/// of CPU per row (`bench/asof.sh`: 10M x 10M in about 2.5 s on two
+/// cores), which would put it nearer 50. It stays at 16: seeks read no
+/// history and hold no memory, and the difference only matters for left
+/// sides between 1/50 and 1/16 of the history.
 pub const SEEK_RATIO: usize = 16;
 
 fn column_name(e: &Expr) -> Option<&str> {
