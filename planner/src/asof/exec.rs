@@ -90,67 +90,130 @@ pub enum AsOfKind {
     Left,
 }
 
+/// What an ASOF join operator is given besides its inputs: the key and
+/// time expressions, the comparison, inner or left, where the right input's
+/// `_deleted` flag is, and how the right side is read (for EXPLAIN).
+#[derive(Debug, Clone)]
+pub struct AsOfJoinSpec {
+    pub left_keys: Vec<Arc<dyn PhysicalExpr>>,
+    pub right_keys: Vec<Arc<dyn PhysicalExpr>>,
+    /// Times, as Int64 (cast by the planner).
+    pub left_ts: Arc<dyn PhysicalExpr>,
+    pub right_ts: Arc<dyn PhysicalExpr>,
+    pub op: AsOfOp,
+    pub kind: AsOfKind,
+    /// Position of the right input's `_deleted` flag, dropped from the output.
+    pub right_deleted: Option<usize>,
+    pub strategy: String,
+}
+
+impl AsOfJoinSpec {
+    /// Output partitions: the left input's, or one without keys.
+    pub(super) fn partitions(&self, left: &Arc<dyn ExecutionPlan>) -> DfResult<usize> {
+        if self.left_keys.len() != self.right_keys.len() {
+            return internal_err!("ASOF join: key lists differ in length");
+        }
+        Ok(if self.left_keys.is_empty() {
+            1
+        } else {
+            left.output_partitioning().partition_count()
+        })
+    }
+
+    /// Both inputs partitioned by the key (one partition without keys).
+    pub(super) fn distribution(&self) -> InputDistributionRequirements {
+        if self.left_keys.is_empty() {
+            InputDistributionRequirements::new(vec![
+                Distribution::SinglePartition,
+                Distribution::SinglePartition,
+            ])
+        } else {
+            InputDistributionRequirements::co_partitioned(vec![
+                Distribution::KeyPartitioned(self.left_keys.clone()),
+                Distribution::KeyPartitioned(self.right_keys.clone()),
+            ])
+        }
+    }
+
+    pub(super) fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        for e in self
+            .left_keys
+            .iter()
+            .chain(&self.right_keys)
+            .chain([&self.left_ts, &self.right_ts])
+        {
+            if f(e)? == TreeNodeRecursion::Stop {
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    /// `name: kind=.., on=[..], match=.., strategy=..` for EXPLAIN.
+    pub(super) fn fmt_as(&self, name: &str, f: &mut fmt::Formatter) -> fmt::Result {
+        let keys: Vec<String> = self
+            .left_keys
+            .iter()
+            .zip(&self.right_keys)
+            .map(|(l, r)| format!("({l}, {r})"))
+            .collect();
+        write!(
+            f,
+            "{name}: kind={:?}, on=[{}], match={} {} {}, strategy={}",
+            self.kind,
+            keys.join(", "),
+            self.left_ts,
+            self.op.symbol(),
+            self.right_ts,
+            self.strategy
+        )
+    }
+
+    /// The right input's columns that are output (all but `_deleted`), and
+    /// for each a one-row all-NULL array: the "no match" source.
+    pub(super) fn right_output(&self, right: &SchemaRef) -> (Vec<usize>, Vec<ArrayRef>) {
+        let out: Vec<usize> = (0..right.fields().len())
+            .filter(|i| Some(*i) != self.right_deleted)
+            .collect();
+        let nulls = out
+            .iter()
+            .map(|&i| new_null_array(right.field(i).data_type(), 1))
+            .collect();
+        (out, nulls)
+    }
+}
+
 /// The point-in-time join (see the module docs).
 #[derive(Debug)]
 pub struct AsOfJoinExec {
     left: Arc<dyn ExecutionPlan>,
     right: Arc<dyn ExecutionPlan>,
-    left_keys: Vec<Arc<dyn PhysicalExpr>>,
-    right_keys: Vec<Arc<dyn PhysicalExpr>>,
-    /// Times, as Int64 (cast by the planner).
-    left_ts: Arc<dyn PhysicalExpr>,
-    right_ts: Arc<dyn PhysicalExpr>,
-    op: AsOfOp,
-    kind: AsOfKind,
-    /// Position of the right input's `_deleted` flag, dropped from the output.
-    right_deleted: Option<usize>,
-    /// How the right side is read (shown by EXPLAIN).
-    strategy: String,
+    spec: AsOfJoinSpec,
     schema: SchemaRef,
     props: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
 }
 
 impl AsOfJoinExec {
-    #[allow(clippy::too_many_arguments)]
     pub fn try_new(
         left: Arc<dyn ExecutionPlan>,
         right: Arc<dyn ExecutionPlan>,
-        left_keys: Vec<Arc<dyn PhysicalExpr>>,
-        right_keys: Vec<Arc<dyn PhysicalExpr>>,
-        left_ts: Arc<dyn PhysicalExpr>,
-        right_ts: Arc<dyn PhysicalExpr>,
-        op: AsOfOp,
-        kind: AsOfKind,
-        right_deleted: Option<usize>,
-        strategy: String,
+        spec: AsOfJoinSpec,
         schema: SchemaRef,
     ) -> DfResult<Self> {
-        if left_keys.len() != right_keys.len() {
-            return internal_err!("AsOfJoinExec: key lists differ in length");
-        }
-        let partitions = if left_keys.is_empty() {
-            1
-        } else {
-            left.output_partitioning().partition_count()
-        };
         let props = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(schema.clone()),
-            Partitioning::UnknownPartitioning(partitions),
+            Partitioning::UnknownPartitioning(spec.partitions(&left)?),
             EmissionType::Incremental,
             Boundedness::Bounded,
         ));
         Ok(AsOfJoinExec {
             left,
             right,
-            left_keys,
-            right_keys,
-            left_ts,
-            right_ts,
-            op,
-            kind,
-            right_deleted,
-            strategy,
+            spec,
             schema,
             props,
             metrics: ExecutionPlanMetricsSet::new(),
@@ -173,22 +236,7 @@ impl AsOfJoinExec {
 
 impl DisplayAs for AsOfJoinExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        let keys: Vec<String> = self
-            .left_keys
-            .iter()
-            .zip(&self.right_keys)
-            .map(|(l, r)| format!("({l}, {r})"))
-            .collect();
-        write!(
-            f,
-            "AsOfJoinExec: kind={:?}, on=[{}], match={} {} {}, strategy={}",
-            self.kind,
-            keys.join(", "),
-            self.left_ts,
-            self.op.symbol(),
-            self.right_ts,
-            self.strategy
-        )
+        self.spec.fmt_as("AsOfJoinExec", f)
     }
 }
 
@@ -206,28 +254,18 @@ impl ExecutionPlan for AsOfJoinExec {
     }
 
     fn input_distribution_requirements(&self) -> InputDistributionRequirements {
-        if self.left_keys.is_empty() {
-            InputDistributionRequirements::new(vec![
-                Distribution::SinglePartition,
-                Distribution::SinglePartition,
-            ])
-        } else {
-            InputDistributionRequirements::co_partitioned(vec![
-                Distribution::KeyPartitioned(self.left_keys.clone()),
-                Distribution::KeyPartitioned(self.right_keys.clone()),
-            ])
-        }
+        self.spec.distribution()
     }
 
     fn required_input_ordering(&self) -> Vec<Option<OrderingRequirements>> {
         vec![
             Some(OrderingRequirements::from(Self::sort_exprs(
-                &self.left_keys,
-                &self.left_ts,
+                &self.spec.left_keys,
+                &self.spec.left_ts,
             ))),
             Some(OrderingRequirements::from(Self::sort_exprs(
-                &self.right_keys,
-                &self.right_ts,
+                &self.spec.right_keys,
+                &self.spec.right_ts,
             ))),
         ]
     }
@@ -244,17 +282,7 @@ impl ExecutionPlan for AsOfJoinExec {
         &self,
         f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
     ) -> DfResult<TreeNodeRecursion> {
-        for e in self
-            .left_keys
-            .iter()
-            .chain(&self.right_keys)
-            .chain([&self.left_ts, &self.right_ts])
-        {
-            if f(e)? == TreeNodeRecursion::Stop {
-                return Ok(TreeNodeRecursion::Stop);
-            }
-        }
-        Ok(TreeNodeRecursion::Continue)
+        self.spec.apply_expressions(f)
     }
 
     fn with_new_children(
@@ -267,14 +295,7 @@ impl ExecutionPlan for AsOfJoinExec {
         Ok(Arc::new(AsOfJoinExec::try_new(
             left,
             right,
-            self.left_keys.clone(),
-            self.right_keys.clone(),
-            self.left_ts.clone(),
-            self.right_ts.clone(),
-            self.op,
-            self.kind,
-            self.right_deleted,
-            self.strategy.clone(),
+            self.spec.clone(),
             self.schema.clone(),
         )?))
     }
@@ -287,6 +308,7 @@ impl ExecutionPlan for AsOfJoinExec {
         let left = self.left.execute(partition, context.clone())?;
         let right = self.right.execute(partition, context)?;
         let key_types = self
+            .spec
             .left_keys
             .iter()
             .map(|k| k.data_type(&self.left.schema()))
@@ -305,35 +327,27 @@ impl ExecutionPlan for AsOfJoinExec {
                 })
                 .collect(),
         )?;
-        let right_schema = self.right.schema();
-        let right_out: Vec<usize> = (0..right_schema.fields().len())
-            .filter(|i| Some(*i) != self.right_deleted)
-            .collect();
-        // One all-NULL row: the "no match" source of the right columns.
-        let null_row = right_out
-            .iter()
-            .map(|&i| new_null_array(right_schema.field(i).data_type(), 1))
-            .collect::<Vec<_>>();
+        let (right_out, null_row) = self.spec.right_output(&self.right.schema());
         let state = Merge {
             left,
             right,
             right_done: false,
             side: Side {
-                keys: self.left_keys.clone(),
-                ts: self.left_ts.clone(),
+                keys: self.spec.left_keys.clone(),
+                ts: self.spec.left_ts.clone(),
             },
             rside: Side {
-                keys: self.right_keys.clone(),
-                ts: self.right_ts.clone(),
+                keys: self.spec.right_keys.clone(),
+                ts: self.spec.right_ts.clone(),
             },
             converter,
             buf: VecDeque::new(),
             first_id: 0,
             cursor: (0, 0),
             candidate: None,
-            op: self.op,
-            kind: self.kind,
-            right_deleted: self.right_deleted,
+            op: self.spec.op,
+            kind: self.spec.kind,
+            right_deleted: self.spec.right_deleted,
             right_out,
             null_row,
             schema: self.schema.clone(),

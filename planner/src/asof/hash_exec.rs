@@ -34,7 +34,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::array::{new_null_array, Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
 use arrow::compute::SortOptions;
 use arrow::datatypes::{DataType, Int64Type, SchemaRef, UInt64Type};
 use arrow::row::{RowConverter, Rows, SortField};
@@ -53,12 +53,12 @@ use datafusion::physical_plan::metrics::{
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, ExecutionPlanProperties,
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties,
     InputDistributionRequirements, Partitioning, PlanProperties,
 };
 use futures::{StreamExt, TryStreamExt};
 
-use super::exec::{assemble, evaluate, AsOfKind, AsOfOp};
+use super::exec::{assemble, evaluate, AsOfJoinSpec, AsOfKind, AsOfOp};
 
 /// The point-in-time join by an in-memory index of the right side (see the
 /// module docs).
@@ -66,17 +66,7 @@ use super::exec::{assemble, evaluate, AsOfKind, AsOfOp};
 pub struct AsOfHashJoinExec {
     left: Arc<dyn ExecutionPlan>,
     right: Arc<dyn ExecutionPlan>,
-    left_keys: Vec<Arc<dyn PhysicalExpr>>,
-    right_keys: Vec<Arc<dyn PhysicalExpr>>,
-    /// Times, as Int64 (cast by the planner).
-    left_ts: Arc<dyn PhysicalExpr>,
-    right_ts: Arc<dyn PhysicalExpr>,
-    op: AsOfOp,
-    kind: AsOfKind,
-    /// Position of the right input's `_deleted` flag, dropped from the output.
-    right_deleted: Option<usize>,
-    /// How the right side is read (shown by EXPLAIN).
-    strategy: String,
+    spec: AsOfJoinSpec,
     /// The joined row: the left columns, then the right ones.
     join_schema: SchemaRef,
     /// The output columns (indices into the joined row, with their names)
@@ -89,23 +79,12 @@ pub struct AsOfHashJoinExec {
 }
 
 impl AsOfHashJoinExec {
-    #[allow(clippy::too_many_arguments)]
     pub fn try_new(
         left: Arc<dyn ExecutionPlan>,
         right: Arc<dyn ExecutionPlan>,
-        left_keys: Vec<Arc<dyn PhysicalExpr>>,
-        right_keys: Vec<Arc<dyn PhysicalExpr>>,
-        left_ts: Arc<dyn PhysicalExpr>,
-        right_ts: Arc<dyn PhysicalExpr>,
-        op: AsOfOp,
-        kind: AsOfKind,
-        right_deleted: Option<usize>,
-        strategy: String,
+        spec: AsOfJoinSpec,
         schema: SchemaRef,
     ) -> DfResult<Self> {
-        if left_keys.len() != right_keys.len() {
-            return internal_err!("AsOfHashJoinExec: key lists differ in length");
-        }
         let props = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(schema.clone()),
             Partitioning::UnknownPartitioning(1),
@@ -115,14 +94,7 @@ impl AsOfHashJoinExec {
         AsOfHashJoinExec {
             left,
             right,
-            left_keys,
-            right_keys,
-            left_ts,
-            right_ts,
-            op,
-            kind,
-            right_deleted,
-            strategy,
+            spec,
             join_schema: schema.clone(),
             projection: None,
             schema,
@@ -134,11 +106,7 @@ impl AsOfHashJoinExec {
 
     /// This join with only the `projection`'s columns in its output.
     fn with_projection(mut self, projection: Option<Vec<(usize, String)>>) -> DfResult<Self> {
-        let partitions = if self.left_keys.is_empty() {
-            1
-        } else {
-            self.left.output_partitioning().partition_count()
-        };
+        let partitions = self.spec.partitions(&self.left)?;
         // Output rows follow the left rows, whose columns come first at the
         // same positions: the left input's ordering holds for the output.
         let mut eq = EquivalenceProperties::new(self.join_schema.clone());
@@ -177,22 +145,7 @@ impl AsOfHashJoinExec {
 
 impl DisplayAs for AsOfHashJoinExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        let keys: Vec<String> = self
-            .left_keys
-            .iter()
-            .zip(&self.right_keys)
-            .map(|(l, r)| format!("({l}, {r})"))
-            .collect();
-        write!(
-            f,
-            "AsOfHashJoinExec: kind={:?}, on=[{}], match={} {} {}, strategy={}",
-            self.kind,
-            keys.join(", "),
-            self.left_ts,
-            self.op.symbol(),
-            self.right_ts,
-            self.strategy
-        )?;
+        self.spec.fmt_as("AsOfHashJoinExec", f)?;
         if let Some(p) = &self.projection {
             let cols: Vec<String> = p.iter().map(|(i, name)| format!("{name}@{i}")).collect();
             write!(f, ", projection=[{}]", cols.join(", "))?;
@@ -215,17 +168,7 @@ impl ExecutionPlan for AsOfHashJoinExec {
     }
 
     fn input_distribution_requirements(&self) -> InputDistributionRequirements {
-        if self.left_keys.is_empty() {
-            InputDistributionRequirements::new(vec![
-                Distribution::SinglePartition,
-                Distribution::SinglePartition,
-            ])
-        } else {
-            InputDistributionRequirements::co_partitioned(vec![
-                Distribution::KeyPartitioned(self.left_keys.clone()),
-                Distribution::KeyPartitioned(self.right_keys.clone()),
-            ])
-        }
+        self.spec.distribution()
     }
 
     fn maintains_input_order(&self) -> Vec<bool> {
@@ -240,17 +183,7 @@ impl ExecutionPlan for AsOfHashJoinExec {
         &self,
         f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
     ) -> DfResult<TreeNodeRecursion> {
-        for e in self
-            .left_keys
-            .iter()
-            .chain(&self.right_keys)
-            .chain([&self.left_ts, &self.right_ts])
-        {
-            if f(e)? == TreeNodeRecursion::Stop {
-                return Ok(TreeNodeRecursion::Stop);
-            }
-        }
-        Ok(TreeNodeRecursion::Continue)
+        self.spec.apply_expressions(f)
     }
 
     fn with_new_children(
@@ -261,20 +194,8 @@ impl ExecutionPlan for AsOfHashJoinExec {
             .try_into()
             .map_err(|_| datafusion::error::DataFusionError::Internal("two children".into()))?;
         Ok(Arc::new(
-            AsOfHashJoinExec::try_new(
-                left,
-                right,
-                self.left_keys.clone(),
-                self.right_keys.clone(),
-                self.left_ts.clone(),
-                self.right_ts.clone(),
-                self.op,
-                self.kind,
-                self.right_deleted,
-                self.strategy.clone(),
-                self.join_schema.clone(),
-            )?
-            .with_projection(self.projection.clone())?,
+            AsOfHashJoinExec::try_new(left, right, self.spec.clone(), self.join_schema.clone())?
+                .with_projection(self.projection.clone())?,
         ))
     }
 
@@ -298,14 +219,7 @@ impl ExecutionPlan for AsOfHashJoinExec {
         let join = AsOfHashJoinExec::try_new(
             self.left.clone(),
             self.right.clone(),
-            self.left_keys.clone(),
-            self.right_keys.clone(),
-            self.left_ts.clone(),
-            self.right_ts.clone(),
-            self.op,
-            self.kind,
-            self.right_deleted,
-            self.strategy.clone(),
+            self.spec.clone(),
             self.join_schema.clone(),
         )?
         .with_projection(Some(cols))?;
@@ -320,28 +234,22 @@ impl ExecutionPlan for AsOfHashJoinExec {
         let left = self.left.execute(partition, context.clone())?;
         let right = self.right.execute(partition, context.clone())?;
         let key_types = self
+            .spec
             .left_keys
             .iter()
             .map(|k| k.data_type(&self.left.schema()))
             .collect::<DfResult<Vec<_>>>()?;
         let hasher = KeyHasher::new(&key_types)?;
-        let right_schema = self.right.schema();
-        let right_out: Vec<usize> = (0..right_schema.fields().len())
-            .filter(|i| Some(*i) != self.right_deleted)
-            .collect();
-        let null_row = right_out
-            .iter()
-            .map(|&i| new_null_array(right_schema.field(i).data_type(), 1))
-            .collect::<Vec<_>>();
+        let (right_out, null_row) = self.spec.right_output(&self.right.schema());
         let reservation = MemoryConsumer::new(format!("AsOfHashJoinExec[{partition}]"))
             .register(context.memory_pool());
         let build_time = MetricBuilder::new(&self.metrics).subset_time("build_time", partition);
         let probe = Probe {
-            left_keys: self.left_keys.clone(),
-            left_ts: self.left_ts.clone(),
+            left_keys: self.spec.left_keys.clone(),
+            left_ts: self.spec.left_ts.clone(),
             hasher,
-            op: self.op,
-            kind: self.kind,
+            op: self.spec.op,
+            kind: self.spec.kind,
             right_out,
             null_row,
             schema: self.schema.clone(),
@@ -354,9 +262,9 @@ impl ExecutionPlan for AsOfHashJoinExec {
         };
         let build = Build {
             right,
-            keys: self.right_keys.clone(),
-            ts: self.right_ts.clone(),
-            deleted: self.right_deleted,
+            keys: self.spec.right_keys.clone(),
+            ts: self.spec.right_ts.clone(),
+            deleted: self.spec.right_deleted,
             reservation,
             build_time,
         };

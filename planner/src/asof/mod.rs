@@ -70,7 +70,7 @@ use sqlparser::ast::{
 use sqlparser::keywords::Keyword;
 use sqlparser::tokenizer::{Token, TokenWithSpan, Word};
 
-pub use exec::{AsOfJoinExec, AsOfKind, AsOfOp};
+pub use exec::{AsOfJoinExec, AsOfJoinSpec, AsOfKind, AsOfOp};
 pub use hash_exec::AsOfHashJoinExec;
 pub use lookup_exec::{AsOfLookupExec, AsOfSource, DatasetSource, FeaturesetSource};
 
@@ -931,34 +931,20 @@ impl ExtensionPlanner for AsOfPlanner {
         } else {
             ""
         };
+        let spec = AsOfJoinSpec {
+            left_keys,
+            right_keys,
+            left_ts: lts,
+            right_ts: rts,
+            op: n.op,
+            kind: n.kind,
+            right_deleted,
+            strategy: format!("{}{history}", if hash { "hash" } else { "merge" }),
+        };
         Ok(Some(if hash {
-            Arc::new(AsOfHashJoinExec::try_new(
-                lp,
-                rp,
-                left_keys,
-                right_keys,
-                lts,
-                rts,
-                n.op,
-                n.kind,
-                right_deleted,
-                format!("hash{history}"),
-                schema,
-            )?) as Arc<dyn ExecutionPlan>
+            Arc::new(AsOfHashJoinExec::try_new(lp, rp, spec, schema)?) as Arc<dyn ExecutionPlan>
         } else {
-            Arc::new(AsOfJoinExec::try_new(
-                lp,
-                rp,
-                left_keys,
-                right_keys,
-                lts,
-                rts,
-                n.op,
-                n.kind,
-                right_deleted,
-                format!("merge{history}"),
-                schema,
-            )?)
+            Arc::new(AsOfJoinExec::try_new(lp, rp, spec, schema)?)
         }))
     }
 }
