@@ -7,6 +7,12 @@
 //! - `l.ts <= r.ts` (`<`): the right row with the smallest `r.ts >= l.ts`
 //!   (`> l.ts`); among equal times, the first one.
 //!
+//! "Last" and "first" are in the order the right rows reach the operator.
+//! Right rows with the same key and time are duplicates as far as the join
+//! can tell: when the right side is read in parallel parts (a keyless
+//! dataset's log slices, repartitioned by key), their order, and so which
+//! of them matches, is not fixed, as in DuckDB's ASOF join.
+//!
 //! Inner joins drop left rows without a match, left joins keep them with
 //! NULLs. NULL keys and NULL times never match. A right input may carry a
 //! trailing `_deleted` flag (a keyed dataset's history): a match on a delete

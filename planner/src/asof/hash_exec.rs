@@ -1,5 +1,5 @@
 //! [`AsOfHashJoinExec`]: the point-in-time join with the right side indexed
-//! in memory, the left side streaming through unsorted.
+//! in memory, the left side read through unsorted, a chunk at a time.
 //!
 //! Semantics are those of [`super::AsOfJoinExec`]: for every left row, the
 //! right row with the same key whose time is nearest on the allowed side
@@ -17,18 +17,20 @@
 //!   key's rows form a run ordered by time, ties in arrival order;
 //! - a directory on the hash's top bits finds a hash's run in O(1).
 //!
-//! Then each left batch is answered in its own order: a row finds its key's
-//! run, binary-searches its time in it, and takes the nearest entry on the
+//! Then the left side is answered a chunk of batches at a time, each output
+//! batch following its left batch, in order: a row finds its key's run,
+//! binary-searches its time in it, and takes the nearest entry on the
 //! allowed side whose key equals its own. A single integer-like key (or no
 //! key) is hashed by a bijection, so an equal hash is an equal key and the
 //! first entry is the match; other keys are compared in Arrow's row format,
 //! so a hash collision costs a longer walk, never a wrong row.
 //!
-//! Memory: the right partition's batches and 16 bytes per right row (24
+//! Memory: the right partition's batches and 16 bytes per right row (48
 //! while sorting), reserved from the session's memory pool (a query over
 //! the pool's limit fails with "resources exhausted" rather than growing);
-//! the left side streams. The planner chooses this operator unless the
-//! right side would not fit (then the sorted merge, whose sorts can spill).
+//! of the left side, one chunk (128 batches) with its output. The planner
+//! chooses this operator unless the right side would not fit (then the
+//! sorted merge, whose sorts can spill).
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -171,8 +173,11 @@ impl ExecutionPlan for AsOfHashJoinExec {
         self.spec.distribution()
     }
 
+    /// The left order is kept; with an embedded projection the output's
+    /// columns are no longer the left's at the same positions, so no
+    /// ordering requirement may be passed down through it.
     fn maintains_input_order(&self) -> Vec<bool> {
-        vec![true, false]
+        vec![self.projection.is_none(), false]
     }
 
     fn metrics(&self) -> Option<MetricsSet> {
@@ -496,6 +501,9 @@ impl Build {
             batches.push(batch);
         }
         let _timer = self.build_time.timer();
+        // The radix pass's buffer: as large as the entries.
+        self.reservation
+            .try_grow(entries.len() * std::mem::size_of::<(u64, i64, u64)>())?;
         sort_entries(&mut entries);
         let n = entries.len();
         let mut sorted = Vec::with_capacity(n);
