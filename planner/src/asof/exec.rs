@@ -389,8 +389,8 @@ struct Buffered {
     batch: RecordBatch,
     keys: Rows,
     ts: Int64Array,
-    /// Rows that can never match (NULL key or time).
-    dead: Vec<bool>,
+    /// Rows that can match (no NULL key or time).
+    live: Vec<bool>,
     deleted: Option<BooleanArray>,
 }
 
@@ -402,7 +402,7 @@ impl Side {
     ) -> DfResult<(Rows, Int64Array, Vec<bool>)> {
         let (keys, ts, live) = evaluate(&self.keys, &self.ts, batch)?;
         let rows = converter.convert_columns(&keys)?;
-        Ok((rows, ts, live.into_iter().map(|l| !l).collect()))
+        Ok((rows, ts, live))
     }
 }
 
@@ -487,7 +487,7 @@ impl Merge {
                 }
                 Some(batch) if batch.num_rows() == 0 => {}
                 Some(batch) => {
-                    let (keys, ts, dead) = self.rside.eval(&batch, &self.converter)?;
+                    let (keys, ts, live) = self.rside.eval(&batch, &self.converter)?;
                     let deleted = self
                         .right_deleted
                         .map(|i| batch.column(i).as_boolean().clone());
@@ -495,7 +495,7 @@ impl Merge {
                         batch,
                         keys,
                         ts,
-                        dead,
+                        live,
                         deleted,
                     });
                 }
@@ -509,12 +509,12 @@ impl Merge {
     }
 
     async fn join_batch(&mut self, batch: &RecordBatch) -> DfResult<RecordBatch> {
-        let (lkeys, lts, ldead) = self.side.eval(batch, &self.converter)?;
+        let (lkeys, lts, llive) = self.side.eval(batch, &self.converter)?;
         let n = batch.num_rows();
         // Per left row: (buffer id, row) of its match.
         let mut matches: Vec<Option<(usize, usize)>> = Vec::with_capacity(n);
-        for (i, &dead) in ldead.iter().enumerate().take(n) {
-            if dead {
+        for (i, &live) in llive.iter().enumerate().take(n) {
+            if !live {
                 matches.push(None);
                 continue;
             }
@@ -527,7 +527,7 @@ impl Merge {
                 let c = self.cursor;
                 let rb = self.at(c);
                 let r = c.1;
-                if rb.dead[r] {
+                if !rb.live[r] {
                     self.cursor.1 += 1;
                     continue;
                 }
@@ -556,7 +556,7 @@ impl Merge {
             } else if self.fill().await? {
                 let c = self.cursor;
                 let rb = self.at(c);
-                (!rb.dead[c.1] && rb.keys.row(c.1) == key).then_some(c)
+                (rb.live[c.1] && rb.keys.row(c.1) == key).then_some(c)
             } else {
                 None
             };

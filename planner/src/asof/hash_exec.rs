@@ -510,7 +510,7 @@ impl Build {
         let mut run_hash = Vec::new();
         let mut run_start = Vec::new();
         for (i, &(h, t, p)) in entries.iter().enumerate() {
-            if run_hash.last() != Some(&h) || i == 0 {
+            if run_hash.last() != Some(&h) {
                 run_hash.push(h);
                 run_start.push(i);
             }
