@@ -144,4 +144,9 @@ impl WriteBatch {
     pub fn len(&self) -> usize {
         self.ops.len()
     }
+
+    /// Bytes of keys, rows and records held.
+    pub fn bytes(&self) -> usize {
+        self.buf.len()
+    }
 }

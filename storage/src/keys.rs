@@ -48,6 +48,11 @@ pub(crate) fn read_u64(b: &[u8]) -> u64 {
     u64::from_be_bytes(a)
 }
 
+/// Bytes a `versions` key adds to the caller's key (dataset, time, sequence).
+pub(crate) const VERSION_KEY_EXTRA: usize = 20;
+/// Length of an `events` key.
+pub(crate) const EVENT_KEY_LEN: usize = 20;
+
 /// `ds · key · !ts' · !seq`
 pub(crate) fn version_key(out: &mut Vec<u8>, ds: u32, key: &[u8], ts: i64, seq: u64) {
     out.clear();

@@ -185,6 +185,9 @@ pub struct PipelineRunner {
     in_flight: Option<std::thread::JoinHandle<Result<()>>>,
     /// The clock at the last step that consumed input (`None`: none yet).
     last_input: Option<i64>,
+    /// Size of the last step's write (operations, bytes): the next one
+    /// reserves as much up front instead of growing by doubling.
+    last_write: (usize, usize),
 }
 
 fn micros(s: &str) -> Result<Option<i64>> {
@@ -457,6 +460,7 @@ impl PipelineRunner {
             late,
             chunk: 32_768,
             in_flight: None,
+            last_write: (0, 0),
             last_input: None,
         };
         if fresh {
@@ -571,7 +575,8 @@ impl PipelineRunner {
     pub fn step(&mut self, now: i64) -> Result<usize> {
         // A step only writes what the pipeline can compute again from its
         // inputs: the store may keep it out of its write-ahead log.
-        let mut wb = WriteBatch::new();
+        let (ops, bytes) = self.last_write;
+        let mut wb = WriteBatch::with_capacity(ops + ops / 8, bytes + bytes / 8);
         wb.set_derived();
         let mut consumed = 0;
         let mut flows = Vec::with_capacity(self.inputs.len());
@@ -615,6 +620,7 @@ impl PipelineRunner {
         self.ckpt.horizon = horizon;
         self.ckpt.rows_out += written as u64;
         self.put_checkpoint(&mut wb)?;
+        self.last_write = (wb.len(), wb.bytes());
         self.wait_written()?;
         let store = self.store.clone();
         self.in_flight = Some(
