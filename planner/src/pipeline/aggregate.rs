@@ -54,8 +54,9 @@ use crate::types::DType;
 struct AggSpec {
     kind: AggKind,
     win: usize,
-    /// Index into the event's contributed values.
-    slot: usize,
+    /// Index into the event's contributed values (`None`: the aggregation
+    /// has no `of` column and sees nulls).
+    slot: Option<usize>,
     out_type: DType,
     default: Option<V>,
     unique: bool,
@@ -96,7 +97,13 @@ enum OutSrc {
 /// The aggregation operator of one pipeline.
 pub struct AggregateExec {
     key_cols: Vec<usize>,
-    of_cols: Vec<Option<usize>>,
+    /// The input columns events contribute, each once however many
+    /// aggregations read it (3 aggregations of `amount` keep one value per
+    /// event in memory).
+    slot_cols: Vec<usize>,
+    /// State records in the first layout: one value per aggregation (see
+    /// [`AggregateExec::set_legacy_state`]).
+    legacy_state: bool,
     windows: Vec<Win>,
     aggs: Vec<AggSpec>,
     index: HashMap<Box<[u8]>, u32>,
@@ -143,7 +150,7 @@ impl AggregateExec {
         let key_cols = keys.iter().map(|k| col(k)).collect::<Result<Vec<_>>>()?;
         let mut windows: Vec<Win> = Vec::new();
         let mut aggs = Vec::new();
-        let mut of_cols = Vec::new();
+        let mut slot_cols: Vec<usize> = Vec::new();
         for a in aggregates {
             let w = a.window.as_ref().or(window).ok_or_else(|| {
                 Error::InvalidDefinition(format!("aggregate {}: no window", a.into))
@@ -184,7 +191,13 @@ impl AggregateExec {
             aggs.push(AggSpec {
                 kind: a.kind,
                 win,
-                slot: of_cols.len(),
+                slot: of.map(|c| match slot_cols.iter().position(|&x| x == c) {
+                    Some(s) => s,
+                    None => {
+                        slot_cols.push(c);
+                        slot_cols.len() - 1
+                    }
+                }),
                 out_type: field.dtype,
                 default: default_value(a, field.dtype),
                 unique: a.unique,
@@ -195,7 +208,6 @@ impl AggregateExec {
                 half_life,
                 has_of: of.is_some(),
             });
-            of_cols.push(of);
         }
         let out_src = out
             .fields()
@@ -218,7 +230,8 @@ impl AggregateExec {
             .collect::<Result<Vec<_>>>()?;
         Ok(AggregateExec {
             key_cols,
-            of_cols,
+            slot_cols,
+            legacy_state: false,
             windows,
             aggs,
             index: HashMap::new(),
@@ -260,7 +273,7 @@ impl AggregateExec {
         let nw = self.windows.len();
         self.states.push(KeyState {
             key,
-            events: Events::new(self.of_cols.len()),
+            events: Events::new(self.slot_cols.len()),
             t: i64::MIN,
             enter: vec![0; nw],
             leave: vec![0; nw],
@@ -271,6 +284,13 @@ impl AggregateExec {
         });
         self.index.insert(gkey, id);
         id
+    }
+
+    /// Read and write state records in the first layout, one value per
+    /// aggregation (a pipeline whose state was written before values were
+    /// shared keeps that layout).
+    pub fn set_legacy_state(&mut self, legacy: bool) {
+        self.legacy_state = legacy;
     }
 
     /// Reload the contributions committed so far and rebuild every key at
@@ -301,7 +321,8 @@ impl AggregateExec {
         Ok(())
     }
 
-    /// One state record: `key values · ts · seq · contributed values`.
+    /// One state record: `key values · ts · seq · contributed values` (one
+    /// per slot; in the legacy layout one per aggregation).
     fn load_event(&mut self, rec: &[u8]) -> Result<()> {
         let mut r = rec;
         let mut key = Vec::with_capacity(self.key_cols.len());
@@ -315,9 +336,25 @@ impl AggregateExec {
         let ts = i64::from_be_bytes(r[..8].try_into().expect("8 bytes"));
         let seq = u64::from_be_bytes(r[8..16].try_into().expect("8 bytes"));
         r = &r[16..];
-        let mut vals = Vec::with_capacity(self.of_cols.len());
-        for _ in 0..self.of_cols.len() {
-            vals.push(V::decode(&mut r)?);
+        let mut vals = Vec::with_capacity(self.slot_cols.len());
+        if self.legacy_state {
+            // One value per aggregation: each slot takes the value of the
+            // first aggregation that reads it.
+            let per_agg = (0..self.aggs.len())
+                .map(|_| V::decode(&mut r))
+                .collect::<Result<Vec<_>>>()?;
+            for s in 0..self.slot_cols.len() {
+                let j = self
+                    .aggs
+                    .iter()
+                    .position(|a| a.slot == Some(s))
+                    .expect("every slot is read by an aggregation");
+                vals.push(per_agg[j].clone());
+            }
+        } else {
+            for _ in 0..self.slot_cols.len() {
+                vals.push(V::decode(&mut r)?);
+            }
         }
         let id = match self.index.get(gkey) {
             Some(&id) => id,
@@ -344,13 +381,13 @@ impl AggregateExec {
             .map(|&c| Reader::new(batch.column(c)))
             .collect::<Result<Vec<_>>>()?;
         let ofs = self
-            .of_cols
+            .slot_cols
             .iter()
-            .map(|c| c.map(|c| Reader::new(batch.column(c))).transpose())
+            .map(|&c| Reader::new(batch.column(c)))
             .collect::<Result<Vec<_>>>()?;
         let mut gkey = Vec::with_capacity(32);
         let mut row = Vec::with_capacity(64);
-        let mut vals = Vec::with_capacity(self.of_cols.len());
+        let mut vals = Vec::with_capacity(self.slot_cols.len());
         for (i, &t) in ts.iter().enumerate().take(batch.num_rows()) {
             if del.value(i) {
                 continue;
@@ -360,7 +397,7 @@ impl AggregateExec {
                 r.get(i).encode(&mut gkey);
             }
             vals.clear();
-            vals.extend(ofs.iter().map(|r| r.as_ref().map_or(V::Null, |r| r.get(i))));
+            vals.extend(ofs.iter().map(|r| r.get(i)));
             let mut s = seq.value(i);
             let id = match self.index.get(gkey.as_slice()) {
                 Some(&id) => id,
@@ -377,8 +414,14 @@ impl AggregateExec {
             row.extend_from_slice(&gkey);
             row.extend_from_slice(&t.to_be_bytes());
             row.extend_from_slice(&s.to_be_bytes());
-            for v in vals.iter() {
-                v.encode(&mut row);
+            if self.legacy_state {
+                for a in &self.aggs {
+                    slot_value(&vals, a.slot).encode(&mut row);
+                }
+            } else {
+                for v in vals.iter() {
+                    v.encode(&mut row);
+                }
             }
             wb.append_log(self.state_ds, &row);
             let first = self.windows.iter().map(|w| w.enter(t)).min().unwrap_or(t);
@@ -472,7 +515,7 @@ impl AggregateExec {
         for (a, acc) in self.aggs.iter().zip(ks.accs.iter_mut()) {
             acc.reset();
             for i in ks.leave[a.win]..ks.enter[a.win] {
-                acc.update(&ev.vals(i)[a.slot], true);
+                acc.update(slot_value(ev.vals(i), a.slot), true);
             }
         }
         ks.t = t;
@@ -543,7 +586,7 @@ impl AggregateExec {
                                 if a.win == w {
                                     acc.reset();
                                     for i in start..=end {
-                                        acc.update(&ev.vals(i)[a.slot], true);
+                                        acc.update(slot_value(ev.vals(i), a.slot), true);
                                     }
                                 }
                             }
@@ -562,7 +605,7 @@ impl AggregateExec {
                         let vals = ev.vals(*cursor);
                         for (a, acc) in self.aggs.iter().zip(accs.iter_mut()) {
                             if a.win == w {
-                                acc.update(&vals[a.slot], add);
+                                acc.update(slot_value(vals, a.slot), add);
                             }
                         }
                         *cursor += 1;
@@ -616,7 +659,7 @@ impl AggregateExec {
                         if a.kind == AggKind::ExpDecaySum {
                             let mut s = 0.0;
                             for i in range {
-                                if let Some(x) = ev.vals(i)[a.slot].as_f64() {
+                                if let Some(x) = slot_value(ev.vals(i), a.slot).as_f64() {
                                     s += x * (-((t - ev.time(i)) as f64) / a.half_life).exp2();
                                 }
                             }
@@ -635,13 +678,13 @@ impl AggregateExec {
                             };
                             if a.kind == AggKind::LastK {
                                 for i in range.rev() {
-                                    if push(&ev.vals(i)[a.slot]) {
+                                    if push(slot_value(ev.vals(i), a.slot)) {
                                         break;
                                     }
                                 }
                             } else {
                                 for i in range {
-                                    if push(&ev.vals(i)[a.slot]) {
+                                    if push(slot_value(ev.vals(i), a.slot)) {
                                         break;
                                     }
                                 }
@@ -702,6 +745,13 @@ impl AggregateExec {
             .map(Some)
             .map_err(|e| Error::Internal(format!("aggregate output: {e}")))
     }
+}
+
+/// The value an aggregation reads from an event's contributed values.
+#[inline]
+fn slot_value(vals: &[V], slot: Option<usize>) -> &V {
+    static NULL: V = V::Null;
+    slot.map_or(&NULL, |s| &vals[s])
 }
 
 /// Index of the first event of the session that ends at event `end`. A
@@ -923,6 +973,164 @@ mod session_tests {
         assert_eq!(at(14 * m + 1), Some((2, 0)));
         assert_eq!(at(17 * m + 1), Some((2, 2)));
         assert_eq!(at(71 * m), Some((1, 2)));
+    }
+}
+
+#[cfg(test)]
+mod state_layout_tests {
+    //! State records in both layouts: a runner restored from its state log
+    //! continues exactly like one that never stopped, and the legacy layout
+    //! holds one value per aggregation (what stores written before values
+    //! were shared contain).
+    use super::*;
+    use crate::catalog::{DatasetDef, FieldDef};
+    use arrow::array::{Float64Array, Int64Array, TimestampMicrosecondArray};
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+
+    const M: i64 = 60_000_000;
+
+    fn operator(legacy: bool) -> (AggregateExec, Arc<Schema>) {
+        let field = |name: &str, dtype| FieldDef {
+            name: name.into(),
+            dtype,
+            nullable: !["k", "ts"].contains(&name),
+        };
+        let out = Arc::new(
+            Dataset::new(
+                1,
+                DatasetDef {
+                    name: "out".into(),
+                    fields: vec![
+                        field("k", DType::Int),
+                        field("n", DType::Int),
+                        field("total", DType::Float),
+                        field("mean", DType::Float),
+                        field("most", DType::Float),
+                        field("ts", DType::Datetime),
+                    ],
+                    keys: vec!["k".into()],
+                    timestamp: "ts".into(),
+                    version: 1,
+                    index: true,
+                    decay: vec![],
+                },
+            )
+            .unwrap(),
+        );
+        let aggs: Vec<Agg> = serde_json::from_value(serde_json::json!([
+            {"kind": "count", "into": "n", "window": {"kind": "continuous", "duration": "30m"}},
+            {"kind": "sum", "of": "v", "into": "total", "window": {"kind": "continuous", "duration": "30m"}},
+            {"kind": "average", "of": "v", "into": "mean", "window": {"kind": "continuous", "duration": "1h"}},
+            {"kind": "max", "of": "w", "into": "most", "window": {"kind": "continuous", "duration": "1h"}},
+        ]))
+        .unwrap();
+        let input = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, false),
+            Field::new("v", DataType::Float64, true),
+            Field::new("w", DataType::Float64, true),
+            Field::new(
+                "ts",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                false,
+            ),
+        ]));
+        let mut op = AggregateExec::new(&input, &["k".into()], None, &aggs, out, 7).unwrap();
+        op.set_legacy_state(legacy);
+        (op, input)
+    }
+
+    /// Push events `from..to` (3 keys, a minute apart, some out of order)
+    /// and advance; returns the output rows.
+    fn feed(
+        op: &mut AggregateExec,
+        input: &Arc<Schema>,
+        from: i64,
+        to: i64,
+        wb: &mut WriteBatch,
+    ) -> Vec<(u32, i64, Vec<Cell>)> {
+        let idx: Vec<i64> = (from..to).collect();
+        let ts: Vec<i64> = idx.iter().map(|i| (i + (i % 4) * 2) * M).collect();
+        let batch = RecordBatch::try_new(
+            input.clone(),
+            vec![
+                Arc::new(Int64Array::from(
+                    idx.iter().map(|i| i % 3).collect::<Vec<_>>(),
+                )),
+                Arc::new(Float64Array::from(
+                    idx.iter()
+                        .map(|i| (i % 5 != 0).then_some(*i as f64))
+                        .collect::<Vec<_>>(),
+                )),
+                Arc::new(Float64Array::from(
+                    idx.iter().map(|i| Some(-(*i as f64))).collect::<Vec<_>>(),
+                )),
+                Arc::new(TimestampMicrosecondArray::from(ts.clone()).with_timezone("UTC")),
+            ],
+        )
+        .unwrap();
+        let seq = UInt64Array::from(idx.iter().map(|i| (*i as u64) << 16).collect::<Vec<_>>());
+        op.push(
+            &batch,
+            &ts,
+            &seq,
+            &BooleanArray::from(vec![false; idx.len()]),
+            wb,
+        )
+        .unwrap();
+        op.advance(*ts.iter().max().unwrap()).unwrap();
+        op.take_rows()
+    }
+
+    fn same(a: &[(u32, i64, Vec<Cell>)], b: &[(u32, i64, Vec<Cell>)]) -> bool {
+        a.len() == b.len()
+            && a.iter().zip(b).all(|(x, y)| {
+                x.0 == y.0 && x.1 == y.1 && format!("{:?}", x.2) == format!("{:?}", y.2)
+            })
+    }
+
+    #[test]
+    fn restored_state_continues_in_both_layouts() {
+        for legacy in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let store =
+                thyme_storage::open_embedded(dir.path(), thyme_storage::StoreOptions::default())
+                    .unwrap();
+            let (mut live, input) = operator(legacy);
+            let mut wb = WriteBatch::new();
+            feed(&mut live, &input, 0, 120, &mut wb);
+            store.write(wb).unwrap();
+
+            // Each record: the key, time and order, then one value per slot
+            // (v and w: 2) or, in the legacy layout, per aggregation (4).
+            let per_record = if legacy { 4 } else { 2 };
+            let mut records = 0;
+            store
+                .read_log(7, 0, 1_000, &mut |_, rec| {
+                    let mut r = rec;
+                    V::decode(&mut r).unwrap();
+                    r = &r[16..];
+                    for _ in 0..per_record {
+                        V::decode(&mut r).unwrap();
+                    }
+                    assert!(r.is_empty(), "legacy {legacy}: {} bytes left", r.len());
+                    records += 1;
+                })
+                .unwrap();
+            assert_eq!(records, 120);
+
+            let (mut restored, _) = operator(legacy);
+            restored
+                .restore(
+                    store.as_ref(),
+                    live.states.iter().map(|s| s.t).max().unwrap(),
+                )
+                .unwrap();
+            let mut wb = WriteBatch::new();
+            let a = feed(&mut live, &input, 120, 300, &mut wb);
+            let b = feed(&mut restored, &input, 120, 300, &mut WriteBatch::new());
+            assert!(!a.is_empty());
+            assert!(same(&a, &b), "legacy {legacy}: restored runner differs");
+        }
     }
 }
 

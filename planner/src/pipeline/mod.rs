@@ -109,7 +109,15 @@ struct Checkpoint {
     state: BTreeMap<usize, DatasetId>,
     late: u64,
     rows_out: u64,
+    /// Layout of aggregation state records: 0 (absent in checkpoints
+    /// written before it existed) one value per aggregation,
+    /// [`STATE_FORMAT`] one per distinct input column.
+    #[serde(default)]
+    state_format: u32,
 }
+
+/// Layout of aggregation state records written by new pipelines.
+const STATE_FORMAT: u32 = 1;
 
 /// A snapshot of a runner's progress.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -290,6 +298,7 @@ impl PipelineRunner {
                 offsets: vec![0; p.inputs.len()],
                 max_ts: vec![i64::MIN; p.inputs.len()],
                 horizon: i64::MIN,
+                state_format: STATE_FORMAT,
                 ..Default::default()
             },
         };
@@ -498,6 +507,7 @@ impl PipelineRunner {
             match op {
                 Op::Aggregate(agg, _) => {
                     if let Some(a) = agg.as_mut().as_mut() {
+                        a.set_legacy_state(self.ckpt.state_format == 0);
                         a.restore(store.as_ref(), horizon)?;
                     }
                 }
@@ -780,6 +790,7 @@ impl PipelineRunner {
                             store: self.store.as_ref(),
                             out: &self.out,
                             state: &self.ckpt.state,
+                            legacy_state: self.ckpt.state_format == 0,
                             python: self.python.as_deref(),
                             imports: &self.imports,
                         };
@@ -839,6 +850,9 @@ struct Env<'a> {
     store: &'a dyn TemporalStore,
     out: &'a Arc<Dataset>,
     state: &'a BTreeMap<usize, DatasetId>,
+    /// Aggregation state records in the first layout (see
+    /// [`AggregateExec::set_legacy_state`]).
+    legacy_state: bool,
     python: Option<&'a dyn PythonRuntime>,
     imports: &'a str,
 }
@@ -962,6 +976,9 @@ fn apply(op: &mut Op, env: &Env<'_>, id: usize, f: Flow, wb: &mut WriteBatch) ->
                     out.clone(),
                     state[&id],
                 )?);
+                if let Some(a) = agg.as_mut().as_mut() {
+                    a.set_legacy_state(env.legacy_state);
+                }
             }
             let a = agg.as_mut().as_mut().expect("just built");
             let ts = f.ts()?;
