@@ -106,15 +106,16 @@ def make_batches(n_events, batch, keys, seed):
 
 
 class Server:
-    def __init__(self, binary, data):
-        self.binary, self.data = binary, data
+    def __init__(self, binary, data, extra_args=()):
+        self.binary, self.data, self.extra_args = binary, data, list(extra_args)
         self.pg, self.ctl, self.q = free_port(), free_port(), free_port()
         self.proc = None
 
     def start(self):
         self.proc = subprocess.Popen(
             [self.binary, "serve", "--data", self.data, "--pg-addr", f"127.0.0.1:{self.pg}",
-             "--control-addr", f"127.0.0.1:{self.ctl}", "--query-addr", f"127.0.0.1:{self.q}"],
+             "--control-addr", f"127.0.0.1:{self.ctl}", "--query-addr", f"127.0.0.1:{self.q}",
+             *self.extra_args],
             env={**os.environ, "THYME_LOG": "warn", **({"VIRTUAL_ENV": sys.prefix} if sys.prefix != sys.base_prefix else {})},
         )
         deadline = time.time() + 120

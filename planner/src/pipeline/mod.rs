@@ -602,6 +602,9 @@ impl PipelineRunner {
         }
         let any_timers = self.has_aggregate();
         if consumed == 0 && !any_timers {
+            // Idle: let the last step's write land, so that progress
+            // reported now is committed progress.
+            self.wait_written()?;
             return Ok(0);
         }
         // Aggregations advance with event time while input flows, and with
@@ -621,6 +624,7 @@ impl PipelineRunner {
         let horizon = if idle { now.max(newest) } else { newest }.max(self.ckpt.horizon);
         let written = self.run_graph_and_advance(flows, horizon, &mut wb)?;
         if consumed == 0 && written == 0 {
+            self.wait_written()?;
             return Ok(0);
         }
         if !late_rows.is_empty() {
