@@ -846,10 +846,39 @@ mod tests {
     }
 }
 
+/// The keyed output dataset `out` (key `k`, time `ts`) the operator tests
+/// write: `fields` are (name, type, nullable).
+#[cfg(test)]
+fn test_output(fields: &[(&str, DType, bool)]) -> Arc<Dataset> {
+    use crate::catalog::{DatasetDef, FieldDef};
+    let fields = fields
+        .iter()
+        .map(|(name, dtype, nullable)| FieldDef {
+            name: name.to_string(),
+            dtype: *dtype,
+            nullable: *nullable,
+        })
+        .collect();
+    Arc::new(
+        Dataset::new(
+            1,
+            DatasetDef {
+                name: "out".into(),
+                fields,
+                keys: vec!["k".into()],
+                timestamp: "ts".into(),
+                version: 1,
+                index: true,
+                decay: vec![],
+            },
+        )
+        .expect("dataset"),
+    )
+}
+
 #[cfg(test)]
 mod session_tests {
     use super::*;
-    use crate::catalog::{DatasetDef, FieldDef};
     use arrow::array::{Int64Array, TimestampMicrosecondArray};
     use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
     use thyme_model::payload::{Agg, AggKind, Window};
@@ -867,42 +896,12 @@ mod session_tests {
     /// per step; reads the value in effect at `t` from the written rows.
     #[test]
     fn session_merge_rewrites_the_close_it_removed() {
-        let out = Arc::new(
-            Dataset::new(
-                7,
-                DatasetDef {
-                    name: "o".into(),
-                    fields: vec![
-                        FieldDef {
-                            name: "k".into(),
-                            dtype: DType::Int,
-                            nullable: false,
-                        },
-                        FieldDef {
-                            name: "n".into(),
-                            dtype: DType::Int,
-                            nullable: false,
-                        },
-                        FieldDef {
-                            name: "s".into(),
-                            dtype: DType::Int,
-                            nullable: false,
-                        },
-                        FieldDef {
-                            name: "ts".into(),
-                            dtype: DType::Datetime,
-                            nullable: false,
-                        },
-                    ],
-                    keys: vec!["k".into()],
-                    timestamp: "ts".into(),
-                    version: 1,
-                    index: true,
-                    decay: vec![],
-                },
-            )
-            .unwrap(),
-        );
+        let out = test_output(&[
+            ("k", DType::Int, false),
+            ("n", DType::Int, false),
+            ("s", DType::Int, false),
+            ("ts", DType::Datetime, false),
+        ]);
         let input = Schema::new(vec![
             Field::new("k", DataType::Int64, false),
             Field::new(
@@ -983,40 +982,20 @@ mod state_layout_tests {
     //! holds one value per aggregation (what stores written before values
     //! were shared contain).
     use super::*;
-    use crate::catalog::{DatasetDef, FieldDef};
     use arrow::array::{Float64Array, Int64Array, TimestampMicrosecondArray};
     use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 
     const M: i64 = 60_000_000;
 
     fn operator(legacy: bool) -> (AggregateExec, Arc<Schema>) {
-        let field = |name: &str, dtype| FieldDef {
-            name: name.into(),
-            dtype,
-            nullable: !["k", "ts"].contains(&name),
-        };
-        let out = Arc::new(
-            Dataset::new(
-                1,
-                DatasetDef {
-                    name: "out".into(),
-                    fields: vec![
-                        field("k", DType::Int),
-                        field("n", DType::Int),
-                        field("total", DType::Float),
-                        field("mean", DType::Float),
-                        field("most", DType::Float),
-                        field("ts", DType::Datetime),
-                    ],
-                    keys: vec!["k".into()],
-                    timestamp: "ts".into(),
-                    version: 1,
-                    index: true,
-                    decay: vec![],
-                },
-            )
-            .unwrap(),
-        );
+        let out = test_output(&[
+            ("k", DType::Int, false),
+            ("n", DType::Int, true),
+            ("total", DType::Float, true),
+            ("mean", DType::Float, true),
+            ("most", DType::Float, true),
+            ("ts", DType::Datetime, false),
+        ]);
         let aggs: Vec<Agg> = serde_json::from_value(serde_json::json!([
             {"kind": "count", "into": "n", "window": {"kind": "continuous", "duration": "30m"}},
             {"kind": "sum", "of": "v", "into": "total", "window": {"kind": "continuous", "duration": "30m"}},
