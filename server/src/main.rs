@@ -108,6 +108,11 @@ fn apply_config(args: &mut ServeArgs, matches: &clap::ArgMatches) -> Result<(), 
             )
         };
         let bad = |e: String| format!("{}:{}: {k}: {e}", path.display(), n + 1);
+        let boolean = |v: &str| match v {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err(bad(format!("expected true or false, got {v:?}"))),
+        };
         match k.as_str() {
             "data" if from_default("data") => args.data = PathBuf::from(v),
             "pg_addr" if from_default("pg_addr") => {
@@ -125,14 +130,8 @@ fn apply_config(args: &mut ServeArgs, matches: &clap::ArgMatches) -> Result<(), 
                     .parse()
                     .map_err(|e: std::net::AddrParseError| bad(e.to_string()))?
             }
-            "sync_writes" if from_default("sync_writes") => args.sync_writes = v == "true",
-            "direct_io" if from_default("direct_io") => {
-                args.direct_io = match v.as_str() {
-                    "true" => true,
-                    "false" => false,
-                    _ => return Err(bad(format!("expected true or false, got {v:?}"))),
-                }
-            }
+            "sync_writes" if from_default("sync_writes") => args.sync_writes = boolean(&v)?,
+            "direct_io" if from_default("direct_io") => args.direct_io = boolean(&v)?,
             "extractor_timeout_ms" if from_default("extractor_timeout_ms") => {
                 args.extractor_timeout_ms = v
                     .parse()
@@ -304,6 +303,8 @@ mod tests {
         assert!(!args.direct_io && !args.sync_writes);
         let e = serve_with_config("direct_io = yes\n").err().unwrap();
         assert!(e.contains("direct_io") && e.contains("yes"), "{e}");
+        let e = serve_with_config("sync_writes = yes\n").err().unwrap();
+        assert!(e.contains("sync_writes") && e.contains("yes"), "{e}");
         let e = serve_with_config("directio = true\n").err().unwrap();
         assert!(e.contains("unknown setting directio"), "{e}");
     }
