@@ -16,7 +16,6 @@ use rand::{Rng, SeedableRng};
 use serde_json::json;
 
 use super::*;
-use crate::catalog::{DatasetDef, FieldDef};
 use crate::types::Elem;
 
 const M: i64 = 60_000_000;
@@ -226,11 +225,7 @@ fn every_aggregation_and_window_matches_brute_force() {
     let mut rng = StdRng::seed_from_u64(seed);
 
     let mut aggs: Vec<Agg> = Vec::new();
-    let mut fields = vec![FieldDef {
-        name: "k".into(),
-        dtype: DType::Int,
-        nullable: false,
-    }];
+    let mut fields: Vec<(String, DType, bool)> = vec![("k".into(), DType::Int, false)];
     let mut spec: Vec<(usize, &'static str, DType)> = Vec::new();
     for (w, wname) in windows() {
         for (ki, (kind, extra, dtype, nullable)) in kinds().into_iter().enumerate() {
@@ -240,34 +235,16 @@ fn every_aggregation_and_window_matches_brute_force() {
                 a[k] = v.clone();
             }
             aggs.push(serde_json::from_value(a).expect("agg"));
-            fields.push(FieldDef {
-                name: into,
-                dtype,
-                nullable,
-            });
+            fields.push((into, dtype, nullable));
             spec.push((ki, wname, dtype));
         }
     }
-    fields.push(FieldDef {
-        name: "ts".into(),
-        dtype: DType::Datetime,
-        nullable: false,
-    });
-    let out = Arc::new(
-        Dataset::new(
-            1,
-            DatasetDef {
-                name: "out".into(),
-                fields,
-                keys: vec!["k".into()],
-                timestamp: "ts".into(),
-                version: 1,
-                index: true,
-                decay: vec![],
-            },
-        )
-        .expect("dataset"),
-    );
+    fields.push(("ts".into(), DType::Datetime, false));
+    let fields: Vec<(&str, DType, bool)> = fields
+        .iter()
+        .map(|(n, d, b)| (n.as_str(), *d, *b))
+        .collect();
+    let out = test_output(&fields);
     let input = Arc::new(Schema::new(vec![
         Field::new("k", DataType::Int64, false),
         Field::new("v", DataType::Float64, true),
