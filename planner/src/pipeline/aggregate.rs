@@ -339,17 +339,13 @@ impl AggregateExec {
         let mut vals = Vec::with_capacity(self.slot_cols.len());
         if self.legacy_state {
             // One value per aggregation: each slot takes the value of the
-            // first aggregation that reads it.
-            let per_agg = (0..self.aggs.len())
-                .map(|_| V::decode(&mut r))
-                .collect::<Result<Vec<_>>>()?;
-            for s in 0..self.slot_cols.len() {
-                let j = self
-                    .aggs
-                    .iter()
-                    .position(|a| a.slot == Some(s))
-                    .expect("every slot is read by an aggregation");
-                vals.push(per_agg[j].clone());
+            // first aggregation that reads it (slots are numbered in the
+            // order aggregations first read them).
+            for a in &self.aggs {
+                let v = V::decode(&mut r)?;
+                if a.slot == Some(vals.len()) {
+                    vals.push(v);
+                }
             }
         } else {
             for _ in 0..self.slot_cols.len() {

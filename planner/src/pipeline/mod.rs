@@ -193,8 +193,9 @@ pub struct PipelineRunner {
     in_flight: Option<std::thread::JoinHandle<Result<()>>>,
     /// The clock at the last step that consumed input (`None`: none yet).
     last_input: Option<i64>,
-    /// Size of the last step's write (operations, bytes): the next one
-    /// reserves as much up front instead of growing by doubling.
+    /// Size of the last write of a step with input (operations, bytes):
+    /// the next such step reserves as much up front instead of growing by
+    /// doubling.
     last_write: (usize, usize),
 }
 
@@ -506,8 +507,8 @@ impl PipelineRunner {
         for op in self.ops.iter_mut() {
             match op {
                 Op::Aggregate(agg, _) => {
+                    // Built by the dry run, with the checkpoint's layout.
                     if let Some(a) = agg.as_mut().as_mut() {
-                        a.set_legacy_state(self.ckpt.state_format == 0);
                         a.restore(store.as_ref(), horizon)?;
                     }
                 }
@@ -583,11 +584,6 @@ impl PipelineRunner {
     /// once it has been idle for [`IDLE_AFTER`]), and commit everything in
     /// one atomic write. Returns the number of input records consumed.
     pub fn step(&mut self, now: i64) -> Result<usize> {
-        // A step only writes what the pipeline can compute again from its
-        // inputs: the store may keep it out of its write-ahead log.
-        let (ops, bytes) = self.last_write;
-        let mut wb = WriteBatch::with_capacity(ops + ops / 8, bytes + bytes / 8);
-        wb.set_derived();
         let mut consumed = 0;
         let mut flows = Vec::with_capacity(self.inputs.len());
         let mut late_rows: Vec<(usize, i64, i64, String)> = Vec::new();
@@ -622,6 +618,17 @@ impl PipelineRunner {
                 .is_none_or(|t| now.saturating_sub(t) >= IDLE_AFTER);
         let newest = self.ckpt.max_ts.iter().copied().max().unwrap_or(i64::MIN);
         let horizon = if idle { now.max(newest) } else { newest }.max(self.ckpt.horizon);
+        // A step with input reserves as much as the last one wrote; a step
+        // that only advances timers starts small. A step only writes what
+        // the pipeline can compute again from its inputs: the store may
+        // keep it out of its write-ahead log.
+        let mut wb = if consumed > 0 {
+            let (ops, bytes) = self.last_write;
+            WriteBatch::with_capacity(ops + ops / 8, bytes + bytes / 8)
+        } else {
+            WriteBatch::new()
+        };
+        wb.set_derived();
         let written = self.run_graph_and_advance(flows, horizon, &mut wb)?;
         if consumed == 0 && written == 0 {
             self.wait_written()?;
@@ -634,7 +641,9 @@ impl PipelineRunner {
         self.ckpt.horizon = horizon;
         self.ckpt.rows_out += written as u64;
         self.put_checkpoint(&mut wb)?;
-        self.last_write = (wb.len(), wb.bytes());
+        if consumed > 0 {
+            self.last_write = (wb.len(), wb.bytes());
+        }
         self.wait_written()?;
         let store = self.store.clone();
         self.in_flight = Some(
