@@ -107,7 +107,8 @@ training = client.query_offline(
     inputs=["UserFeatures.uid"],
     outputs=["UserFeatures.txn_count_7d", "UserFeatures.total_7d", "UserFeatures.country"],
     input_dataframe=labels, timestamp_column="ts")
-print(pd.concat([labels[["fraud"]], training], axis=1).to_string(index=False))
+# The spine's other columns (the label) come back beside the features.
+print(training.to_string(index=False))
 PY
 
 echo '== the query server: GET /features (point in time and now), POST /api/v1/query'

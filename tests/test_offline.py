@@ -56,12 +56,13 @@ def test_query_offline_matches_brute_force_and_sql(thyme):
     frame = pd.DataFrame({
         "uid": [u for u, _ in spine],
         "label_time": pd.to_datetime([t for _, t in spine], unit="us", utc=True),
-        "label": [rng.random() < 0.5 for _ in spine],  # not sent: not an input
+        "label": [rng.random() < 0.5 for _ in spine],  # not sent (not an input): passed through
     })
     job = f"offline-test-{seed}"
     out = client.query_offline(["UserFeatures.uid"], ["UserFeatures"], frame, timestamp_column="label_time", job=job)
-    assert list(out.columns) == [f"UserFeatures.{f}" for f in FEATURES] + ["label_time"]
+    assert list(out.columns) == [f"UserFeatures.{f}" for f in FEATURES] + ["label_time", "label"]
     assert len(out) == len(spine)
+    assert out["label"].tolist() == frame["label"].tolist()
     bad = []
     for i, (uid, t) in enumerate(spine):
         got = row(out, i)
@@ -94,6 +95,18 @@ def test_query_offline_matches_brute_force_and_sql(thyme):
     assert state["percent"] == 100.0
     status, listing = thyme.query_http("GET", "/api/v1/jobs")
     assert status == 200 and job in [j["id"] for j in listing["jobs"]]
+
+    # The JSON fallback (no pyarrow on the client) sends only the inputs
+    # too, and passes the other columns through in the same way.
+    head = frame.iloc[:200]
+    js = client._query_offline_json(["UserFeatures.uid"], ["UserFeatures"], head, "label_time", None)
+    assert list(js.columns) == [f"UserFeatures.{f}" for f in FEATURES] + ["label_time", "label"]
+    assert js["label"].tolist() == head["label"].tolist()
+    for i in range(len(head)):
+        assert same(row(js, i), row(out, i)), (i, row(js, i), row(out, i))
+    with pytest.raises(ValueError, match="name of an output"):
+        client.query_offline(["UserFeatures.uid"], ["UserFeatures.country"],
+                             head.assign(**{"UserFeatures.country": "x"}), timestamp_column="label_time")
 
     # Explicit timestamps instead of a column; subsets of outputs.
     out2 = client.query_offline(["UserFeatures.uid"], ["UserFeatures.txn_count_7d"],

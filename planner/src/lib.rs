@@ -1,44 +1,32 @@
-//! Thyme's planner: the catalog model, SQL parsing, and DataFusion plans over
-//! the temporal store.
+//! Thyme's SQL planner: statements over the Postgres dialect planned and run
+//! by DataFusion over the temporal store.
 //!
-//! - [`asof`]: ASOF joins (parsing, the logical node, `AsOfHashJoinExec`,
-//!   `AsOfJoinExec`, `AsOfLookupExec`);
-//! - [`catalog`]: dataset definitions and their validation;
-//! - [`types`]: field types and their Arrow / Postgres mapping;
-//! - [`sql`]: the SQL dialect and statement-level `AS OF`;
+//! - [`sql`]: the dialect, parsing, statement-level `AS OF` and the ASOF
+//!   JOIN syntax (token and statement rewrites);
+//! - [`session`]: executing statements: the engine and its sessions
+//!   (queries, DML, DDL, session variables, COPY);
+//! - [`schema`]: the DataFusion catalog (`public`, `history`) and
+//!   `FOR SYSTEM_TIME AS OF`;
 //! - [`provider`], [`scan`]: datasets as DataFusion tables (current rows and
-//!   history, point in time, key seeks);
-//! - [`schema`]: the DataFusion catalog and `FOR SYSTEM_TIME AS OF`;
-//! - [`session`]: executing statements (queries, DDL, DML, COPY);
+//!   history, point in time, key seeks) and their scan operator;
 //! - [`lookup`]: the point-lookup fast path for prepared key lookups;
-//! - [`ingest`], [`codec`], [`copy`]: turning rows into stored versions;
-//! - [`registry`]: committed definitions (datasets, featuresets) and commits;
-//! - [`webhook`]: webhook ingestion routed by the committed sources;
-//! - [`featureset`]: featuresets: the extractor graph, query planning and
-//!   evaluation, and featuresets as SQL views;
-//! - [`json_out`]: results as column-oriented JSON for the HTTP APIs;
-//! - [`pipeline`]: committed pipelines' operators, exact windowed
-//!   aggregation in event time, and the runner that commits outputs, state
-//!   and input offsets atomically.
+//! - [`asof`]: ASOF joins (the logical node, the analyzer rule, the
+//!   strategy, `AsOfHashJoinExec`, `AsOfJoinExec`, `AsOfLookupExec`);
+//! - [`view`]: featuresets as SQL views (`FeaturesetTable`,
+//!   `FeaturesetExec`).
+//!
+//! Below it: `thyme-table` (datasets, codec, ingestion, store reads),
+//! `thyme-features` (extractor planning and evaluation) and
+//! `thyme-storage`. Errors are `thyme_table::Error`.
 
 pub mod asof;
-pub mod catalog;
-mod codec;
-pub mod copy;
-pub mod error;
-pub mod featureset;
-pub mod ingest;
-pub mod json_out;
 pub mod lookup;
-pub mod pipeline;
 pub mod provider;
-pub mod registry;
 pub mod scan;
 pub mod schema;
 pub mod session;
 pub mod sql;
-pub mod types;
-pub mod webhook;
+pub mod view;
 
-pub use error::{Error, Result};
 pub use session::{CopyIn, Engine, Output, Prepared, Session};
+pub use thyme_table::{Error, Result};

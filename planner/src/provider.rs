@@ -28,9 +28,9 @@ use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPu
 use datafusion::physical_plan::ExecutionPlan;
 use thyme_storage::{TemporalStore, TimeRange};
 
-use crate::catalog::Dataset;
-use crate::codec::encode_key_scalar;
 use crate::scan::{ScanSpec, TemporalScanExec};
+use thyme_table::catalog::Dataset;
+use thyme_table::codec::encode_key_scalar;
 
 /// The statement-level query time, stored as a session-config extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

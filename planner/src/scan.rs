@@ -23,10 +23,10 @@ use datafusion::physical_plan::{
 };
 use thyme_storage::{TemporalStore, TimeRange, VersionRef};
 
-use crate::catalog::Dataset;
-use crate::codec::RowDecoder;
-use crate::error::{Error, Result};
-use crate::ingest::LOG_UPSERT;
+use thyme_table::catalog::Dataset;
+use thyme_table::codec::RowDecoder;
+use thyme_table::error::{Error, Result};
+use thyme_table::ingest::LOG_UPSERT;
 
 /// What to read.
 #[derive(Debug, Clone, PartialEq)]

@@ -24,12 +24,12 @@ use datafusion::logical_expr::{Expr, LogicalPlanBuilder};
 use datafusion::physical_expr::create_physical_expr;
 use sqlparser::ast::{TableFactor, TableVersion};
 
-use crate::catalog::Catalog;
-use crate::error::{Error, Result};
-use crate::featureset::view::FeaturesetTable;
-use crate::featureset::Features;
 use crate::provider::{DatasetTable, View};
-use crate::types::UTC;
+use crate::view::FeaturesetTable;
+use thyme_features::Features;
+use thyme_table::catalog::Catalog;
+use thyme_table::error::{Error, Result};
+use thyme_table::types::UTC;
 
 /// Name of the schema with current rows.
 pub const PUBLIC: &str = "public";
@@ -45,12 +45,6 @@ pub struct DatasetSchema {
     view: View,
     /// Featuresets, shown as views in the current-rows schema.
     features: Option<Arc<Features>>,
-}
-
-impl std::fmt::Debug for Catalog {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Catalog").finish_non_exhaustive()
-    }
 }
 
 impl DatasetSchema {
@@ -249,7 +243,7 @@ impl RelationPlanner for AsOfRelationPlanner {
             ..
         } = &relation
         {
-            if let Some(column) = crate::asof::right_mark(args) {
+            if let Some(column) = crate::sql::asof::right_mark(args) {
                 // The right side of an ASOF join: a featureset view gets its
                 // time column; anything else is planned as written.
                 let table_ref = context.object_name_to_table_reference(name.clone())?;

@@ -17,8 +17,9 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use thyme_planner::asof::{marker_udfs, AsOfRule, AsOfStrategy, ThymeQueryPlanner};
+use thyme_planner::asof::{AsOfRule, AsOfStrategy, ThymeQueryPlanner};
 use thyme_planner::schema::AsOfRelationPlanner;
+use thyme_planner::sql::asof::marker_udfs;
 use thyme_planner::sql::SqlParser;
 
 #[derive(Clone, Debug)]

@@ -225,6 +225,37 @@ def _raise_http_error(exc: "urllib.error.HTTPError", url: str) -> None:
     raise ThymeError(message, code=code, status=exc.code, url=url) from None
 
 
+def _spine_inputs(in_names: List[str], columns: List[str]) -> Dict[str, str]:
+    """The spine column feeding each input: its qualified name
+    (``UserFeatures.uid``) or, failing that, its plain name (``uid``)."""
+    out: Dict[str, str] = {}
+    for q in in_names:
+        plain = q.rsplit(".", 1)[-1]
+        if q in columns:
+            out[q] = q
+        elif plain in columns:
+            out[q] = plain
+        else:
+            raise ValueError(f"input_dataframe has no column {q!r} (or {plain!r}) for that input")
+    return out
+
+
+def _passed_through(columns: Iterable[str], sent: Dict[str, str], ts_name: str, result: Iterable[str]) -> List[str]:
+    """Spine columns that are neither inputs nor the time: they are
+    returned as they came. One with the name of an output is refused
+    rather than shadowed."""
+    fed = set(sent.values())
+    have = set(result)
+    out = []
+    for c in columns:
+        if c in fed or c == ts_name:
+            continue
+        if c in have:
+            raise ValueError(f"input_dataframe column {c!r} has the name of an output; rename it")
+        out.append(c)
+    return out
+
+
 def _frame(columns: Dict[str, List[Any]]) -> Any:
     try:
         import pandas as pd
@@ -388,8 +419,10 @@ class Client:
         ``input_dataframe`` (the spine), the ``outputs`` as serving would
         have returned them at that row's time, taken from its
         ``timestamp_column`` (or given as ``timestamps``). Returns the output
-        features (qualified names) and the timestamp column, one row per
-        spine row, in order.
+        features (qualified names), the timestamp column, then every other
+        column of the spine as it came (labels, ids: what a training set
+        carries beside its inputs), one row per spine row, in order. Only
+        the inputs and the time are sent to the server.
 
         With pyarrow installed the spine goes to ``POST
         {query_url}/api/v1/query_offline`` as an Arrow IPC stream and the
@@ -408,14 +441,27 @@ class Client:
 
     def _query_offline_json(self, inputs: Any, outputs: Any, input_dataframe: Any,
                             timestamp_column: Optional[str], timestamps: Any) -> Any:
+        in_names = _feature_names(inputs, "inputs")
+        out_names = _feature_names(outputs, "outputs")
         columns = columns_json(input_dataframe)
         name = timestamp_column or "timestamp"
         if timestamp_column is not None:
             if timestamp_column not in columns:
                 raise ValueError(f"input_dataframe has no column {timestamp_column!r}")
             timestamps = columns.pop(timestamp_column)
-        out = self.query(inputs, outputs, columns, timestamps=timestamps)
+        elif name in columns:
+            raise ValueError(f"input_dataframe already has a column {name!r}: pass timestamp_column")
+        sent = _spine_inputs(in_names, list(columns))
+        data = {q: columns[c] for q, c in sent.items()}
+        out = self.query(in_names, out_names, data, timestamps=timestamps)
+        extra = _passed_through(list(columns), sent, name, list(out))
         out[name] = _timestamps(timestamps)
+        pd, _ = _optional_modules()
+        for c in extra:
+            if pd is not None and isinstance(out, pd.DataFrame) and isinstance(input_dataframe, pd.DataFrame):
+                out[c] = input_dataframe[c].reset_index(drop=True)
+            else:
+                out[c] = columns[c]
         return out
 
     def _query_offline_arrow(self, inputs: Any, outputs: Any, input_dataframe: Any,
@@ -448,17 +494,11 @@ class Client:
             table = table.append_column(ts_name, pa.array(ts))
         elif timestamp_column not in table.column_names:
             raise ValueError(f"input_dataframe has no column {timestamp_column!r}")
-        # Only the columns the server reads: the inputs and the time.
-        keep = [ts_name]
-        for q in in_names:
-            plain = q.rsplit(".", 1)[-1]
-            if q in table.column_names:
-                keep.append(q)
-            elif plain in table.column_names:
-                keep.append(plain)
-            else:
-                raise ValueError(f"input_dataframe has no column {q!r} (or {plain!r}) for that input")
-        table = table.select(keep)
+        # Only the columns the server reads are sent: the inputs and the
+        # time; the others come back beside the features, row for row.
+        sent = _spine_inputs(in_names, table.column_names)
+        spine = table
+        table = table.select([ts_name] + list(sent.values()))
         sink = pa.BufferOutputStream()
         with ipc.new_stream(sink, table.schema) as writer:
             writer.write_table(table, max_chunksize=65536)
@@ -487,6 +527,11 @@ class Client:
             _raise_http_error(exc, url)
         except urllib.error.URLError as exc:
             raise ThymeError(f"cannot reach {url}: {exc.reason}", code="unreachable", url=url) from None
+        if result.num_rows != spine.num_rows:
+            raise ThymeError(f"the offline query answered {result.num_rows} rows for {spine.num_rows}",
+                             code="bad_response", url=url)
+        for c in _passed_through(spine.column_names, sent, ts_name, result.column_names):
+            result = result.append_column(spine.schema.field(c), spine.column(c))
         try:
             return result.to_pandas()
         except ImportError:

@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use thyme_error::ErrorKind;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -22,8 +23,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
-use thyme_planner::registry::{describe_dataset, describe_featureset};
 use thyme_planner::Engine;
+use thyme_table::registry::{describe_dataset, describe_featureset};
 
 use crate::errors::{classify_http, error_response, HttpError};
 
@@ -106,7 +107,7 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result
         } else {
             "invalid_request"
         };
-        HttpError::new(400, code, format!("{what}: {e}"))
+        HttpError::coded(ErrorKind::InvalidRequest, code, format!("{what}: {e}"))
     })
 }
 
@@ -118,8 +119,8 @@ async fn blocking<T: Send + 'static>(
         Ok(Err(e)) => Err(classify_http(e)),
         Err(e) => {
             tracing::error!(error = %e, "request task failed");
-            Err(HttpError::new(
-                500,
+            Err(HttpError::coded(
+                ErrorKind::Internal,
                 "internal",
                 "internal error; see the server log",
             ))
@@ -168,7 +169,7 @@ async fn log(State(ctx): State<Ctx>, body: Bytes) -> Response {
     };
     let registry = ctx.engine.registry().clone();
     match blocking(move || {
-        thyme_planner::webhook::ingest(&registry, &req.webhook, &req.endpoint, &req.data)
+        thyme_table::webhook::ingest(&registry, &req.webhook, &req.endpoint, &req.data)
     })
     .await
     {
@@ -202,8 +203,8 @@ async fn datasets(State(ctx): State<Ctx>) -> Json<Value> {
 async fn dataset(State(ctx): State<Ctx>, Path(name): Path<String>) -> Response {
     match ctx.engine.registry().dataset(&name) {
         Some(d) => Json(describe_dataset(&d)).into_response(),
-        None => error_response(HttpError::new(
-            404,
+        None => error_response(HttpError::coded(
+            ErrorKind::UnknownTable,
             "unknown_dataset",
             format!("no committed dataset named {name}"),
         )),
@@ -224,8 +225,8 @@ async fn inspect(
     axum::extract::Query(params): axum::extract::Query<InspectParams>,
 ) -> Response {
     let Some(stored) = ctx.engine.registry().dataset(&name) else {
-        return error_response(HttpError::new(
-            404,
+        return error_response(HttpError::coded(
+            ErrorKind::UnknownTable,
             "unknown_dataset",
             format!("no committed dataset named {name}"),
         ));
@@ -246,7 +247,7 @@ async fn inspect(
             Json(json!({
                 "dataset": def.name,
                 "rows": rows,
-                "data": thyme_planner::json_out::columns(&batches),
+                "data": thyme_table::json_out::columns(&batches),
             }))
             .into_response()
         }
@@ -269,8 +270,8 @@ async fn featureset(State(ctx): State<Ctx>, Path(name): Path<String>) -> Respons
     let found = ctx.engine.registry().featureset(&name);
     match found {
         Some(f) => Json(describe_featureset(&f)).into_response(),
-        None => error_response(HttpError::new(
-            404,
+        None => error_response(HttpError::coded(
+            ErrorKind::UnknownFeature,
             "unknown_featureset",
             format!("no committed featureset named {name}"),
         )),

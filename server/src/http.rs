@@ -12,7 +12,10 @@ use thyme_planner::Engine;
 use tokio::net::TcpListener;
 
 /// Routes of the control plane.
-pub fn control_router(engine: Arc<Engine>, pipelines: Arc<crate::engine::Pipelines>) -> Router {
+pub fn control_router(
+    engine: Arc<Engine>,
+    pipelines: Arc<crate::supervisor::PipelineSupervisor>,
+) -> Router {
     let metrics = Arc::new(crate::control::Metrics::default());
     let (e, m, pl) = (engine.clone(), metrics.clone(), pipelines.clone());
     health()
@@ -44,14 +47,14 @@ pub fn control_router(engine: Arc<Engine>, pipelines: Arc<crate::engine::Pipelin
         .merge(not_found())
 }
 
-fn render_pipelines(status: &[crate::engine::Status], out: &mut String) {
+fn render_pipelines(status: &[crate::supervisor::Status], out: &mut String) {
     use std::fmt::Write;
     for (name, help, kind, get) in [
         (
             "thyme_pipeline_late_events_total",
             "Events older than their input's watermark (not applied; see thyme_late_events).",
             "counter",
-            (|s: &crate::engine::Status| s.progress.late_events as f64) as fn(&_) -> f64,
+            (|s: &crate::supervisor::Status| s.progress.late_events as f64) as fn(&_) -> f64,
         ),
         (
             "thyme_pipeline_rows_written_total",
@@ -95,9 +98,10 @@ fn render_extractors(calls: &std::collections::BTreeMap<(String, String), u64>, 
 
 fn not_found() -> Router {
     Router::new().fallback(|| async {
-        (
-            axum::http::StatusCode::NOT_FOUND,
-            Json(json!({"error": {"code": "not_found", "message": "no such endpoint"}})),
+        crate::errors::HttpError::coded(
+            thyme_error::ErrorKind::UnknownEndpoint,
+            "not_found",
+            "no such endpoint",
         )
     })
 }

@@ -9,7 +9,6 @@
 //! `key = value` with the flag names). SIGTERM / SIGINT stop it cleanly.
 
 mod control;
-mod engine;
 mod errors;
 mod http;
 mod offline;
@@ -17,6 +16,7 @@ mod pg;
 mod pg_rows;
 mod python;
 mod query;
+mod supervisor;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -204,18 +204,19 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let engine = Engine::new(store.clone(), pg::install_catalog).map_err(|e| e.to_string())?;
 
     let limit = std::time::Duration::from_millis(args.extractor_timeout_ms.max(1));
-    let python: Option<Arc<dyn thyme_planner::pipeline::PythonRuntime>> =
-        match python::Interpreter::new(limit) {
-            Ok(i) => Some(i),
-            Err(e) => {
-                tracing::warn!(error = %e, "no embedded Python: pipelines and extractors with Python functions will not run");
-                None
-            }
-        };
+    let python: Option<Arc<dyn thyme_table::udf::PythonRuntime>> = match python::Interpreter::new(
+        limit,
+    ) {
+        Ok(i) => Some(i),
+        Err(e) => {
+            tracing::warn!(error = %e, "no embedded Python: pipelines and extractors with Python functions will not run");
+            None
+        }
+    };
     if let Some(p) = &python {
         engine.features().set_python(p.clone());
     }
-    let pipelines = engine::Pipelines::start(engine.clone(), python);
+    let pipelines = supervisor::PipelineSupervisor::start(engine.clone(), python);
 
     let pg_listener = TcpListener::bind(args.pg_addr)
         .await

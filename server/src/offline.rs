@@ -31,6 +31,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use thyme_error::ErrorKind;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::buffer::Buffer;
@@ -45,7 +46,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
 use serde_json::{json, Value};
-use thyme_planner::featureset::{Features, QueryPlan};
+use thyme_features::{Features, QueryPlan};
 use thyme_planner::{Engine, Error};
 
 use crate::errors::{classify_http, error_response, HttpError};
@@ -137,8 +138,8 @@ impl Jobs {
                 if jobs.iter().any(|j| {
                     j.id == id && matches!(j.state.lock().expect("job state").0, JobState::Running)
                 }) {
-                    return Err(HttpError::new(
-                        409,
+                    return Err(HttpError::coded(
+                        ErrorKind::Conflict,
                         "job_exists",
                         format!("job {id} is running"),
                     ));
@@ -212,7 +213,7 @@ pub fn routes(engine: Arc<Engine>) -> Router {
 }
 
 fn bad(code: &'static str, message: impl Into<String>) -> HttpError {
-    HttpError::new(400, code, message)
+    HttpError::coded(ErrorKind::InvalidRequest, code, message)
 }
 
 async fn list_jobs(State(ctx): State<Ctx>) -> Response {
@@ -223,9 +224,7 @@ async fn list_jobs(State(ctx): State<Ctx>) -> Response {
 async fn get_job(State(ctx): State<Ctx>, Path(id): Path<String>) -> Response {
     match ctx.jobs.get(&id) {
         Some(j) => Json(j.json()).into_response(),
-        None => error_response(HttpError::new(
-            404,
-            "unknown_job",
+        None => error_response(HttpError::coded(ErrorKind::UnknownJob, "unknown_job",
             format!("no job {id} (jobs are kept while the server runs, the last {KEEP_JOBS} finished ones)"),
         )),
     }
@@ -313,8 +312,8 @@ fn layout(plan: &QueryPlan, spine: &Schema, ts_name: &str) -> Result<Layout, Htt
             .index_of(q)
             .or_else(|_| spine.index_of(plain))
             .map_err(|_| {
-                HttpError::new(
-                    400,
+                HttpError::coded(
+                    ErrorKind::UnboundInputs,
                     "missing_inputs",
                     format!(
                         "the spine has no column {q} (or {plain}) for that input; its columns: {}",
@@ -602,8 +601,8 @@ async fn start(
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or_default();
         if !ct.starts_with(ARROW_STREAM) && !ct.starts_with("application/octet-stream") {
-            return Err(HttpError::new(
-                415,
+            return Err(HttpError::coded(
+                ErrorKind::UnsupportedMediaType,
                 "unsupported_media_type",
                 format!("the spine is sent as an Arrow IPC stream ({ARROW_STREAM}), not {ct}"),
             ));
@@ -655,10 +654,10 @@ async fn start(
                 tracing::info!(job = %job2.id, rows, secs, "offline query done");
             }
             Err(e) => {
-                tracing::warn!(job = %job2.id, rows, code = e.code, error = %e.message, "offline query failed");
-                let msg = format!("{}: {}", e.code, e.message);
+                tracing::warn!(job = %job2.id, rows, code = e.code(), error = %e.message, "offline query failed");
+                let msg = format!("{}: {}", e.code(), e.message);
                 job2.finish(JobState::Failed {
-                    code: e.code,
+                    code: e.code(),
                     message: e.message,
                 });
                 let _ = tx.send(Err(std::io::Error::other(msg))).await;

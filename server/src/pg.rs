@@ -7,6 +7,7 @@
 
 use std::fmt::Debug;
 use std::sync::Arc;
+use thyme_error::ErrorKind;
 
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow_pg::datatypes::df::deserialize_parameters;
@@ -296,7 +297,7 @@ impl QueryParser for ThymeQueryParser {
         }
         if statements.len() > 1 {
             return Err(crate::errors::ClientError::new(
-                "42601",
+                ErrorKind::Syntax,
                 "cannot insert multiple commands into a prepared statement",
             )
             .into_pgwire());
@@ -488,7 +489,8 @@ impl ExtendedQueryHandler for QueryHandler {
                 .execute_lookup(&stmt.prepared, params.as_ref())
                 .map_err(pg_err)?
                 .ok_or_else(|| {
-                    ClientError::new("XX000", "a point lookup did not return rows").into_pgwire()
+                    ClientError::new(ErrorKind::Internal, "a point lookup did not return rows")
+                        .into_pgwire()
                 })?
         };
         let fields = stmt
@@ -583,7 +585,7 @@ impl ExtendedQueryHandler for QueryHandler {
             }
             Some(Entry::Empty) => {
                 return Err(ClientError::new(
-                    "08P01",
+                    ErrorKind::ProtocolViolation,
                     format!(
                         "bind message supplies {} parameters, but the empty statement {statement:?} takes none",
                         message.parameters.len()
@@ -621,11 +623,10 @@ fn decode_params(
                 if deserialize_parameters(portal, &only).is_ok() {
                     continue;
                 }
-                let dtype = types.get(i).copied().flatten();
-                let code = match dtype {
-                    Some(DataType::Timestamp(..) | DataType::Date32 | DataType::Date64) => "22007",
-                    _ => "22P02",
-                };
+                let datetime = matches!(
+                    types.get(i).copied().flatten(),
+                    Some(DataType::Timestamp(..) | DataType::Date32 | DataType::Date64)
+                );
                 let what = match prepared.param_columns.get(i).cloned().flatten() {
                     Some(col) => format!("column \"{col}\" (parameter ${})", i + 1),
                     None => format!("parameter ${}", i + 1),
@@ -634,11 +635,11 @@ fn decode_params(
                     PgWireError::UserError(info) => info.message.clone(),
                     other => other.to_string(),
                 };
-                return Err(ClientError::new(
-                    code,
-                    format!("invalid input value for {what}: {detail}"),
-                )
-                .into_pgwire());
+                return Err(pg_err(thyme_table::Error::InvalidParameterValue {
+                    what,
+                    datetime,
+                    detail,
+                }));
             }
             Err(e)
         }
@@ -656,14 +657,16 @@ impl CopyHandler for QueryHandler {
         let c = conn(client, &self.engine);
         let mut pending = c.copy.lock().await;
         let Some((_, buf)) = pending.as_mut() else {
-            return Err(
-                crate::errors::ClientError::new("08P01", "COPY data without COPY").into_pgwire(),
-            );
+            return Err(crate::errors::ClientError::new(
+                ErrorKind::ProtocolViolation,
+                "COPY data without COPY",
+            )
+            .into_pgwire());
         };
         if buf.len() + copy_data.data.len() > MAX_COPY_BYTES {
             *pending = None;
             return Err(crate::errors::ClientError::new(
-                "54000",
+                ErrorKind::LimitExceeded,
                 format!("COPY payload larger than {MAX_COPY_BYTES} bytes; split it into several COPY statements"),
             )
             .into_pgwire());
@@ -680,9 +683,11 @@ impl CopyHandler for QueryHandler {
     {
         let c = conn(client, &self.engine);
         let Some((copy, data)) = c.copy.lock().await.take() else {
-            return Err(
-                crate::errors::ClientError::new("08P01", "COPY done without COPY").into_pgwire(),
-            );
+            return Err(crate::errors::ClientError::new(
+                ErrorKind::ProtocolViolation,
+                "COPY done without COPY",
+            )
+            .into_pgwire());
         };
         let n = {
             let session = c.session.lock().await;
@@ -708,7 +713,7 @@ impl CopyHandler for QueryHandler {
         let c = conn(client, &self.engine);
         *c.copy.lock().await = None;
         crate::errors::ClientError::new(
-            "57014",
+            ErrorKind::Canceled,
             format!("COPY from stdin failed: {}", fail.message),
         )
         .into_pgwire()

@@ -26,9 +26,10 @@ use arrow::record_batch::RecordBatch;
 use pyo3::prelude::*;
 use pyo3::types::{PyCFunction, PyDict, PyList, PyTuple};
 use thyme_model::payload::Func;
-use thyme_planner::featureset::{DatasetReader, ExtractorCall};
-use thyme_planner::pipeline::PythonRuntime;
 use thyme_planner::{Error, Result};
+use thyme_table::read::DatasetReader;
+use thyme_table::udf::ExtractorCall;
+use thyme_table::udf::PythonRuntime;
 
 const HELPERS: &str = r#"
 import math, textwrap, datetime as _dt

@@ -23,6 +23,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+use thyme_error::ErrorKind;
 
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
@@ -30,8 +31,8 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
+use thyme_features::{json_to_array, Features, QueryPlan};
 use thyme_model::values;
-use thyme_planner::featureset::{json_to_array, Features, QueryPlan};
 use thyme_planner::{Engine, Error};
 
 use crate::errors::{classify_http, error_response, HttpError};
@@ -71,7 +72,7 @@ fn json_response(body: String) -> Response {
 
 /// Column-oriented JSON of a batch, columns in schema order.
 fn columns_json(batch: &arrow::record_batch::RecordBatch) -> String {
-    let mut map = thyme_planner::json_out::columns(std::slice::from_ref(batch));
+    let mut map = thyme_table::json_out::columns(std::slice::from_ref(batch));
     ordered(
         batch
             .schema()
@@ -86,7 +87,7 @@ fn columns_json(batch: &arrow::record_batch::RecordBatch) -> String {
 }
 
 fn bad(code: &'static str, message: impl Into<String>) -> Response {
-    error_response(HttpError::new(400, code, message))
+    error_response(HttpError::coded(ErrorKind::InvalidRequest, code, message))
 }
 
 /// Routes of the query server.
@@ -130,11 +131,9 @@ async fn evaluate(
 
 /// A timestamp given as a query parameter or JSON value.
 fn parse_ts(v: &Value, what: &str) -> Result<i64, HttpError> {
-    values::parse_timestamp(v).map_err(|m| HttpError {
-        status: 400,
-        code: "invalid_timestamp",
-        message: format!("{what}: {m}"),
-        details: Some(json!({"field": what, "value": v})),
+    values::parse_timestamp(v).map_err(|m| {
+        HttpError::new(ErrorKind::InvalidDatetime, format!("{what}: {m}"))
+            .with_details(json!({"field": what, "value": v}))
     })
 }
 
@@ -171,8 +170,8 @@ async fn features(State(ctx): State<Ctx>, Query(params): Query<Vec<(String, Stri
         );
     };
     let Some(fs) = graph.featureset(fs_name) else {
-        return error_response(HttpError::new(
-            404,
+        return error_response(HttpError::coded(
+            ErrorKind::UnknownFeature,
             "unknown_featureset",
             format!("featureset {fs_name} is not committed"),
         ));
@@ -232,7 +231,7 @@ async fn features(State(ctx): State<Ctx>, Query(params): Query<Vec<(String, Stri
         |(f, col)| {
             (
                 f.name.clone(),
-                thyme_planner::json_out::value(col.as_ref(), 0),
+                thyme_table::json_out::value(col.as_ref(), 0),
             )
         },
     )))
@@ -251,8 +250,8 @@ struct QueryBody {
 /// The body as JSON, with a 400 that says what is wrong otherwise.
 fn body<T: serde::de::DeserializeOwned>(raw: &[u8], shape: &str) -> Result<T, HttpError> {
     serde_json::from_slice(raw).map_err(|e| {
-        HttpError::new(
-            400,
+        HttpError::coded(
+            ErrorKind::InvalidRequest,
             "invalid_request",
             format!("the body must be {shape}: {e}"),
         )
@@ -265,8 +264,8 @@ fn row_times(ts: Option<&Vec<Value>>, rows: usize) -> Result<Vec<i64>, HttpError
         None => Ok(vec![chrono::Utc::now().timestamp_micros(); rows]),
         Some(ts) => {
             if ts.len() != rows {
-                return Err(HttpError::new(
-                    400,
+                return Err(HttpError::coded(
+                    ErrorKind::InvalidRequest,
                     "invalid_request",
                     format!("{} timestamps for {rows} rows", ts.len()),
                 ));

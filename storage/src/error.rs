@@ -32,3 +32,12 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl thyme_error::ErrorExt for Error {
+    fn kind(&self) -> thyme_error::ErrorKind {
+        // Every store failure is the server's, not the client's: the detail
+        // goes to the log (a locked or foreign data directory stops the
+        // server at start, before any client).
+        thyme_error::ErrorKind::Storage
+    }
+}

@@ -25,6 +25,7 @@
 //! pending match may still refer to; output batches follow the left
 //! batches.
 
+use crate::sql::asof::AsOfOp;
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
@@ -50,44 +51,6 @@ use datafusion::physical_plan::{
     InputDistributionRequirements, Partitioning, PlanProperties,
 };
 use futures::StreamExt;
-
-/// How the left time compares with the right time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum AsOfOp {
-    /// `l.ts >= r.ts`
-    Ge,
-    /// `l.ts > r.ts`
-    Gt,
-    /// `l.ts <= r.ts`
-    Le,
-    /// `l.ts < r.ts`
-    Lt,
-}
-
-impl AsOfOp {
-    pub fn symbol(self) -> &'static str {
-        match self {
-            AsOfOp::Ge => ">=",
-            AsOfOp::Gt => ">",
-            AsOfOp::Le => "<=",
-            AsOfOp::Lt => "<",
-        }
-    }
-
-    /// The same condition with the sides swapped (`a >= b` is `b <= a`).
-    pub fn flip(self) -> AsOfOp {
-        match self {
-            AsOfOp::Ge => AsOfOp::Le,
-            AsOfOp::Gt => AsOfOp::Lt,
-            AsOfOp::Le => AsOfOp::Ge,
-            AsOfOp::Lt => AsOfOp::Gt,
-        }
-    }
-
-    pub(super) fn backward(self) -> bool {
-        matches!(self, AsOfOp::Ge | AsOfOp::Gt)
-    }
-}
 
 /// Whether unmatched left rows are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

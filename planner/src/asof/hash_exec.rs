@@ -60,7 +60,8 @@ use datafusion::physical_plan::{
 };
 use futures::{StreamExt, TryStreamExt};
 
-use super::exec::{assemble, evaluate, AsOfJoinSpec, AsOfKind, AsOfOp};
+use super::exec::{assemble, evaluate, AsOfJoinSpec, AsOfKind};
+use crate::sql::asof::AsOfOp;
 
 /// The point-in-time join by an in-memory index of the right side (see the
 /// module docs).

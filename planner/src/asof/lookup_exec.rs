@@ -38,11 +38,11 @@ use datafusion::physical_plan::{
 use futures::StreamExt;
 
 use super::{AsOfKind, AsOfOp};
-use crate::catalog::Dataset;
-use crate::error::{Error, Result};
-use crate::featureset::{Features, QueryPlan};
-use crate::lookup::lookup_rows;
+use thyme_features::{Features, QueryPlan};
 use thyme_storage::TemporalStore;
+use thyme_table::catalog::Dataset;
+use thyme_table::error::{Error, Result};
+use thyme_table::read::lookup_rows;
 
 /// The right side of an [`AsOfLookupExec`].
 pub trait AsOfSource: fmt::Debug + Send + Sync {
@@ -97,7 +97,7 @@ impl AsOfSource for FeaturesetSource {
         let batch = self.features.evaluate(&self.plan, keys.to_vec(), ts)?;
         let mut cols = batch.columns().to_vec();
         let time = arrow::array::TimestampMicrosecondArray::from(ts.to_vec())
-            .with_timezone(crate::types::UTC);
+            .with_timezone(thyme_table::types::UTC);
         cols.push(Arc::new(time));
         Ok((cols, vec![true; ts.len()]))
     }

@@ -6,7 +6,7 @@
 //! - per statement: a trailing `AS OF <expr>` after the whole statement, e.g.
 //!   `SELECT * FROM user_stats WHERE uid = 'a' AS OF '2024-01-15'`.
 //!
-//! `ASOF [LEFT] JOIN` is rewritten here too (see [`crate::asof`]).
+//! `ASOF [LEFT] JOIN` is rewritten here too (see [`asof`], then [`crate::asof`]).
 //!
 //! The statement-level clause is found on the token stream: a top-level
 //! `AS OF` (outside parentheses, not part of `FOR SYSTEM_TIME AS OF`) splits
@@ -14,6 +14,8 @@
 //! sqlparser's own parser. Statements without Thyme syntax go through
 //! `datafusion-pg-catalog`'s compatibility parser, which also rewrites the
 //! catalog queries that psql and drivers send.
+
+pub mod asof;
 
 use std::any::TypeId;
 
@@ -24,7 +26,7 @@ use sqlparser::keywords::Keyword;
 use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer, Word};
 
-use crate::error::{Error, Result};
+use thyme_table::error::{Error, Result};
 
 /// PostgreSQL with table versioning (`FOR SYSTEM_TIME AS OF`).
 #[derive(Debug, Default)]
@@ -148,7 +150,7 @@ impl SqlParser {
         let uses_thyme_syntax = statements.iter().any(|s| {
             find_statement_as_of(s).is_some()
                 || s.iter().any(|t| is_kw(&t.token, Keyword::SYSTEM_TIME))
-                || crate::asof::uses_asof(s)
+                || asof::uses_asof(s)
         });
         if !uses_thyme_syntax {
             let parsed = self.compat.parse(sql).map_err(syntax)?;
@@ -171,12 +173,12 @@ impl SqlParser {
             Some(i) => (tokens[..i].to_vec(), Some(tokens[i + 2..].to_vec())),
             None => (tokens, None),
         };
-        let stmt_tokens = crate::asof::rewrite_tokens(stmt_tokens)?;
+        let stmt_tokens = asof::rewrite_tokens(stmt_tokens)?;
         let mut statement = Parser::new(&self.dialect)
             .with_tokens_with_locations(stmt_tokens)
             .parse_statement()
             .map_err(syntax)?;
-        crate::asof::rewrite_statement(&mut statement, &self.dialect)?;
+        asof::rewrite_statement(&mut statement, &self.dialect)?;
         let as_of = match as_of_tokens {
             None => None,
             Some(t) if t.is_empty() => {

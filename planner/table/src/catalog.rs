@@ -15,6 +15,10 @@ use thyme_storage::{DatasetId, TemporalStore, WriteBatch};
 use crate::error::{Error, Result};
 use crate::types::DType;
 
+/// The table late events are recorded in (by the stream engine; read
+/// only to SQL).
+pub const LATE_TABLE: &str = "thyme_late_events";
+
 const DATASET_PREFIX: &str = "dataset/";
 
 /// One field of a dataset.
@@ -69,11 +73,11 @@ pub struct Dataset {
     ts_idx: usize,
     /// The decayed fields, resolved once.
     #[serde(skip)]
-    decay: crate::codec::Decay,
+    decay: Decay,
 }
 
 impl Dataset {
-    pub(crate) fn new(id: DatasetId, def: DatasetDef) -> Result<Self> {
+    pub fn new(id: DatasetId, def: DatasetDef) -> Result<Self> {
         def.validate()?;
         let fields: Vec<Field> = def
             .fields
@@ -93,7 +97,7 @@ impl Dataset {
             schema: Some(Arc::new(Schema::new(fields))),
             key_idx,
             ts_idx,
-            decay: crate::codec::Decay::resolve(&def),
+            decay: Decay::resolve(&def),
             def,
         })
     }
@@ -118,7 +122,7 @@ impl Dataset {
 
     /// Position of the event-time field.
     /// Fields that decay with read time (`ExpDecaySum` outputs).
-    pub(crate) fn decay(&self) -> &crate::codec::Decay {
+    pub fn decay(&self) -> &Decay {
         &self.decay
     }
 
@@ -318,5 +322,38 @@ impl Catalog {
         map.remove(name);
         *self.datasets.write().expect("catalog lock") = Arc::new(map);
         Ok(true)
+    }
+}
+
+/// Decayed fields of a dataset, resolved to field positions.
+#[derive(Debug, Clone, Default)]
+pub struct Decay {
+    pub fields: Vec<(usize, f64)>,
+}
+
+impl Decay {
+    pub fn resolve(def: &DatasetDef) -> Decay {
+        Decay {
+            fields: def
+                .decay
+                .iter()
+                .filter_map(|(name, h)| {
+                    def.fields
+                        .iter()
+                        .position(|f| &f.name == name && f.dtype == DType::Float)
+                        .map(|i| (i, *h as f64))
+                })
+                .collect(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Catalog").finish_non_exhaustive()
     }
 }

@@ -16,8 +16,8 @@ use arrow::record_batch::RecordBatch;
 use thyme_model::payload::JoinHow;
 use thyme_storage::TemporalStore;
 
-use crate::catalog::Dataset;
-use crate::error::{Error, Result};
+use thyme_table::catalog::Dataset;
+use thyme_table::error::{Error, Result};
 
 /// Rows moving between operators.
 #[derive(Debug, Clone)]
@@ -358,7 +358,7 @@ impl JoinExec {
         // Every left row's key read as of its event time (plus `after`).
         let read_at: Vec<i64> = ts.iter().map(|&t| t.saturating_add(self.after)).collect();
         let (right, found) =
-            crate::lookup::lookup_rows(store, &self.right, &key_cols, &read_at, &projection)?;
+            thyme_table::read::lookup_rows(store, &self.right, &key_cols, &read_at, &projection)?;
         let right_ts = right
             .column(self.fields.len())
             .as_any()

@@ -17,7 +17,7 @@
 //! **Evaluation** ([`Features::evaluate`]) runs the plan a batch at a time
 //! (never a call per row):
 //! - lookup: one seek per row in the temporal store, as of the row's time,
-//!   rows sharing a time in one multi-key seek ([`crate::lookup::lookup_rows`]);
+//!   rows sharing a time in one multi-key seek ([`thyme_table::read::lookup_rows`]);
 //!   the default where the key is absent;
 //! - alias: the input column;
 //! - expression: compiled once to a DataFusion physical expression;
@@ -26,12 +26,11 @@
 //!   `Dataset.lookup` inside it reads the store through [`StoreReader`].
 //!
 //! Every output is checked against its feature's type (and length), with
-//! errors that name the extractor. [`view`] makes each featureset a SQL view.
+//! errors that name the extractor. The SQL planner makes each featureset a
+//! view (`thyme_planner::view`).
 
-mod exec;
-pub mod view;
-
-pub use exec::FeaturesetExec;
+pub use thyme_table::read::{DatasetReader, KeyFields, StoreReader};
+pub use thyme_table::udf::{ExtractorCall, PythonRuntime};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,12 +43,10 @@ use serde_json::Value;
 use thyme_model::payload::{Extractor, ExtractorKind, Featureset};
 use thyme_model::{snake_case, Type};
 
-use crate::catalog::{Catalog, Dataset};
-use crate::error::{Error, Result};
-use crate::pipeline::expr::Compiled;
-use crate::pipeline::PythonRuntime;
-use crate::registry::{stored_type, Registry};
-use crate::types::{DType, UTC};
+use thyme_table::error::{Error, Result};
+use thyme_table::expr::Compiled;
+use thyme_table::registry::{stored_type, Registry};
+use thyme_table::types::{DType, UTC};
 
 /// A feature of the graph.
 #[derive(Debug, Clone)]
@@ -279,102 +276,6 @@ impl QueryPlan {
 /// of lookups ([`QueryPlan`] knows each group's fields).
 type LookupReads = HashMap<(String, Vec<String>), (RecordBatch, Vec<bool>)>;
 
-/// Key fields of a dataset: names and Arrow types, in key order.
-pub type KeyFields = Vec<(String, DataType)>;
-
-/// Reads keyed datasets for Python extractors (`Dataset.lookup`).
-pub trait DatasetReader: Send + Sync {
-    /// Key fields (name and Arrow type) and every field name of a dataset,
-    /// by class name.
-    fn describe(&self, dataset: &str) -> Result<(KeyFields, Vec<String>)>;
-
-    /// Row `i` of `dataset` for key `keys[..][i]` as of `ts[i]`: the chosen
-    /// `fields` (all when `None`) and whether each key was found.
-    fn lookup(
-        &self,
-        dataset: &str,
-        keys: &[ArrayRef],
-        ts: &[i64],
-        fields: Option<&[String]>,
-    ) -> Result<(RecordBatch, Vec<bool>)>;
-}
-
-/// [`DatasetReader`] over the catalog and its temporal store.
-pub struct StoreReader {
-    catalog: Arc<Catalog>,
-}
-
-impl StoreReader {
-    fn dataset(&self, name: &str) -> Result<Arc<Dataset>> {
-        let ds = self
-            .catalog
-            .get(&snake_case(name))
-            .or_else(|| self.catalog.get(name))
-            .ok_or_else(|| Error::UnknownTable(name.to_string()))?;
-        if !ds.is_keyed() {
-            return Err(Error::InvalidDefinition(format!(
-                "dataset {name} is keyless and cannot be looked up"
-            )));
-        }
-        Ok(ds)
-    }
-}
-
-impl DatasetReader for StoreReader {
-    fn describe(&self, dataset: &str) -> Result<(KeyFields, Vec<String>)> {
-        let ds = self.dataset(dataset)?;
-        let keys = ds
-            .key_indices()
-            .iter()
-            .map(|&i| (ds.fields()[i].name.clone(), ds.fields()[i].dtype.arrow()))
-            .collect();
-        Ok((keys, ds.fields().iter().map(|f| f.name.clone()).collect()))
-    }
-
-    fn lookup(
-        &self,
-        dataset: &str,
-        keys: &[ArrayRef],
-        ts: &[i64],
-        fields: Option<&[String]>,
-    ) -> Result<(RecordBatch, Vec<bool>)> {
-        let ds = self.dataset(dataset)?;
-        let projection: Vec<usize> = match fields {
-            None => (0..ds.fields().len()).collect(),
-            Some(names) => names
-                .iter()
-                .map(|n| {
-                    ds.fields()
-                        .iter()
-                        .position(|f| &f.name == n)
-                        .ok_or_else(|| Error::UnknownColumn {
-                            table: dataset.to_string(),
-                            column: n.clone(),
-                        })
-                })
-                .collect::<Result<_>>()?,
-        };
-        crate::lookup::lookup_rows(self.catalog.store().as_ref(), &ds, keys, ts, &projection)
-    }
-}
-
-/// What the Python runtime needs to call an extractor.
-pub struct ExtractorCall<'a> {
-    pub featureset: &'a str,
-    pub name: &'a str,
-    pub source: &'a str,
-    pub imports: &'a str,
-    /// Datasets the function reads with `Dataset.lookup` (class names).
-    pub deps: &'a [String],
-    /// One read time per row (µs, UTC).
-    pub ts: &'a ArrayRef,
-    /// Input columns with the names the function's parameters get.
-    pub inputs: Vec<(String, ArrayRef)>,
-    /// Output features (unqualified names) and their types.
-    pub outputs: Vec<(String, DataType)>,
-    pub reader: Arc<dyn DatasetReader>,
-}
-
 /// Featureset serving state: the graph of the committed featuresets (rebuilt
 /// when a commit changes them), the Python runtime, call counters.
 pub struct Features {
@@ -394,9 +295,7 @@ impl std::fmt::Debug for Features {
 
 impl Features {
     pub fn new(registry: Arc<Registry>) -> Self {
-        let reader = Arc::new(StoreReader {
-            catalog: registry.catalog().clone(),
-        });
+        let reader = Arc::new(StoreReader::new(registry.catalog().clone()));
         Features {
             registry,
             python: OnceLock::new(),
@@ -867,7 +766,7 @@ fn conform(a: ArrayRef, t: &DataType) -> std::result::Result<ArrayRef, String> {
 
 /// A one-element array of `dtype` holding the JSON value `v`.
 fn scalar_array(v: &Value, dtype: DType) -> std::result::Result<ArrayRef, String> {
-    crate::webhook::json_array(dtype, false, 1, &|_| v).map_err(|e| e.to_string())
+    thyme_table::webhook::json_array(dtype, false, 1, &|_| v).map_err(|e| e.to_string())
 }
 
 /// JSON values (request data) as an array of the feature's type, checked:
@@ -885,5 +784,5 @@ pub fn json_to_array(f: &FeatureInfo, qualified: &str, values: &[Value]) -> Resu
         }
     }
     let json_text = matches!(f.ty.non_optional(), Type::Map(_) | Type::Struct(_));
-    crate::webhook::json_array(f.dtype, json_text, values.len(), &|i| &values[i])
+    thyme_table::webhook::json_array(f.dtype, json_text, values.len(), &|i| &values[i])
 }

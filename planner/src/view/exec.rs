@@ -24,8 +24,8 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
 
-use super::{Features, QueryPlan};
-use crate::error::Error;
+use thyme_features::{Features, QueryPlan};
+use thyme_table::error::Error;
 
 /// Evaluates a featureset for fixed input rows at one read time.
 #[derive(Debug)]

@@ -16,7 +16,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::json;
 
 use super::*;
-use crate::types::Elem;
+use thyme_table::types::Elem;
 
 const M: i64 = 60_000_000;
 

@@ -9,9 +9,9 @@ use arrow::array::{
 use arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 
-use super::accum::V;
-use crate::error::{Error, Result};
-use crate::types::DType;
+use crate::accum::V;
+use thyme_table::error::{Error, Result};
+use thyme_table::types::DType;
 
 /// A typed reader over one column.
 pub enum Reader<'a> {
@@ -95,7 +95,7 @@ impl ColumnBuilder {
             }
             DType::Datetime => ColumnBuilder::Ts(
                 arrow::array::TimestampMicrosecondBuilder::with_capacity(cap)
-                    .with_timezone(crate::types::UTC),
+                    .with_timezone(thyme_table::types::UTC),
             ),
             DType::Date => ColumnBuilder::Date(arrow::array::Date32Builder::with_capacity(cap)),
             other => ColumnBuilder::Other(other, Vec::with_capacity(cap)),
@@ -197,7 +197,7 @@ pub fn scalar(dtype: DType, v: &V) -> Result<ScalarValue> {
         (DType::Bool, V::B(b)) => ScalarValue::Boolean(Some(*b)),
         (DType::Str, V::S(s)) => ScalarValue::Utf8(Some(s.to_string())),
         (DType::Datetime, V::I(i)) => {
-            ScalarValue::TimestampMicrosecond(Some(*i), Some(crate::types::UTC.into()))
+            ScalarValue::TimestampMicrosecond(Some(*i), Some(thyme_table::types::UTC.into()))
         }
         (DType::Date, V::I(i)) => ScalarValue::Date32(Some(*i as i32)),
         _ => return Err(bad()),

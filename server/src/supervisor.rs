@@ -1,8 +1,8 @@
-//! The engine runtime: one thread per committed pipeline.
+//! The pipeline supervisor ([`PipelineSupervisor`]): one thread per committed pipeline.
 //!
 //! A supervisor thread watches the committed definitions; for every
 //! pipeline of every committed dataset it keeps one runner thread
-//! ([`thyme_planner::pipeline::PipelineRunner`]) that steps as long as its
+//! ([`thyme_stream::PipelineRunner`]) that steps as long as its
 //! inputs have records and otherwise sleeps briefly (aggregations still
 //! advance with the clock, so windows close when no events arrive). A
 //! recommitted dataset (new table) gets a new runner; the old one stops. A
@@ -17,8 +17,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use thyme_planner::pipeline::{PipelineRunner, Progress, PythonRuntime};
 use thyme_planner::Engine;
+use thyme_stream::{PipelineRunner, Progress, PythonRuntime};
 
 /// Every committed pipeline: (runner id, dataset, pipeline).
 fn committed(
@@ -85,7 +85,7 @@ struct Worker {
 }
 
 /// The running pipelines.
-pub struct Pipelines {
+pub struct PipelineSupervisor {
     engine: Arc<Engine>,
     python: Option<Arc<dyn PythonRuntime>>,
     status: Mutex<BTreeMap<String, Status>>,
@@ -93,10 +93,13 @@ pub struct Pipelines {
     supervisor: Mutex<Option<JoinHandle<()>>>,
 }
 
-impl Pipelines {
+impl PipelineSupervisor {
     /// Start the supervisor.
-    pub fn start(engine: Arc<Engine>, python: Option<Arc<dyn PythonRuntime>>) -> Arc<Pipelines> {
-        let p = Arc::new(Pipelines {
+    pub fn start(
+        engine: Arc<Engine>,
+        python: Option<Arc<dyn PythonRuntime>>,
+    ) -> Arc<PipelineSupervisor> {
+        let p = Arc::new(PipelineSupervisor {
             engine: engine.clone(),
             python,
             status: Mutex::new(BTreeMap::new()),

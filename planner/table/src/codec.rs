@@ -28,12 +28,12 @@ use arrow::datatypes::{FieldRef, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use datafusion::common::ScalarValue;
 
-use crate::catalog::Dataset;
+use crate::catalog::{Dataset, Decay};
 use crate::error::{Error, Result};
 use crate::types::{DType, DECIMAL_PRECISION, UTC};
 
 /// A typed view of one column of a batch that matches a dataset's schema.
-pub(crate) enum Col<'a> {
+pub enum Col<'a> {
     Int(&'a Int64Array),
     Float(&'a Float64Array),
     Bool(&'a BooleanArray),
@@ -46,7 +46,7 @@ pub(crate) enum Col<'a> {
 }
 
 impl<'a> Col<'a> {
-    pub(crate) fn new(dtype: DType, a: &'a ArrayRef) -> Result<Self> {
+    pub fn new(dtype: DType, a: &'a ArrayRef) -> Result<Self> {
         fn dc<T: 'static>(a: &ArrayRef) -> Result<&T> {
             a.as_any()
                 .downcast_ref::<T>()
@@ -68,7 +68,7 @@ impl<'a> Col<'a> {
         })
     }
 
-    pub(crate) fn is_null(&self, i: usize) -> bool {
+    pub fn is_null(&self, i: usize) -> bool {
         match self {
             Col::Int(a) => a.is_null(i),
             Col::Float(a) => a.is_null(i),
@@ -118,7 +118,7 @@ impl<'a> Col<'a> {
         }
     }
 
-    pub(crate) fn encode_key(&self, i: usize, out: &mut Vec<u8>) {
+    pub fn encode_key(&self, i: usize, out: &mut Vec<u8>) {
         match self {
             Col::Int(a) => key_i64(a.value(i), out),
             Col::Ts(a) => key_i64(a.value(i), out),
@@ -143,7 +143,7 @@ impl<'a> Col<'a> {
     }
 
     /// The value at `i` as a timestamp in microseconds (for the event-time column).
-    pub(crate) fn ts(&self, i: usize) -> i64 {
+    pub fn ts(&self, i: usize) -> i64 {
         match self {
             Col::Ts(a) => a.value(i),
             Col::Int(a) => a.value(i),
@@ -167,14 +167,14 @@ fn key_bytes(v: &[u8], out: &mut Vec<u8>) {
 }
 
 /// Encodes the rows of one batch (already shaped like the dataset).
-pub(crate) struct RowEncoder<'a> {
+pub struct RowEncoder<'a> {
     cols: Vec<Col<'a>>,
     key_idx: &'a [usize],
     ts_idx: usize,
 }
 
 impl<'a> RowEncoder<'a> {
-    pub(crate) fn new(ds: &'a Dataset, batch: &'a RecordBatch) -> Result<Self> {
+    pub fn new(ds: &'a Dataset, batch: &'a RecordBatch) -> Result<Self> {
         let cols = ds
             .fields()
             .iter()
@@ -188,12 +188,12 @@ impl<'a> RowEncoder<'a> {
         })
     }
 
-    pub(crate) fn ts(&self, row: usize) -> i64 {
+    pub fn ts(&self, row: usize) -> i64 {
         self.cols[self.ts_idx].ts(row)
     }
 
     /// Encode row `row` into `out` (cleared first).
-    pub(crate) fn encode_row(&self, row: usize, out: &mut Vec<u8>) {
+    pub fn encode_row(&self, row: usize, out: &mut Vec<u8>) {
         out.clear();
         let n = self.cols.len();
         let bitmap_len = n.div_ceil(8);
@@ -208,7 +208,7 @@ impl<'a> RowEncoder<'a> {
     }
 
     /// Encode only the key and event time of `row` (a delete marker's row).
-    pub(crate) fn encode_key_row(&self, row: usize, out: &mut Vec<u8>) {
+    pub fn encode_key_row(&self, row: usize, out: &mut Vec<u8>) {
         out.clear();
         let n = self.cols.len();
         out.resize(n.div_ceil(8), 0);
@@ -222,7 +222,7 @@ impl<'a> RowEncoder<'a> {
     }
 
     /// Encode the key fields of `row` into `out` (cleared first).
-    pub(crate) fn encode_key(&self, row: usize, out: &mut Vec<u8>) {
+    pub fn encode_key(&self, row: usize, out: &mut Vec<u8>) {
         out.clear();
         for &k in self.key_idx {
             self.cols[k].encode_key(row, out);
@@ -233,7 +233,7 @@ impl<'a> RowEncoder<'a> {
 /// Encode one key field from a scalar (used for pushed-down predicates).
 /// Returns `None` when the scalar cannot be a value of the field (so nothing
 /// can match).
-pub(crate) fn encode_key_scalar(dtype: DType, v: &ScalarValue, out: &mut Vec<u8>) -> Option<()> {
+pub fn encode_key_scalar(dtype: DType, v: &ScalarValue, out: &mut Vec<u8>) -> Option<()> {
     // A fractional number never equals an integer key (casting would truncate).
     let fractional = match v {
         ScalarValue::Float64(Some(f)) => f.fract() != 0.0,
@@ -445,7 +445,7 @@ fn width(dtype: DType, row: &[u8]) -> Result<usize> {
 }
 
 /// Decodes stored rows into Arrow columns, keeping only the projected fields.
-pub(crate) struct RowDecoder {
+pub struct RowDecoder {
     dtypes: Vec<DType>,
     /// For every field: its builder slot in the output, if projected.
     slots: Vec<Option<usize>>,
@@ -456,7 +456,7 @@ pub(crate) struct RowDecoder {
 
 impl RowDecoder {
     /// `projection` lists dataset field positions in output order.
-    pub(crate) fn new(ds: &Dataset, projection: &[usize], schema: SchemaRef, cap: usize) -> Self {
+    pub fn new(ds: &Dataset, projection: &[usize], schema: SchemaRef, cap: usize) -> Self {
         let dtypes: Vec<DType> = ds.fields().iter().map(|f| f.dtype).collect();
         let mut slots = vec![None; dtypes.len()];
         let mut builders = Vec::with_capacity(projection.len());
@@ -473,12 +473,12 @@ impl RowDecoder {
         }
     }
 
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.rows
     }
 
     /// Append one stored row.
-    pub(crate) fn append(&mut self, row: &[u8]) -> Result<()> {
+    pub fn append(&mut self, row: &[u8]) -> Result<()> {
         let n = self.dtypes.len();
         let mut rest = row;
         let bitmap = take(&mut rest, n.div_ceil(8))?;
@@ -508,7 +508,7 @@ impl RowDecoder {
 
     /// Finish the current batch, with `extra` columns appended after the
     /// projected fields.
-    pub(crate) fn finish(&mut self, extra: Vec<ArrayRef>) -> Result<RecordBatch> {
+    pub fn finish(&mut self, extra: Vec<ArrayRef>) -> Result<RecordBatch> {
         let mut cols: Vec<ArrayRef> = self.builders.iter_mut().map(|b| b.finish()).collect();
         cols.extend(extra);
         let rows = std::mem::take(&mut self.rows);
@@ -518,35 +518,12 @@ impl RowDecoder {
     }
 }
 
-/// Decayed fields of a dataset, resolved to field positions.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Decay {
-    fields: Vec<(usize, f64)>,
-}
-
+/// Reading decayed fields (`ExpDecaySum` outputs): the decay itself is
+/// resolved with the dataset ([`Decay`]), applied here where rows decode.
 impl Decay {
-    pub(crate) fn resolve(def: &crate::catalog::DatasetDef) -> Decay {
-        Decay {
-            fields: def
-                .decay
-                .iter()
-                .filter_map(|(name, h)| {
-                    def.fields
-                        .iter()
-                        .position(|f| &f.name == name && f.dtype == DType::Float)
-                        .map(|i| (i, *h as f64))
-                })
-                .collect(),
-        }
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.fields.is_empty()
-    }
-
     /// The row as read at `as_of` (`i64::MAX`: now): every decayed field
     /// multiplied by `2^(-(as_of - ts) / half_life)`.
-    pub(crate) fn apply(&self, ds: &Dataset, row: &[u8], as_of: i64) -> Result<Vec<u8>> {
+    pub fn apply(&self, ds: &Dataset, row: &[u8], as_of: i64) -> Result<Vec<u8>> {
         let read_at = if as_of == i64::MAX {
             chrono::Utc::now().timestamp_micros()
         } else {

@@ -24,7 +24,7 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
 
-use crate::error::{Error, Result};
+use thyme_table::error::{Error, Result};
 
 /// One value an event contributes (or a group-key component).
 #[derive(Debug, Clone, PartialEq)]

@@ -24,7 +24,7 @@
 use thyme_model::duration::{self, Duration};
 use thyme_model::payload::Window;
 
-use crate::error::{Error, Result};
+use thyme_table::error::{Error, Result};
 
 /// A window in microseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

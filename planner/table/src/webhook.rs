@@ -126,7 +126,7 @@ fn internal(e: String) -> Error {
 }
 
 /// One Arrow array of `dtype` from `n` checked JSON values.
-pub(crate) fn json_array<'v>(
+pub fn json_array<'v>(
     dtype: DType,
     json_text: bool,
     n: usize,

@@ -11,6 +11,8 @@
 //! predicates are applied to the evaluated rows. A query that does not
 //! bind every input is refused with a message that names the inputs.
 
+mod exec;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -23,10 +25,11 @@ use datafusion::datasource::{TableProvider, TableType};
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 
-use super::exec::FeaturesetExec;
-use super::Features;
-use crate::error::Error;
+use thyme_features::Features;
+
 use crate::provider::{column_op_literal, session_as_of, split_conjunction};
+pub use exec::FeaturesetExec;
+use thyme_table::error::Error;
 
 /// Largest number of input rows a view query may bind.
 const MAX_ROWS: usize = 100_000;
@@ -96,7 +99,7 @@ impl FeaturesetTable {
             column,
             arrow::datatypes::DataType::Timestamp(
                 arrow::datatypes::TimeUnit::Microsecond,
-                Some(crate::types::UTC.into()),
+                Some(thyme_table::types::UTC.into()),
             ),
             true,
         ));

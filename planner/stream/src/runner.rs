@@ -1,38 +1,6 @@
-//! Pipelines: the operator graphs committed with datasets, run continuously
-//! in event time.
-//!
-//! A [`PipelineRunner`] owns one committed pipeline. Each [`step`] reads the
-//! next records of its input datasets' logs (from the offsets it stored),
-//! pushes them through the operators in Arrow batches, and commits — in one
-//! atomic [`WriteBatch`] — the output rows (versions or events plus the
-//! output dataset's log records, so pipelines chain), the operators' state
-//! and the new input offsets. A crash at any moment therefore leaves either
-//! the state before the step or the state after it: restarted, the runner
-//! resumes from the stored offsets and produces exactly what an
-//! uninterrupted run would. A newly committed pipeline starts at offset 0:
-//! its first steps *backfill* the full history of its inputs, then it
-//! follows live.
-//!
-//! **Event time.** Each input has a watermark: the newest event time seen
-//! minus the input's `disorder` (the source's, or for a dataset made by a
-//! pipeline the largest of its inputs'; none declared: no watermark).
-//! Events at or after the watermark are applied at their event time, out of
-//! order or not; older ones are *late*: they are not applied, but counted
-//! (progress, `/metrics`) and recorded in the `thyme_late_events` table.
-//!
-//! Operators live in [`ops`] (stateless ones and the as-of join),
-//! [`aggregate`] (windowed aggregation) and here (`first` / `latest` /
-//! `dedup`, which write keyed versions directly).
-//!
-//! [`step`]: PipelineRunner::step
-
-pub mod accum;
-pub mod aggregate;
-mod events;
-pub mod expr;
-pub mod ops;
-mod values;
-pub mod window;
+//! [`PipelineRunner`]: one committed pipeline's operator graph, its input
+//! offsets and checkpoint, and the step that reads, computes and commits
+//! atomically (see the crate docs for the guarantees).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -48,47 +16,19 @@ use thyme_model::duration::{self, Duration};
 use thyme_model::payload::{ExprOrFunc, Node, Pipeline};
 use thyme_storage::{DatasetId, TemporalStore, WriteBatch};
 
-use crate::catalog::{Catalog, Dataset, DatasetDef, FieldDef};
-use crate::codec::RowDecoder;
-use crate::error::{Error, Result};
-use crate::ingest::{add_deletes, add_rows, LOG_DELETE};
-use crate::registry::Registry;
-use crate::types::DType;
-use aggregate::AggregateExec;
-use expr::Compiled;
-use ops::{Flow, JoinExec};
+use thyme_table::catalog::{Catalog, Dataset, DatasetDef, FieldDef};
+use thyme_table::codec::RowDecoder;
+use thyme_table::error::{Error, Result};
+use thyme_table::expr::Compiled;
+use thyme_table::ingest::{add_deletes, add_rows, LOG_DELETE};
+use thyme_table::registry::Registry;
+use thyme_table::types::DType;
+use thyme_table::udf::PythonRuntime;
 
-/// Runs the Python functions shipped with pipelines. The server implements
-/// it with its embedded interpreter; without one, pipelines that use Python
-/// functions report an error instead of running.
-pub trait PythonRuntime: Send + Sync {
-    /// Call `func` with `batch` as a pandas DataFrame; its result (a Series
-    /// or list, one value per row) as an array of `dtype`.
-    fn call_series(
-        &self,
-        func: &thyme_model::payload::Func,
-        imports: &str,
-        batch: &RecordBatch,
-        dtype: &arrow::datatypes::DataType,
-    ) -> Result<ArrayRef>;
+use crate::aggregate::AggregateExec;
+use crate::ops::{self, Flow, JoinExec};
 
-    /// Call a `transform` function: DataFrame in, DataFrame out, read back
-    /// with the columns of `schema`.
-    fn call_frame(
-        &self,
-        func: &thyme_model::payload::Func,
-        imports: &str,
-        batch: &RecordBatch,
-        schema: SchemaRef,
-    ) -> Result<RecordBatch>;
-
-    /// Call a featureset's Python extractor (see [`crate::featureset`]):
-    /// one array per output, of the output's type.
-    fn call_extractor(&self, call: &crate::featureset::ExtractorCall<'_>) -> Result<Vec<ArrayRef>>;
-}
-
-/// The table late events are recorded in.
-pub const LATE_TABLE: &str = "thyme_late_events";
+pub use thyme_table::catalog::LATE_TABLE;
 
 /// How long (microseconds) a pipeline's inputs must have had nothing new
 /// before its aggregations advance with the clock instead of event time
@@ -342,7 +282,7 @@ impl PipelineRunner {
                             schema
                                 .iter()
                                 .map(|(n, t)| {
-                                    let (d, _) = crate::registry::stored_type(t)
+                                    let (d, _) = thyme_table::registry::stored_type(t)
                                         .map_err(Error::InvalidDefinition)?;
                                     Ok(Field::new(n, d.arrow(), true))
                                 })
@@ -749,10 +689,13 @@ impl PipelineRunner {
         let n = rows.len();
         let mut p = StringBuilder::new();
         let mut d = StringBuilder::new();
-        let mut e = TimestampMicrosecondBuilder::with_capacity(n).with_timezone(crate::types::UTC);
-        let mut w = TimestampMicrosecondBuilder::with_capacity(n).with_timezone(crate::types::UTC);
+        let mut e =
+            TimestampMicrosecondBuilder::with_capacity(n).with_timezone(thyme_table::types::UTC);
+        let mut w =
+            TimestampMicrosecondBuilder::with_capacity(n).with_timezone(thyme_table::types::UTC);
         let mut r = StringBuilder::new();
-        let mut t = TimestampMicrosecondBuilder::with_capacity(n).with_timezone(crate::types::UTC);
+        let mut t =
+            TimestampMicrosecondBuilder::with_capacity(n).with_timezone(thyme_table::types::UTC);
         for (i, ts, wm, row) in rows {
             p.append_value(&self.name);
             d.append_value(self.inputs[*i].ds.name());
@@ -848,7 +791,7 @@ impl PipelineRunner {
             for (key, ts, row) in rewrites.drain(..) {
                 wb.put_version(self.out.id, &key, ts, &row);
                 rec.clear();
-                rec.push(crate::ingest::LOG_UPSERT);
+                rec.push(thyme_table::ingest::LOG_UPSERT);
                 rec.extend_from_slice(&row);
                 wb.append_log(self.out.id, &rec);
             }
@@ -923,7 +866,7 @@ fn apply(op: &mut Op, env: &Env<'_>, id: usize, f: Flow, wb: &mut WriteBatch) ->
                         let e = match &a.value {
                             ExprOrFunc::Expr { expr } => expr,
                             ExprOrFunc::Func { func } => {
-                                let (d, _) = crate::registry::stored_type(&a.ty)
+                                let (d, _) = thyme_table::registry::stored_type(&a.ty)
                                     .map_err(Error::InvalidDefinition)?;
                                 let v = env.python("assign()")?.call_series(
                                     func,
@@ -1005,7 +948,7 @@ fn apply(op: &mut Op, env: &Env<'_>, id: usize, f: Flow, wb: &mut WriteBatch) ->
             // the displaced version is rewritten with it after this step's
             // rows).
             let conformed = conform(out, &f)?;
-            let enc = crate::codec::RowEncoder::new(out, &conformed)?;
+            let enc = thyme_table::codec::RowEncoder::new(out, &conformed)?;
             let mut best: HashMap<Vec<u8>, (i64, usize)> = HashMap::new();
             let mut key = Vec::new();
             for r in 0..f.len() {
@@ -1093,7 +1036,7 @@ fn conform(out: &Dataset, f: &Flow) -> Result<RecordBatch> {
                     out.name()
                 ))
             })?;
-            crate::ingest::conform_column(out, j, c, 0)
+            thyme_table::ingest::conform_column(out, j, c, 0)
         })
         .collect::<Result<Vec<_>>>()?;
     RecordBatch::try_new(relaxed(out), cols).map_err(|e| Error::Internal(e.to_string()))

@@ -3,7 +3,7 @@
 //! ## Semantics
 //! The output is a keyed dataset whose value for key `k` read at time `t` is,
 //! for every aggregation, the aggregate over the events of `k` that count at
-//! `t` under its window (see [`super::window`]): for `Continuous("7d")` the
+//! `t` under its window (see [`crate::window`]): for `Continuous("7d")` the
 //! events with timestamp in `[t - 7d, t]`. The value is exact at every `t`,
 //! also between events: it changes only at *change points* (an event entering
 //! or leaving a window), and the operator writes one output version per key
@@ -43,13 +43,13 @@ use arrow::record_batch::RecordBatch;
 use thyme_model::payload::{Agg, AggKind, Window};
 use thyme_storage::{DatasetId, TemporalStore, WriteBatch};
 
-use super::accum::{Acc, OrdV, Sketch, V};
-use super::events::Events;
-use super::values::{Cell, ColumnBuilder, Reader};
-use super::window::Win;
-use crate::catalog::Dataset;
-use crate::error::{Error, Result};
-use crate::types::DType;
+use crate::accum::{Acc, OrdV, Sketch, V};
+use crate::events::Events;
+use crate::values::{Cell, ColumnBuilder, Reader};
+use crate::window::Win;
+use thyme_table::catalog::Dataset;
+use thyme_table::error::{Error, Result};
+use thyme_table::types::DType;
 
 struct AggSpec {
     kind: AggKind,
@@ -846,7 +846,7 @@ mod tests {
 /// write: `fields` are (name, type, nullable).
 #[cfg(test)]
 fn test_output(fields: &[(&str, DType, bool)]) -> Arc<Dataset> {
-    use crate::catalog::{DatasetDef, FieldDef};
+    use thyme_table::catalog::{DatasetDef, FieldDef};
     let fields = fields
         .iter()
         .map(|(name, dtype, nullable)| FieldDef {

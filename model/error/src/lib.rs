@@ -1,0 +1,202 @@
+//! What kind of failure an error is, independent of the crate that raised
+//! it (GreptimeDB's status codes play the same part).
+//!
+//! Every crate's error enum has a `kind()` returning an [`ErrorKind`]; the
+//! server turns a kind into a SQLSTATE (pgwire) and an HTTP status with a
+//! stable code (the HTTP APIs) in exactly one place, `server/src/errors.rs`,
+//! with exhaustive matches, so a new kind cannot ship unmapped. Crates never
+//! name SQLSTATEs or HTTP statuses themselves.
+//!
+//! Kinds are about the *cause* as a client sees it: bad SQL, a missing
+//! table, a value that does not fit, an extractor that raised, an internal
+//! fault. Internal kinds ([`ErrorKind::Internal`], [`ErrorKind::Storage`])
+//! are logged with their detail and shown to clients only generically.
+
+/// The kind of an error. See the module docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ErrorKind {
+    // --- The statement or request itself ---
+    /// SQL (or an expression) that does not parse.
+    Syntax,
+    /// A query that parses but cannot be planned as written.
+    InvalidQuery,
+    /// A statement or request uses something Thyme does not do.
+    Unsupported,
+    /// A function that does not exist (or not for those argument types).
+    UnknownFunction,
+    /// Operands whose types do not fit together.
+    TypeMismatch,
+    /// A session setting or request parameter given a value it does not take.
+    InvalidParameter,
+    /// A malformed request (HTTP body or query string, protocol message).
+    InvalidRequest,
+    /// A message that breaks the wire protocol.
+    ProtocolViolation,
+
+    // --- Names ---
+    /// A table (dataset, view) that does not exist.
+    UnknownTable,
+    /// A table that already exists.
+    DuplicateTable,
+    /// A column that does not exist.
+    UnknownColumn,
+    /// A column reference that matches more than one column.
+    AmbiguousColumn,
+    /// A feature or featureset that does not exist.
+    UnknownFeature,
+    /// A webhook endpoint no dataset is sourced from.
+    UnknownEndpoint,
+    /// A job (offline query) that does not exist.
+    UnknownJob,
+
+    // --- Data ---
+    /// A value that does not fit its type.
+    InvalidValue,
+    /// A date or time value that does not fit its type.
+    InvalidDatetime,
+    /// A missing required value (keys, event time, required fields).
+    NotNull,
+    /// A row of ingested data that does not fit its dataset.
+    InvalidRow,
+    /// Division by zero.
+    DivisionByZero,
+    /// Any other failure computing a value (a cast, an overflow, ...).
+    DataException,
+
+    // --- Definitions and objects ---
+    /// A definition (commit, CREATE TABLE) that is refused.
+    InvalidDefinition,
+    /// A write into an object that only Thyme writes (a pipeline's output).
+    ReadOnly,
+    /// A featureset query that does not bind the inputs it needs.
+    UnboundInputs,
+
+    // --- User code ---
+    /// A committed extractor or function raised, or returned the wrong shape.
+    UserCode,
+    /// User code ran past its time limit and was stopped.
+    UserCodeTimeout,
+
+    // --- Resources and the server ---
+    /// A request that conflicts with the state of an object (a job id in
+    /// use).
+    Conflict,
+    /// A request body in a format the endpoint does not read.
+    UnsupportedMediaType,
+    /// A statement or request larger than a limit of the server.
+    LimitExceeded,
+    /// The client canceled the statement, or went away.
+    Canceled,
+    /// A memory or other resource limit was reached.
+    ResourcesExhausted,
+    /// The server or a part it needs is not available now.
+    Unavailable,
+    /// The store failed (I/O, corruption, a locked data directory).
+    Storage,
+    /// A bug or an impossible state.
+    Internal,
+}
+
+impl ErrorKind {
+    /// Every kind, for exhaustive tests of the maps built on it.
+    pub const ALL: &'static [ErrorKind] = &[
+        ErrorKind::Syntax,
+        ErrorKind::InvalidQuery,
+        ErrorKind::Unsupported,
+        ErrorKind::UnknownFunction,
+        ErrorKind::TypeMismatch,
+        ErrorKind::InvalidParameter,
+        ErrorKind::InvalidRequest,
+        ErrorKind::ProtocolViolation,
+        ErrorKind::UnknownTable,
+        ErrorKind::DuplicateTable,
+        ErrorKind::UnknownColumn,
+        ErrorKind::AmbiguousColumn,
+        ErrorKind::UnknownFeature,
+        ErrorKind::UnknownEndpoint,
+        ErrorKind::UnknownJob,
+        ErrorKind::InvalidValue,
+        ErrorKind::InvalidDatetime,
+        ErrorKind::NotNull,
+        ErrorKind::InvalidRow,
+        ErrorKind::DivisionByZero,
+        ErrorKind::DataException,
+        ErrorKind::InvalidDefinition,
+        ErrorKind::ReadOnly,
+        ErrorKind::UnboundInputs,
+        ErrorKind::UserCode,
+        ErrorKind::UserCodeTimeout,
+        ErrorKind::Conflict,
+        ErrorKind::UnsupportedMediaType,
+        ErrorKind::LimitExceeded,
+        ErrorKind::Canceled,
+        ErrorKind::ResourcesExhausted,
+        ErrorKind::Unavailable,
+        ErrorKind::Storage,
+        ErrorKind::Internal,
+    ];
+
+    /// Whether the detail of such an error stays in the server log (the
+    /// client gets a generic message).
+    pub fn is_internal(self) -> bool {
+        matches!(self, ErrorKind::Internal | ErrorKind::Storage)
+    }
+}
+
+/// An error that knows its kind.
+pub trait ErrorExt: std::error::Error {
+    fn kind(&self) -> ErrorKind;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `ALL` lists every kind once (a kind added to the enum but not to
+    /// `ALL` fails here: the match has no default arm).
+    #[test]
+    fn all_lists_every_kind_once() {
+        let mut seen = std::collections::HashSet::new();
+        for &k in ErrorKind::ALL {
+            assert!(seen.insert(k), "{k:?} twice");
+            let position = match k {
+                ErrorKind::Syntax => 0,
+                ErrorKind::InvalidQuery => 1,
+                ErrorKind::Unsupported => 2,
+                ErrorKind::UnknownFunction => 3,
+                ErrorKind::TypeMismatch => 4,
+                ErrorKind::InvalidParameter => 5,
+                ErrorKind::InvalidRequest => 6,
+                ErrorKind::ProtocolViolation => 7,
+                ErrorKind::UnknownTable => 8,
+                ErrorKind::DuplicateTable => 9,
+                ErrorKind::UnknownColumn => 10,
+                ErrorKind::AmbiguousColumn => 11,
+                ErrorKind::UnknownFeature => 12,
+                ErrorKind::UnknownEndpoint => 13,
+                ErrorKind::UnknownJob => 14,
+                ErrorKind::InvalidValue => 15,
+                ErrorKind::InvalidDatetime => 16,
+                ErrorKind::NotNull => 17,
+                ErrorKind::InvalidRow => 18,
+                ErrorKind::DivisionByZero => 19,
+                ErrorKind::DataException => 20,
+                ErrorKind::InvalidDefinition => 21,
+                ErrorKind::ReadOnly => 22,
+                ErrorKind::UnboundInputs => 23,
+                ErrorKind::UserCode => 24,
+                ErrorKind::UserCodeTimeout => 25,
+                ErrorKind::Conflict => 26,
+                ErrorKind::UnsupportedMediaType => 27,
+                ErrorKind::LimitExceeded => 28,
+                ErrorKind::Canceled => 29,
+                ErrorKind::ResourcesExhausted => 30,
+                ErrorKind::Unavailable => 31,
+                ErrorKind::Storage => 32,
+                ErrorKind::Internal => 33,
+            };
+            assert_eq!(ErrorKind::ALL[position], k);
+        }
+        assert_eq!(seen.len(), 34);
+    }
+}
