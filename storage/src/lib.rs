@@ -3,7 +3,8 @@
 //! This crate owns everything that touches disk. It exposes a byte-level
 //! [`TemporalStore`] trait (in the TiKV style: the engine is behind a trait and
 //! nothing above this crate names it) and one implementation backed by
-//! RocksDB ([`RocksStore`]).
+//! RocksDB ([`RocksStore`]); with the `testing` feature, an in-memory one
+//! (`memory::MemoryStore`) for the unit tests of the crates above.
 //!
 //! What it stores, per dataset (a `u32` id handed out by the store):
 //! - **versions** of keyed rows: `(key, event time, write sequence) -> row`.
@@ -22,6 +23,9 @@
 mod batch;
 mod error;
 mod keys;
+#[cfg(any(test, feature = "testing"))]
+pub mod memory;
+mod pooled_db;
 mod rocks;
 
 pub use batch::WriteBatch;

@@ -34,7 +34,6 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::Instant;
 
 use fs2::FileExt;
 use rocksdb::{
@@ -43,6 +42,7 @@ use rocksdb::{
 };
 
 use crate::batch::Op;
+use crate::pooled_db::PooledDb;
 use crate::keys::{self, TAG_DELETE, TAG_PUT};
 use crate::{
     DatasetId, Error, Result, TemporalStore, TimeRange, VersionRef, Visitor, WriteBatch,
@@ -123,11 +123,8 @@ struct Counters {
 /// The RocksDB-backed temporal store. Opening it takes an exclusive lock on
 /// the directory; a second server on the same directory gets [`Error::Locked`].
 pub struct RocksStore {
-    /// Idle point-read iterators over `versions`, with when each was last
-    /// used. They borrow `db`, and are declared before it so that they are
-    /// dropped first.
-    cursors: Mutex<Vec<(DBRawIterator<'static>, Instant)>>,
-    db: DB,
+    /// The database, with idle point-read iterators over `versions`.
+    db: PooledDb,
     counters: Mutex<Counters>,
     sync_writes: bool,
     path: PathBuf,
@@ -261,8 +258,7 @@ impl RocksStore {
         let db = DB::open_cf_descriptors(&db_opts, &db_path, cfs).map_err(engine)?;
 
         let mut store = RocksStore {
-            cursors: Mutex::new(Vec::new()),
-            db,
+            db: PooledDb::new(db, POOLED_CURSORS),
             counters: Mutex::new(Counters {
                 seq: 0,
                 next_ds: 1,
@@ -370,30 +366,8 @@ impl RocksStore {
     /// write committed before this call: a pooled one, refreshed, or a new
     /// one. The iterator goes back to the pool unless `f` failed.
     fn with_cursor<R>(&self, f: impl FnOnce(&mut DBRawIterator<'_>) -> Result<R>) -> Result<R> {
-        let pooled = self
-            .cursors
-            .lock()
-            .expect("not poisoned")
-            .pop()
-            .and_then(|(mut it, _)| it.refresh().is_ok().then_some(it));
-        let mut it = match pooled {
-            Some(it) => it,
-            None => {
-                let it = self.db.raw_iterator_cf(self.cf(CF_VERSIONS));
-                // SAFETY: the iterator borrows `self.db`. It is only ever
-                // stored in `self.cursors`, which is dropped before `db`
-                // (field order) and is not reachable from outside the store;
-                // RocksDB iterators point at the database's heap state, not at
-                // the `DB` value, so moving the store does not invalidate them.
-                unsafe { std::mem::transmute::<DBRawIterator<'_>, DBRawIterator<'static>>(it) }
-            }
-        };
-        let out = f(&mut it)?;
-        let mut pool = self.cursors.lock().expect("not poisoned");
-        if pool.len() < POOLED_CURSORS {
-            pool.push((it, Instant::now()));
-        }
-        Ok(out)
+        self.db
+            .with_cursor(|db| db.raw_iterator_cf(self.cf(CF_VERSIONS)), f)
     }
 
     fn log_end_key(ds: DatasetId) -> Vec<u8> {
@@ -632,9 +606,7 @@ impl TemporalStore for RocksStore {
         let catalog = self.cf(CF_CATALOG);
         let meta = self.cf(CF_META);
 
-        if let Ok(mut pool) = self.cursors.try_lock() {
-            pool.retain(|(_, used)| used.elapsed() < CURSOR_IDLE);
-        }
+        self.db.drop_idle(CURSOR_IDLE);
         let mut counters = self.counters.lock().expect("writer mutex poisoned");
         let mut seq = counters.seq;
         let first_seq = seq + 1;
@@ -1083,7 +1055,7 @@ impl TemporalStore for RocksStore {
     }
 
     fn flush(&self) -> Result<()> {
-        self.cursors.lock().expect("not poisoned").clear();
+        self.db.clear();
         self.db.flush_wal(true).map_err(engine)?;
         // All column families in one atomic flush (see `open`).
         let cfs: Vec<&ColumnFamily> = ALL_CFS.iter().map(|cf| self.cf(cf)).collect();
@@ -1195,7 +1167,7 @@ mod tests {
         put(&store, b"k", 10, b"a");
         assert_eq!(latest(&store, b"k").as_deref(), Some(&b"a"[..]));
         assert_eq!(
-            store.cursors.lock().unwrap().len(),
+            store.db.pooled(),
             1,
             "the cursor is pooled"
         );
@@ -1208,7 +1180,7 @@ mod tests {
         store.db.flush_cf(store.cf(CF_VERSIONS)).unwrap();
         put(&store, b"k", 30, b"c");
         assert_eq!(latest(&store, b"k").as_deref(), Some(&b"c"[..]));
-        assert_eq!(store.cursors.lock().unwrap().len(), 1);
+        assert_eq!(store.db.pooled(), 1);
 
         // A range delete (dropping the dataset's data).
         let mut wb = WriteBatch::new();
@@ -1228,22 +1200,22 @@ mod tests {
                 });
             }
         });
-        assert!(store.cursors.lock().unwrap().len() <= POOLED_CURSORS);
+        assert!(store.db.pooled() <= POOLED_CURSORS);
 
         store.flush().unwrap();
         assert!(
-            store.cursors.lock().unwrap().is_empty(),
+            store.db.pooled() == 0,
             "flush empties the pool"
         );
 
         // A write drops cursors idle for longer than CURSOR_IDLE, not others.
         assert_eq!(latest(&store, b"k").as_deref(), Some(&b"d"[..]));
         put(&store, b"k", 50, b"e");
-        assert_eq!(store.cursors.lock().unwrap().len(), 1);
+        assert_eq!(store.db.pooled(), 1);
         std::thread::sleep(CURSOR_IDLE + std::time::Duration::from_millis(100));
         put(&store, b"k", 60, b"f");
         assert!(
-            store.cursors.lock().unwrap().is_empty(),
+            store.db.pooled() == 0,
             "idle cursor dropped"
         );
         assert_eq!(latest(&store, b"k").as_deref(), Some(&b"f"[..]));

@@ -1,5 +1,7 @@
-//! Property test: random writes, reads and reopens of [`RocksStore`] checked
-//! against a brute-force in-memory model of the temporal-store semantics.
+//! Property test: random writes, reads and reopens of [`RocksStore`], and
+//! the same operations on the in-memory [`MemoryStore`] the crates above
+//! test with, each checked against a brute-force model of the
+//! temporal-store semantics.
 //!
 //! `THYME_SEED` replays a run; `THYME_PROPTEST_OPS` sets its length.
 
@@ -7,6 +9,7 @@ use std::collections::BTreeMap;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use thyme_storage::memory::MemoryStore;
 use thyme_storage::{RocksStore, StoreOptions, TemporalStore, TimeRange, WriteBatch};
 
 /// One version in the model: (event time, write sequence, row or `None` for a delete).
@@ -55,6 +58,21 @@ fn random_row(rng: &mut StdRng) -> Vec<u8> {
 
 #[test]
 fn random_operations_match_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run_against_model("rocksdb", move || {
+        Box::new(RocksStore::open(&path, StoreOptions::default()).unwrap())
+    });
+}
+
+#[test]
+fn memory_store_matches_the_model() {
+    // "Reopening" an in-memory store hands back a clone: the same store.
+    let store = MemoryStore::new();
+    run_against_model("memory", move || Box::new(store.clone()));
+}
+
+fn run_against_model(name: &str, open: impl Fn() -> Box<dyn TemporalStore>) {
     let seed: u64 = std::env::var("THYME_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -63,10 +81,9 @@ fn random_operations_match_the_model() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(5000);
-    println!("storage model test: THYME_SEED={seed} ops={ops}");
+    println!("storage model test ({name}): THYME_SEED={seed} ops={ops}");
     let mut rng = StdRng::seed_from_u64(seed);
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = Some(RocksStore::open(dir.path(), StoreOptions::default()).unwrap());
+    let mut store = Some(open());
     let mut model = Model::default();
     let datasets = [1u32, 2, 3];
     let mut checks = 0usize;
@@ -311,11 +328,11 @@ fn random_operations_match_the_model() {
             // Close and reopen.
             _ => {
                 drop(store.take());
-                store = Some(RocksStore::open(dir.path(), StoreOptions::default()).unwrap());
+                store = Some(open());
             }
         }
     }
-    println!("storage model test: {checks} checks, {mismatches} mismatches (THYME_SEED={seed})");
+    println!("storage model test ({name}): {checks} checks, {mismatches} mismatches (THYME_SEED={seed})");
     assert_eq!(mismatches, 0, "replay with THYME_SEED={seed}");
     assert!(checks > ops / 4);
 }

@@ -21,19 +21,16 @@
 //! (progress, `/metrics`) and recorded in the `thyme_late_events` table.
 //!
 //! Operators live in [`ops`] (stateless ones and the as-of join),
-//! [`aggregate`] (windowed aggregation) and here (`first` / `latest` /
-//! `dedup`, which write keyed versions directly).
+//! [`aggregate`] (windowed aggregation, with its accumulators, per-key
+//! events and windows) and [`runner`] (`first` / `latest` / `dedup`, which
+//! write keyed versions directly).
 //!
 //! [`step`]: PipelineRunner::step
 //! [`WriteBatch`]: thyme_storage::WriteBatch
 
-pub mod accum;
 pub mod aggregate;
-mod events;
 pub mod ops;
 pub mod runner;
-mod values;
-pub mod window;
 
 pub use runner::{late_table, InputProgress, PipelineRunner, Progress, IDLE_AFTER, LATE_TABLE};
 pub use thyme_table::udf::PythonRuntime;

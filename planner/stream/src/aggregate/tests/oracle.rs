@@ -15,7 +15,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
-use super::*;
+use super::test_output;
+use crate::aggregate::*;
 use thyme_table::types::Elem;
 
 const M: i64 = 60_000_000;

@@ -9,7 +9,7 @@
 //! which costs the events of the key newer than it (bounded by the
 //! source's disorder for live data).
 
-use crate::accum::V;
+use super::accum::V;
 
 /// An event's position in a key's order: (event time, input order).
 pub type EvKey = (i64, u64);

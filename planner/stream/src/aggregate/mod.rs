@@ -3,7 +3,7 @@
 //! ## Semantics
 //! The output is a keyed dataset whose value for key `k` read at time `t` is,
 //! for every aggregation, the aggregate over the events of `k` that count at
-//! `t` under its window (see [`crate::window`]): for `Continuous("7d")` the
+//! `t` under its window (see [`window`]): for `Continuous("7d")` the
 //! events with timestamp in `[t - 7d, t]`. The value is exact at every `t`,
 //! also between events: it changes only at *change points* (an event entering
 //! or leaving a window), and the operator writes one output version per key
@@ -35,6 +35,14 @@
 //! rebuilds each key at the committed horizon, so it continues exactly
 //! where the last commit stopped.
 
+pub mod accum;
+mod events;
+mod values;
+pub mod window;
+
+#[cfg(test)]
+mod tests;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
@@ -43,10 +51,10 @@ use arrow::record_batch::RecordBatch;
 use thyme_model::payload::{Agg, AggKind, Window};
 use thyme_storage::{DatasetId, TemporalStore, WriteBatch};
 
-use crate::accum::{Acc, OrdV, Sketch, V};
-use crate::events::Events;
-use crate::values::{Cell, ColumnBuilder, Reader};
-use crate::window::Win;
+use accum::{Acc, OrdV, Sketch, V};
+use events::Events;
+use values::{Cell, ColumnBuilder, Reader};
+use window::Win;
 use thyme_table::catalog::Dataset;
 use thyme_table::error::{Error, Result};
 use thyme_table::types::DType;
@@ -805,310 +813,3 @@ fn max_event_left(w: &Win, t: i64) -> Option<i64> {
         Win::Hopping { duration: None, .. } => None,
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cursor_bounds_agree_with_enter_and_leave() {
-        let wins = [
-            Win::Continuous(Some(10)),
-            Win::Continuous(None),
-            Win::Hopping {
-                duration: Some(10),
-                stride: 10,
-                lookback: 0,
-            },
-            Win::Hopping {
-                duration: Some(12),
-                stride: 4,
-                lookback: 3,
-            },
-            Win::Hopping {
-                duration: None,
-                stride: 5,
-                lookback: 2,
-            },
-        ];
-        for w in wins {
-            for t in -50..50 {
-                let entered = (-200..200).filter(|&e| w.enter(e) <= t).max();
-                let left = (-200..200).filter(|&e| w.leave(e) <= t).max();
-                assert_eq!(max_event_entered(&w, t), entered, "{w:?} t={t}");
-                assert_eq!(max_event_left(&w, t), left, "{w:?} t={t}");
-            }
-        }
-    }
-}
-
-/// The keyed output dataset `out` (key `k`, time `ts`) the operator tests
-/// write: `fields` are (name, type, nullable).
-#[cfg(test)]
-fn test_output(fields: &[(&str, DType, bool)]) -> Arc<Dataset> {
-    use thyme_table::catalog::{DatasetDef, FieldDef};
-    let fields = fields
-        .iter()
-        .map(|(name, dtype, nullable)| FieldDef {
-            name: name.to_string(),
-            dtype: *dtype,
-            nullable: *nullable,
-        })
-        .collect();
-    Arc::new(
-        Dataset::new(
-            1,
-            DatasetDef {
-                name: "out".into(),
-                fields,
-                keys: vec!["k".into()],
-                timestamp: "ts".into(),
-                version: 1,
-                index: true,
-                decay: vec![],
-            },
-        )
-        .expect("dataset"),
-    )
-}
-
-#[cfg(test)]
-mod session_tests {
-    use super::*;
-    use arrow::array::{Int64Array, TimestampMicrosecondArray};
-    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-    use thyme_model::payload::{Agg, AggKind, Window};
-
-    fn agg(kind: AggKind, into: &str, w: Window) -> Agg {
-        serde_json::from_value(serde_json::json!({"kind": "count", "into": into, "window": w}))
-            .map(|mut a: Agg| {
-                a.kind = kind;
-                a
-            })
-            .unwrap()
-    }
-
-    /// One key; count over 1h and over a 4-minute session, fed one event
-    /// per step; reads the value in effect at `t` from the written rows.
-    #[test]
-    fn session_merge_rewrites_the_close_it_removed() {
-        let out = test_output(&[
-            ("k", DType::Int, false),
-            ("n", DType::Int, false),
-            ("s", DType::Int, false),
-            ("ts", DType::Datetime, false),
-        ]);
-        let input = Schema::new(vec![
-            Field::new("k", DataType::Int64, false),
-            Field::new(
-                "ts",
-                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-                false,
-            ),
-        ]);
-        let m = 60_000_000i64;
-        let aggs = vec![
-            agg(
-                AggKind::Count,
-                "n",
-                Window::Continuous {
-                    duration: "1h".into(),
-                },
-            ),
-            agg(AggKind::Count, "s", Window::Session { gap: "4m".into() }),
-        ];
-        let mut a = AggregateExec::new(&input, &["k".into()], None, &aggs, out, 99).unwrap();
-        let mut rows: Vec<(i64, i64, i64)> = Vec::new();
-        let now = 100 * m;
-        for (i, t) in [10 * m, 13 * m].into_iter().enumerate() {
-            let b = RecordBatch::try_new(
-                Arc::new(input.clone()),
-                vec![
-                    Arc::new(Int64Array::from(vec![1])),
-                    Arc::new(TimestampMicrosecondArray::from(vec![t]).with_timezone("UTC")),
-                ],
-            )
-            .unwrap();
-            let mut wb = WriteBatch::new();
-            a.push(
-                &b,
-                &[t],
-                &UInt64Array::from(vec![i as u64 * 65536]),
-                &BooleanArray::from(vec![false]),
-                &mut wb,
-            )
-            .unwrap();
-            a.advance(now).unwrap();
-            let out = a.take_output().unwrap().unwrap();
-            let col = |c: usize| {
-                let a = out.column(c).as_any().downcast_ref::<Int64Array>().unwrap();
-                a.values().to_vec()
-            };
-            let ts = out
-                .column(3)
-                .as_any()
-                .downcast_ref::<TimestampMicrosecondArray>()
-                .unwrap();
-            for ((n, s), t) in col(1).into_iter().zip(col(2)).zip(ts.values().iter()) {
-                rows.push((*t, n, s));
-            }
-        }
-        // Last write per time wins; the value in effect at t.
-        let at = |t: i64| {
-            let mut best: Option<(i64, i64, i64)> = None;
-            for r in &rows {
-                if r.0 <= t && best.is_none_or(|b| r.0 >= b.0) {
-                    best = Some(*r);
-                }
-            }
-            best.map(|b| (b.1, b.2))
-        };
-        // The first event's session (closing at 14m + 1µs) merged with the
-        // second's (closing at 17m + 1µs).
-        assert_eq!(at(14 * m + 1), Some((2, 0)));
-        assert_eq!(at(17 * m + 1), Some((2, 2)));
-        assert_eq!(at(71 * m), Some((1, 2)));
-    }
-}
-
-#[cfg(test)]
-mod state_layout_tests {
-    //! State records in both layouts: a runner restored from its state log
-    //! continues exactly like one that never stopped, and the legacy layout
-    //! holds one value per aggregation (what stores written before values
-    //! were shared contain).
-    use super::*;
-    use arrow::array::{Float64Array, Int64Array, TimestampMicrosecondArray};
-    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-
-    const M: i64 = 60_000_000;
-
-    fn operator(legacy: bool) -> (AggregateExec, Arc<Schema>) {
-        let out = test_output(&[
-            ("k", DType::Int, false),
-            ("n", DType::Int, true),
-            ("total", DType::Float, true),
-            ("mean", DType::Float, true),
-            ("most", DType::Float, true),
-            ("ts", DType::Datetime, false),
-        ]);
-        let aggs: Vec<Agg> = serde_json::from_value(serde_json::json!([
-            {"kind": "count", "into": "n", "window": {"kind": "continuous", "duration": "30m"}},
-            {"kind": "sum", "of": "v", "into": "total", "window": {"kind": "continuous", "duration": "30m"}},
-            {"kind": "average", "of": "v", "into": "mean", "window": {"kind": "continuous", "duration": "1h"}},
-            {"kind": "max", "of": "w", "into": "most", "window": {"kind": "continuous", "duration": "1h"}},
-        ]))
-        .unwrap();
-        let input = Arc::new(Schema::new(vec![
-            Field::new("k", DataType::Int64, false),
-            Field::new("v", DataType::Float64, true),
-            Field::new("w", DataType::Float64, true),
-            Field::new(
-                "ts",
-                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-                false,
-            ),
-        ]));
-        let mut op = AggregateExec::new(&input, &["k".into()], None, &aggs, out, 7).unwrap();
-        op.set_legacy_state(legacy);
-        (op, input)
-    }
-
-    /// Push events `from..to` (3 keys, a minute apart, some out of order)
-    /// and advance; returns the output rows.
-    fn feed(
-        op: &mut AggregateExec,
-        input: &Arc<Schema>,
-        from: i64,
-        to: i64,
-        wb: &mut WriteBatch,
-    ) -> Vec<(u32, i64, Vec<Cell>)> {
-        let idx: Vec<i64> = (from..to).collect();
-        let ts: Vec<i64> = idx.iter().map(|i| (i + (i % 4) * 2) * M).collect();
-        let batch = RecordBatch::try_new(
-            input.clone(),
-            vec![
-                Arc::new(Int64Array::from(
-                    idx.iter().map(|i| i % 3).collect::<Vec<_>>(),
-                )),
-                Arc::new(Float64Array::from(
-                    idx.iter()
-                        .map(|i| (i % 5 != 0).then_some(*i as f64))
-                        .collect::<Vec<_>>(),
-                )),
-                Arc::new(Float64Array::from(
-                    idx.iter().map(|i| Some(-(*i as f64))).collect::<Vec<_>>(),
-                )),
-                Arc::new(TimestampMicrosecondArray::from(ts.clone()).with_timezone("UTC")),
-            ],
-        )
-        .unwrap();
-        let seq = UInt64Array::from(idx.iter().map(|i| (*i as u64) << 16).collect::<Vec<_>>());
-        op.push(
-            &batch,
-            &ts,
-            &seq,
-            &BooleanArray::from(vec![false; idx.len()]),
-            wb,
-        )
-        .unwrap();
-        op.advance(*ts.iter().max().unwrap()).unwrap();
-        op.take_rows()
-    }
-
-    fn same(a: &[(u32, i64, Vec<Cell>)], b: &[(u32, i64, Vec<Cell>)]) -> bool {
-        a.len() == b.len()
-            && a.iter().zip(b).all(|(x, y)| {
-                x.0 == y.0 && x.1 == y.1 && format!("{:?}", x.2) == format!("{:?}", y.2)
-            })
-    }
-
-    #[test]
-    fn restored_state_continues_in_both_layouts() {
-        for legacy in [false, true] {
-            let dir = tempfile::tempdir().unwrap();
-            let store =
-                thyme_storage::open_embedded(dir.path(), thyme_storage::StoreOptions::default())
-                    .unwrap();
-            let (mut live, input) = operator(legacy);
-            let mut wb = WriteBatch::new();
-            feed(&mut live, &input, 0, 120, &mut wb);
-            store.write(wb).unwrap();
-
-            // Each record: the key, time and order, then one value per slot
-            // (v and w: 2) or, in the legacy layout, per aggregation (4).
-            let per_record = if legacy { 4 } else { 2 };
-            let mut records = 0;
-            store
-                .read_log(7, 0, 1_000, &mut |_, rec| {
-                    let mut r = rec;
-                    V::decode(&mut r).unwrap();
-                    r = &r[16..];
-                    for _ in 0..per_record {
-                        V::decode(&mut r).unwrap();
-                    }
-                    assert!(r.is_empty(), "legacy {legacy}: {} bytes left", r.len());
-                    records += 1;
-                })
-                .unwrap();
-            assert_eq!(records, 120);
-
-            let (mut restored, _) = operator(legacy);
-            restored
-                .restore(
-                    store.as_ref(),
-                    live.states.iter().map(|s| s.t).max().unwrap(),
-                )
-                .unwrap();
-            let mut wb = WriteBatch::new();
-            let a = feed(&mut live, &input, 120, 300, &mut wb);
-            let b = feed(&mut restored, &input, 120, 300, &mut WriteBatch::new());
-            assert!(!a.is_empty());
-            assert!(same(&a, &b), "legacy {legacy}: restored runner differs");
-        }
-    }
-}
-
-#[cfg(test)]
-#[path = "aggregate_oracle.rs"]
-mod oracle;

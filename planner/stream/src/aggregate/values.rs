@@ -9,7 +9,7 @@ use arrow::array::{
 use arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 
-use crate::accum::V;
+use super::accum::V;
 use thyme_table::error::{Error, Result};
 use thyme_table::types::DType;
 
