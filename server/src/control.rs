@@ -12,10 +12,7 @@
 //! Every error is JSON `{"error": {"code", "message"}}` with a 4xx status
 //! for the caller's mistakes (see `errors::classify_http`).
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use thyme_error::ErrorKind;
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -26,57 +23,14 @@ use serde_json::{json, Map, Value};
 use thyme_planner::Engine;
 use thyme_table::registry::{describe_dataset, describe_featureset};
 
+use thyme_error::ErrorKind;
+
 use crate::errors::{classify_http, error_response, HttpError};
+use crate::metrics::Metrics;
 
 /// Largest request body accepted (a 10,000-row batch is about 1 MiB).
 pub const MAX_BODY: usize = 256 << 20;
 
-/// Counters the control plane exports on `/metrics`.
-#[derive(Default)]
-pub struct Metrics {
-    rows: Mutex<BTreeMap<String, u64>>,
-    requests: AtomicU64,
-    rejected: AtomicU64,
-    commits: AtomicU64,
-}
-
-impl Metrics {
-    /// Prometheus text for the ingestion counters.
-    pub fn render(&self, out: &mut String) {
-        use std::fmt::Write;
-        let _ = writeln!(
-            out,
-            "# HELP thyme_ingest_rows_total Rows stored through webhook ingestion, per dataset."
-        );
-        let _ = writeln!(out, "# TYPE thyme_ingest_rows_total counter");
-        for (ds, n) in self.rows.lock().expect("metrics lock").iter() {
-            let _ = writeln!(out, "thyme_ingest_rows_total{{dataset=\"{ds}\"}} {n}");
-        }
-        for (name, help, v) in [
-            (
-                "thyme_ingest_requests_total",
-                "Webhook ingestion requests stored.",
-                &self.requests,
-            ),
-            (
-                "thyme_ingest_rejected_total",
-                "Webhook ingestion requests rejected (nothing stored).",
-                &self.rejected,
-            ),
-            (
-                "thyme_commits_total",
-                "Commits applied since start.",
-                &self.commits,
-            ),
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                v.load(Ordering::Relaxed)
-            );
-        }
-    }
-}
 
 #[derive(Clone)]
 struct Ctx {
@@ -136,7 +90,7 @@ async fn commit(State(ctx): State<Ctx>, body: Bytes) -> Response {
     let registry = ctx.engine.registry().clone();
     match blocking(move || registry.commit(payload)).await {
         Ok(summary) => {
-            ctx.metrics.commits.fetch_add(1, Ordering::Relaxed);
+            ctx.metrics.committed();
             tracing::info!(
                 commit = summary.commit,
                 created = summary.created.len(),
@@ -163,7 +117,7 @@ async fn log(State(ctx): State<Ctx>, body: Bytes) -> Response {
     ) {
         Ok(r) => r,
         Err(e) => {
-            ctx.metrics.rejected.fetch_add(1, Ordering::Relaxed);
+            ctx.metrics.request_rejected();
             return error_response(e);
         }
     };
@@ -174,16 +128,14 @@ async fn log(State(ctx): State<Ctx>, body: Bytes) -> Response {
     .await
     {
         Ok(done) => {
-            ctx.metrics.requests.fetch_add(1, Ordering::Relaxed);
-            let mut rows = ctx.metrics.rows.lock().expect("metrics lock");
+            ctx.metrics.request_stored();
             for d in &done {
-                *rows.entry(d.dataset.clone()).or_default() += d.rows as u64;
+                ctx.metrics.ingested(&d.dataset, d.rows as u64);
             }
-            drop(rows);
             Json(json!({"datasets": done})).into_response()
         }
         Err(e) => {
-            ctx.metrics.rejected.fetch_add(1, Ordering::Relaxed);
+            ctx.metrics.request_rejected();
             error_response(e)
         }
     }

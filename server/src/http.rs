@@ -16,23 +16,25 @@ pub fn control_router(
     engine: Arc<Engine>,
     pipelines: Arc<crate::supervisor::PipelineSupervisor>,
 ) -> Router {
-    let metrics = Arc::new(crate::control::Metrics::default());
-    let (e, m, pl) = (engine.clone(), metrics.clone(), pipelines.clone());
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let exporter = Arc::new(crate::metrics::Exporter::new(
+        &metrics,
+        engine.clone(),
+        pipelines.clone(),
+    ));
     health()
         .route(
             "/metrics",
             get(move || {
-                let (e, m, pl) = (e.clone(), m.clone(), pl.clone());
+                let exporter = exporter.clone();
                 async move {
-                    let datasets = e.catalog().list().len();
-                    let featuresets = e.registry().featuresets().len();
-                    let mut out = format!(
-                        "# HELP thyme_datasets Number of datasets (SQL tables).\n# TYPE thyme_datasets gauge\nthyme_datasets {datasets}\n# HELP thyme_featuresets Number of committed featuresets.\n# TYPE thyme_featuresets gauge\nthyme_featuresets {featuresets}\n"
-                    );
-                    m.render(&mut out);
-                    render_pipelines(&pl.status(), &mut out);
-                    render_extractors(&e.features().extractor_calls(), &mut out);
-                    out
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        exporter.encode(),
+                    )
                 }
             }),
         )
@@ -45,55 +47,6 @@ pub fn control_router(
             }),
         )
         .merge(not_found())
-}
-
-fn render_pipelines(status: &[crate::supervisor::Status], out: &mut String) {
-    use std::fmt::Write;
-    for (name, help, kind, get) in [
-        (
-            "thyme_pipeline_late_events_total",
-            "Events older than their input's watermark (not applied; see thyme_late_events).",
-            "counter",
-            (|s: &crate::supervisor::Status| s.progress.late_events as f64) as fn(&_) -> f64,
-        ),
-        (
-            "thyme_pipeline_rows_written_total",
-            "Output rows written by the pipeline.",
-            "counter",
-            |s| s.progress.rows_written as f64,
-        ),
-        (
-            "thyme_pipeline_lag_records",
-            "Input log records not yet processed.",
-            "gauge",
-            |s| s.progress.lag as f64,
-        ),
-    ] {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for s in status {
-            let _ = writeln!(
-                out,
-                "{name}{{dataset=\"{}\",pipeline=\"{}\"}} {}",
-                s.progress.dataset,
-                s.progress.pipeline,
-                get(s)
-            );
-        }
-    }
-}
-
-fn render_extractors(calls: &std::collections::BTreeMap<(String, String), u64>, out: &mut String) {
-    use std::fmt::Write;
-    let _ = writeln!(
-        out,
-        "# HELP thyme_extractor_calls_total Batches each extractor computed.\n# TYPE thyme_extractor_calls_total counter"
-    );
-    for ((fs, ex), n) in calls {
-        let _ = writeln!(
-            out,
-            "thyme_extractor_calls_total{{featureset=\"{fs}\",extractor=\"{ex}\"}} {n}"
-        );
-    }
 }
 
 fn not_found() -> Router {

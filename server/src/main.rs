@@ -5,12 +5,14 @@
 //! `127.0.0.1:5433`), the HTTP control plane (`--control-addr`, default
 //! `127.0.0.1:8080`) and the HTTP query server (`--query-addr`, default
 //! `127.0.0.1:8081`). Every flag can also come from the environment
-//! (`THYME_DATA`, `THYME_PG_ADDR`, ...) or a config file (`--config`, lines of
-//! `key = value` with the flag names). SIGTERM / SIGINT stop it cleanly.
+//! (`THYME_DATA`, `THYME_PG_ADDR`, ...) or a TOML config file (`--config`,
+//! keys as the flag names); the command line wins over the environment,
+//! which wins over the file. SIGTERM / SIGINT stop it cleanly.
 
 mod control;
 mod errors;
 mod http;
+mod metrics;
 mod offline;
 mod pg;
 mod pg_rows;
@@ -76,84 +78,72 @@ struct ServeArgs {
     /// runs longer is interrupted and its request fails.
     #[arg(long, env = "THYME_EXTRACTOR_TIMEOUT_MS", default_value_t = 5000)]
     extractor_timeout_ms: u64,
-    /// Config file with `key = value` lines (keys as the flag names).
+    /// TOML config file; its keys are the flag names (`pg_addr = "..."`,
+    /// `sync_writes = true`).
     #[arg(long, env = "THYME_CONFIG")]
     config: Option<PathBuf>,
 }
 
-/// Apply a config file: values there fill in flags not given on the command
-/// line or in the environment.
-fn apply_config(args: &mut ServeArgs, matches: &clap::ArgMatches) -> Result<(), String> {
-    let Some(path) = &args.config else {
-        return Ok(());
+/// Apply a config file: a TOML table whose keys are the flag names
+/// (`pg_addr` or `pg-addr`). Its values fill in the flags given neither on
+/// the command line nor in the environment, through clap like any flag, so
+/// each setting is declared once (in [`ServeArgs`]) and checked the same
+/// way wherever it comes from. Returns the `serve` matches to use.
+fn apply_config(
+    argv: &[std::ffi::OsString],
+    matches: &clap::ArgMatches,
+) -> Result<Option<clap::ArgMatches>, String> {
+    let Some(path) = matches.get_one::<PathBuf>("config") else {
+        return Ok(None);
     };
+    let shown = path.display();
     let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
+        .map_err(|e| format!("cannot read config {shown}: {e}"))?;
+    let table: toml::Table = toml::from_str(&text).map_err(|e| format!("{shown}: {e}"))?;
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let serve = cmd.find_subcommand("serve").expect("serve subcommand");
+    let mut extra: Vec<std::ffi::OsString> = Vec::new();
+    for (key, value) in &table {
+        let id = key.replace('-', "_");
+        let arg = serve
+            .get_arguments()
+            .find(|a| a.get_id() == id.as_str() && id != "config")
+            .ok_or_else(|| format!("{shown}: unknown setting {key}"))?;
+        if !matches!(
+            matches.value_source(&id),
+            None | Some(clap::parser::ValueSource::DefaultValue)
+        ) {
+            continue; // the command line or the environment wins
         }
-        let (k, v) = line
-            .split_once('=')
-            .ok_or_else(|| format!("{}:{}: expected key = value", path.display(), n + 1))?;
-        let (k, v) = (
-            k.trim().replace('-', "_"),
-            v.trim().trim_matches('"').to_string(),
-        );
-        let from_default = |id: &str| {
-            matches!(
-                matches.value_source(id),
-                None | Some(clap::parser::ValueSource::DefaultValue)
-            )
-        };
-        let bad = |e: String| format!("{}:{}: {k}: {e}", path.display(), n + 1);
-        let boolean = |v: &str| match v {
-            "true" => Ok(true),
-            "false" => Ok(false),
-            _ => Err(bad(format!("expected true or false, got {v:?}"))),
-        };
-        match k.as_str() {
-            "data" if from_default("data") => args.data = PathBuf::from(v),
-            "pg_addr" if from_default("pg_addr") => {
-                args.pg_addr = v
-                    .parse()
-                    .map_err(|e: std::net::AddrParseError| bad(e.to_string()))?
+        let long = arg.get_long().expect("every setting has a long flag");
+        let flag = matches!(arg.get_action(), clap::ArgAction::SetTrue);
+        match value {
+            toml::Value::Boolean(b) if flag => {
+                if *b {
+                    extra.push(format!("--{long}").into());
+                }
             }
-            "control_addr" if from_default("control_addr") => {
-                args.control_addr = v
-                    .parse()
-                    .map_err(|e: std::net::AddrParseError| bad(e.to_string()))?
+            other if flag => {
+                return Err(format!(
+                    "{shown}: {key}: expected true or false, got {other}"
+                ))
             }
-            "query_addr" if from_default("query_addr") => {
-                args.query_addr = v
-                    .parse()
-                    .map_err(|e: std::net::AddrParseError| bad(e.to_string()))?
+            toml::Value::String(v) => extra.push(format!("--{long}={v}").into()),
+            toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_) => {
+                extra.push(format!("--{long}={value}").into())
             }
-            "sync_writes" if from_default("sync_writes") => args.sync_writes = boolean(&v)?,
-            "direct_io" if from_default("direct_io") => args.direct_io = boolean(&v)?,
-            "extractor_timeout_ms" if from_default("extractor_timeout_ms") => {
-                args.extractor_timeout_ms = v
-                    .parse()
-                    .map_err(|e: std::num::ParseIntError| bad(e.to_string()))?
-            }
-            "data"
-            | "pg_addr"
-            | "control_addr"
-            | "query_addr"
-            | "sync_writes"
-            | "direct_io"
-            | "extractor_timeout_ms" => {}
             other => {
                 return Err(format!(
-                    "{}:{}: unknown setting {other}",
-                    path.display(),
-                    n + 1
+                    "{shown}: {key}: expected a string or a number, got {other}"
                 ))
             }
         }
     }
-    Ok(())
+    let argv: Vec<std::ffi::OsString> = argv.iter().cloned().chain(extra).collect();
+    let all = cmd
+        .try_get_matches_from(argv)
+        .map_err(|e| format!("{shown}: {}", e.render().to_string().trim_end()))?;
+    Ok(all.subcommand_matches("serve").cloned())
 }
 
 fn main() -> ExitCode {
@@ -164,18 +154,24 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let matches = <Cli as clap::CommandFactory>::command().get_matches_from(&argv);
     let cli =
         <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match cli.command {
-        Command::Serve(mut args) => {
+        Command::Serve(args) => {
             let sub = matches
                 .subcommand_matches("serve")
                 .expect("serve subcommand");
-            if let Err(e) = apply_config(&mut args, sub) {
-                eprintln!("thyme: {e}");
-                return ExitCode::from(2);
-            }
+            let args = match apply_config(&argv, sub) {
+                Ok(None) => args,
+                Ok(Some(m)) => <ServeArgs as clap::FromArgMatches>::from_arg_matches(&m)
+                    .unwrap_or_else(|e| e.exit()),
+                Err(e) => {
+                    eprintln!("thyme: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -281,19 +277,48 @@ async fn wait_for_signal() {
 mod tests {
     use super::*;
 
-    /// Parse `thyme serve --config <file>` with `text` as the file.
-    fn serve_with_config(text: &str) -> Result<ServeArgs, String> {
+    /// Parse `thyme serve --config <file> [flags]` with `text` as the file.
+    fn serve_with(text: &str, flags: &[&str]) -> Result<ServeArgs, String> {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("thyme.conf");
+        let path = dir.path().join("thyme.toml");
         std::fs::write(&path, text).unwrap();
+        let mut argv: Vec<std::ffi::OsString> =
+            vec!["thyme".into(), "serve".into(), "--config".into(), path.into()];
+        argv.extend(flags.iter().map(|f| f.into()));
         let matches = <Cli as clap::CommandFactory>::command()
-            .try_get_matches_from(["thyme", "serve", "--config", path.to_str().unwrap()])
+            .try_get_matches_from(&argv)
             .unwrap();
-        let Command::Serve(mut args) = <Cli as clap::FromArgMatches>::from_arg_matches(&matches)
-            .unwrap()
-            .command;
-        apply_config(&mut args, matches.subcommand_matches("serve").unwrap())?;
-        Ok(args)
+        let sub = matches.subcommand_matches("serve").unwrap();
+        let sub = apply_config(&argv, sub)?.unwrap();
+        Ok(<ServeArgs as clap::FromArgMatches>::from_arg_matches(&sub).unwrap())
+    }
+
+    fn serve_with_config(text: &str) -> Result<ServeArgs, String> {
+        serve_with(text, &[])
+    }
+
+    #[test]
+    fn config_file_is_toml_and_flags_win() {
+        let args = serve_with_config(
+            "data = \"/tmp/d\"\npg_addr = \"127.0.0.1:6543\"\nextractor-timeout-ms = 250\n",
+        )
+        .unwrap();
+        assert_eq!(args.data, PathBuf::from("/tmp/d"));
+        assert_eq!(args.pg_addr.port(), 6543);
+        assert_eq!(args.extractor_timeout_ms, 250);
+        // A flag on the command line wins over the file.
+        let args = serve_with("pg_addr = \"127.0.0.1:6543\"\n", &["--pg-addr", "127.0.0.1:7000"])
+            .unwrap();
+        assert_eq!(args.pg_addr.port(), 7000);
+        // Values are checked as the flag's: the file and the key are named.
+        let e = serve_with_config("pg_addr = \"nowhere\"\n").err().unwrap();
+        assert!(e.contains("thyme.toml") && e.contains("--pg-addr"), "{e}");
+        let e = serve_with_config("extractor_timeout_ms = \"soon\"\n").err().unwrap();
+        assert!(e.contains("--extractor-timeout-ms") && e.contains("soon"), "{e}");
+        let e = serve_with_config("direct_io = \"true\"\n").err().unwrap();
+        assert!(e.contains("direct_io") && e.contains("expected true or false"), "{e}");
+        let e = serve_with_config("config = \"other.toml\"\n").err().unwrap();
+        assert!(e.contains("unknown setting config"), "{e}");
     }
 
     #[test]
