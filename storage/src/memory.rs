@@ -182,13 +182,10 @@ impl TemporalStore for MemoryStore {
     ) -> Result<()> {
         let s = self.state();
         for (k, _) in s.keys(ds, key_prefix) {
-            match s.as_of(ds, k, as_of) {
-                Some(v) if !v.2 => {
-                    if !visit(version_ref(k, v)) {
-                        break;
-                    }
+            if let Some(v) = s.as_of(ds, k, as_of) {
+                if !v.2 && !visit(version_ref(k, v)) {
+                    break;
                 }
-                _ => {}
             }
         }
         Ok(())

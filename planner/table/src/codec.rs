@@ -473,8 +473,13 @@ impl RowDecoder {
         }
     }
 
+    /// Rows appended so far.
     pub fn len(&self) -> usize {
         self.rows
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
     }
 
     /// Append one stored row.
