@@ -31,7 +31,6 @@ use crate::metrics::Metrics;
 /// Largest request body accepted (a 10,000-row batch is about 1 MiB).
 pub const MAX_BODY: usize = 256 << 20;
 
-
 #[derive(Clone)]
 struct Ctx {
     engine: Arc<Engine>,

@@ -97,8 +97,8 @@ fn apply_config(
         return Ok(None);
     };
     let shown = path.display();
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read config {shown}: {e}"))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("cannot read config {shown}: {e}"))?;
     let table: toml::Table = toml::from_str(&text).map_err(|e| format!("{shown}: {e}"))?;
     let cmd = <Cli as clap::CommandFactory>::command();
     let serve = cmd.find_subcommand("serve").expect("serve subcommand");
@@ -282,8 +282,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("thyme.toml");
         std::fs::write(&path, text).unwrap();
-        let mut argv: Vec<std::ffi::OsString> =
-            vec!["thyme".into(), "serve".into(), "--config".into(), path.into()];
+        let mut argv: Vec<std::ffi::OsString> = vec![
+            "thyme".into(),
+            "serve".into(),
+            "--config".into(),
+            path.into(),
+        ];
         argv.extend(flags.iter().map(|f| f.into()));
         let matches = <Cli as clap::CommandFactory>::command()
             .try_get_matches_from(&argv)
@@ -307,17 +311,30 @@ mod tests {
         assert_eq!(args.pg_addr.port(), 6543);
         assert_eq!(args.extractor_timeout_ms, 250);
         // A flag on the command line wins over the file.
-        let args = serve_with("pg_addr = \"127.0.0.1:6543\"\n", &["--pg-addr", "127.0.0.1:7000"])
-            .unwrap();
+        let args = serve_with(
+            "pg_addr = \"127.0.0.1:6543\"\n",
+            &["--pg-addr", "127.0.0.1:7000"],
+        )
+        .unwrap();
         assert_eq!(args.pg_addr.port(), 7000);
         // Values are checked as the flag's: the file and the key are named.
         let e = serve_with_config("pg_addr = \"nowhere\"\n").err().unwrap();
         assert!(e.contains("thyme.toml") && e.contains("--pg-addr"), "{e}");
-        let e = serve_with_config("extractor_timeout_ms = \"soon\"\n").err().unwrap();
-        assert!(e.contains("--extractor-timeout-ms") && e.contains("soon"), "{e}");
+        let e = serve_with_config("extractor_timeout_ms = \"soon\"\n")
+            .err()
+            .unwrap();
+        assert!(
+            e.contains("--extractor-timeout-ms") && e.contains("soon"),
+            "{e}"
+        );
         let e = serve_with_config("direct_io = \"true\"\n").err().unwrap();
-        assert!(e.contains("direct_io") && e.contains("expected true or false"), "{e}");
-        let e = serve_with_config("config = \"other.toml\"\n").err().unwrap();
+        assert!(
+            e.contains("direct_io") && e.contains("expected true or false"),
+            "{e}"
+        );
+        let e = serve_with_config("config = \"other.toml\"\n")
+            .err()
+            .unwrap();
         assert!(e.contains("unknown setting config"), "{e}");
     }
 

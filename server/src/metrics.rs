@@ -199,7 +199,12 @@ impl Collector for Snapshot {
                 .features()
                 .extractor_calls()
                 .into_iter()
-                .map(|((fs, ex), n)| ([("featureset", fs), ("extractor", ex)], ConstCounter::new(n))),
+                .map(|((fs, ex), n)| {
+                    (
+                        [("featureset", fs), ("extractor", ex)],
+                        ConstCounter::new(n),
+                    )
+                }),
             MetricType::Counter,
         )?;
         Ok(())

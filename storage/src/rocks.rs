@@ -42,8 +42,8 @@ use rocksdb::{
 };
 
 use crate::batch::Op;
-use crate::pooled_db::PooledDb;
 use crate::keys::{self, TAG_DELETE, TAG_PUT};
+use crate::pooled_db::PooledDb;
 use crate::{
     DatasetId, Error, Result, TemporalStore, TimeRange, VersionRef, Visitor, WriteBatch,
     WriteReceipt,
@@ -1166,11 +1166,7 @@ mod tests {
         let store = RocksStore::open(dir.path(), StoreOptions::default()).unwrap();
         put(&store, b"k", 10, b"a");
         assert_eq!(latest(&store, b"k").as_deref(), Some(&b"a"[..]));
-        assert_eq!(
-            store.db.pooled(),
-            1,
-            "the cursor is pooled"
-        );
+        assert_eq!(store.db.pooled(), 1, "the cursor is pooled");
 
         // A write into the same memtable.
         put(&store, b"k", 20, b"b");
@@ -1203,10 +1199,7 @@ mod tests {
         assert!(store.db.pooled() <= POOLED_CURSORS);
 
         store.flush().unwrap();
-        assert!(
-            store.db.pooled() == 0,
-            "flush empties the pool"
-        );
+        assert!(store.db.pooled() == 0, "flush empties the pool");
 
         // A write drops cursors idle for longer than CURSOR_IDLE, not others.
         assert_eq!(latest(&store, b"k").as_deref(), Some(&b"d"[..]));
@@ -1214,10 +1207,7 @@ mod tests {
         assert_eq!(store.db.pooled(), 1);
         std::thread::sleep(CURSOR_IDLE + std::time::Duration::from_millis(100));
         put(&store, b"k", 60, b"f");
-        assert!(
-            store.db.pooled() == 0,
-            "idle cursor dropped"
-        );
+        assert!(store.db.pooled() == 0, "idle cursor dropped");
         assert_eq!(latest(&store, b"k").as_deref(), Some(&b"f"[..]));
     }
 

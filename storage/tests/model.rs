@@ -332,7 +332,9 @@ fn run_against_model(name: &str, open: impl Fn() -> Box<dyn TemporalStore>) {
             }
         }
     }
-    println!("storage model test ({name}): {checks} checks, {mismatches} mismatches (THYME_SEED={seed})");
+    println!(
+        "storage model test ({name}): {checks} checks, {mismatches} mismatches (THYME_SEED={seed})"
+    );
     assert_eq!(mismatches, 0, "replay with THYME_SEED={seed}");
     assert!(checks > ops / 4);
 }

@@ -54,12 +54,18 @@ fn plans_run_only_the_extractors_needed_in_dependency_order() {
         .unwrap();
     assert_eq!(
         plan.extractor_names(),
-        ["AccountFeatures._lookup_balance", "AccountFeatures._expr_doubled"]
+        [
+            "AccountFeatures._lookup_balance",
+            "AccountFeatures._expr_doubled"
+        ]
     );
     // A whole featureset: every feature, the lookups before the expression
     // that reads one of them.
     let plan = features
-        .plan(&names(&["AccountFeatures.id"]), &names(&["AccountFeatures"]))
+        .plan(
+            &names(&["AccountFeatures.id"]),
+            &names(&["AccountFeatures"]),
+        )
         .unwrap();
     let steps = plan.extractor_names();
     let pos = |n: &str| steps.iter().position(|s| s.ends_with(n)).unwrap();
@@ -98,7 +104,10 @@ fn queries_that_cannot_be_answered_say_why() {
     assert_eq!(k, ErrorKind::UnknownFeature, "{m}");
     let (k, _) = kind(&["Nope.id"], &["AccountFeatures"]);
     assert_eq!(k, ErrorKind::UnknownFeature);
-    let (k, _) = kind(&["AccountFeatures.id", "AccountFeatures.id"], &["AccountFeatures"]);
+    let (k, _) = kind(
+        &["AccountFeatures.id", "AccountFeatures.id"],
+        &["AccountFeatures"],
+    );
     assert_eq!(k, ErrorKind::UnboundInputs);
     let (k, _) = kind(&["AccountFeatures.id"], &[]);
     assert_eq!(k, ErrorKind::UnboundInputs);
@@ -184,8 +193,19 @@ fn lookups_aliases_and_expressions_match_brute_force_at_random_times() {
         let ctx = format!("row {i}: id {} at {} (THYME_SEED={seed})", ids[i], ts[i]);
         assert_eq!(balance.value(i), want_balance, "{ctx}");
         assert_eq!(doubled.value(i), want_balance * 2.0, "{ctx}");
-        assert_eq!(owner.is_valid(i).then(|| owner.value(i)), want_owner, "{ctx}");
-        assert_eq!(alias.is_valid(i).then(|| alias.value(i)), want_owner, "{ctx}");
+        assert_eq!(
+            owner.is_valid(i).then(|| owner.value(i)),
+            want_owner,
+            "{ctx}"
+        );
+        assert_eq!(
+            alias.is_valid(i).then(|| alias.value(i)),
+            want_owner,
+            "{ctx}"
+        );
     }
-    assert!(found > rows / 4 && found < rows, "{found} of {rows} rows found");
+    assert!(
+        found > rows / 4 && found < rows,
+        "{found} of {rows} rows found"
+    );
 }

@@ -53,11 +53,11 @@ use thyme_storage::{DatasetId, TemporalStore, WriteBatch};
 
 use accum::{Acc, OrdV, Sketch, V};
 use events::Events;
-use values::{Cell, ColumnBuilder, Reader};
-use window::Win;
 use thyme_table::catalog::Dataset;
 use thyme_table::error::{Error, Result};
 use thyme_table::types::DType;
+use values::{Cell, ColumnBuilder, Reader};
+use window::Win;
 
 struct AggSpec {
     kind: AggKind,

@@ -84,9 +84,9 @@ fn feed(
 
 fn same(a: &[(u32, i64, Vec<Cell>)], b: &[(u32, i64, Vec<Cell>)]) -> bool {
     a.len() == b.len()
-        && a.iter().zip(b).all(|(x, y)| {
-            x.0 == y.0 && x.1 == y.1 && format!("{:?}", x.2) == format!("{:?}", y.2)
-        })
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| x.0 == y.0 && x.1 == y.1 && format!("{:?}", x.2) == format!("{:?}", y.2))
 }
 
 #[test]
@@ -166,8 +166,11 @@ fn restore_at_random_cuts_continues_like_an_uninterrupted_run() {
             at += n;
             if rng.random_bool(0.25) {
                 let (mut r, _) = operator(legacy);
-                r.restore(store.as_ref(), live.states.iter().map(|s| s.t).max().unwrap())
-                    .unwrap();
+                r.restore(
+                    store.as_ref(),
+                    live.states.iter().map(|s| s.t).max().unwrap(),
+                )
+                .unwrap();
                 restored = Some(r);
                 cuts += 1;
             }
