@@ -12,9 +12,11 @@
 //! window, and the output's history lists every change.
 //!
 //! ## State and cost
-//! Per key, the operator keeps its events (time, input order) -> contributed
-//! values in an ordered map, two cursors per window (last event entered, last
-//! event left) and one accumulator per aggregation. Walking forward from one
+//! Per key, the operator keeps its events ordered by (time, input order),
+//! each with one value per distinct input column the aggregations read, in
+//! flat vectors ([`events`]), two cursors per window (indices: last event
+//! entered, last event left) and one accumulator per aggregation
+//! ([`accum`]). Walking forward from one
 //! change point to the next costs one accumulator update per event entering
 //! or leaving, so an in-order event costs O(1) state updates plus its own
 //! change points (one when it enters, one when it leaves each window).
@@ -36,7 +38,7 @@
 //! where the last commit stopped.
 
 pub mod accum;
-mod events;
+pub mod events;
 mod values;
 pub mod window;
 
