@@ -3,8 +3,12 @@
 # build_thyme release|debug: build the whole workspace (building one package
 # alone resolves features differently and would rebuild RocksDB) and set
 # BIN to the thyme binary of that profile.
+# THYME_BENCH_BIN, when set, is the binary to measure instead (no build):
+# bench/before_after.sh compares two builds that way.
 build_thyme() {
-  if [ "$1" = release ]; then
+  if [ -n "${THYME_BENCH_BIN:-}" ]; then
+    BIN="$THYME_BENCH_BIN"
+  elif [ "$1" = release ]; then
     cargo build --locked --release --workspace --bins --examples
     BIN="$CARGO_TARGET_DIR/release/thyme"
   else

@@ -28,9 +28,14 @@ PGBIN="$(dirname "$(readlink -f "$(command -v pg_ctl || echo /usr/lib/postgresql
 work="$(mktemp -d)"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 cleanup() {
-  [ -n "${thyme_pid:-}" ] && kill "$thyme_pid" 2>/dev/null || true
+  # Stop the server and wait for it to exit before removing its files:
+  # RocksDB still writes while it shuts down, and rm -rf would race it.
+  if [ -n "${thyme_pid:-}" ]; then
+    kill "$thyme_pid" 2>/dev/null || true
+    wait "$thyme_pid" 2>/dev/null || true
+  fi
   [ -d "$work/pg" ] && "$PGBIN/pg_ctl" -D "$work/pg" -m immediate stop >/dev/null 2>&1 || true
-  rm -rf "$work"
+  rm -rf "$work" || { sleep 1; rm -rf "$work"; }
 }
 trap cleanup EXIT
 
@@ -99,7 +104,7 @@ table="| system | rows | clients | seconds x rounds | lookups/s (tps), median ro
 
 Thyme / Postgres throughput ratio (medians): **$ratio**. Thyme COPY load: $load_rate rows/s."
 echo "$table"
-if [ "$SMOKE" = 0 ]; then
+if [ "$SMOKE" = 0 ] && [ -z "${THYME_BENCH_BIN:-}" ]; then
   {
     echo "# Point lookups over pgwire: Thyme vs Postgres 15"
     echo
