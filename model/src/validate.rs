@@ -45,8 +45,10 @@ impl fmt::Display for Problems {
 
 impl std::error::Error for Problems {}
 
-/// A dataset's shape as pipelines see it.
-#[derive(Debug, Clone, PartialEq)]
+/// A dataset's shape as pipelines see it: what flows out of each pipeline
+/// node. In JSON (the native module's form) `{"fields": [[name, type],
+/// ...], "keys": [...], "timestamp": name}`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Schema {
     pub fields: Vec<(String, Type)>,
     pub keys: Vec<String>,
@@ -191,6 +193,52 @@ pub fn validate(
     } else {
         Err(Problems(v.problems))
     }
+}
+
+/// The output schema of every node of pipeline `p`, by node id: the one
+/// implementation of the schema rules, which the validator applies, the
+/// stream engine builds its operators from and the SDK's native module
+/// exposes. `datasets` are those the pipeline may read (its inputs and
+/// joined datasets; others are ignored). Fails with every problem found,
+/// as [`validate`] would report them.
+pub fn pipeline_schemas(p: &Pipeline, datasets: &[&Dataset]) -> Result<Vec<Schema>, Problems> {
+    let mut v = Validator::default();
+    let schemas: BTreeMap<&str, Option<Schema>> = datasets
+        .iter()
+        .map(|d| (d.name.as_str(), Some(schema_of(d))))
+        .collect();
+    let what = format!("pipeline {}", p.name);
+    let out = v.node_schemas(&what, p, &schemas);
+    match out {
+        Some(out) if v.problems.is_empty() => Ok(out.into_iter().flatten().collect()),
+        _ => Err(Problems(v.problems)),
+    }
+}
+
+/// The output schema of one operator reading `inputs` (the node's own
+/// input ids are ignored: `inputs` are its inputs in order); `joined` is the
+/// dataset a `join` reads, by name. This is how the SDK types a pipeline
+/// while the user writes it, node by node, with the same rules. Returns the
+/// schema when one follows from the node (`None` when a rule leaves it
+/// undefined, e.g. an unknown column) and the problems found.
+pub fn node_schema(
+    node: &Node,
+    inputs: &[Schema],
+    joined: Option<(&str, &Schema)>,
+) -> (Option<Schema>, Vec<String>) {
+    let mut v = Validator::default();
+    if let Node::Input { .. } = node {
+        v.problem("an input node's schema is its dataset's".into());
+        return (None, v.problems);
+    }
+    let mut schemas: BTreeMap<&str, Option<Schema>> = BTreeMap::new();
+    let mut names = Vec::new();
+    if let Some((name, s)) = joined {
+        schemas.insert(name, Some(s.clone()));
+        names.push(name.to_string());
+    }
+    let out = v.node(node.op(), node, inputs, &names, &schemas);
+    (out, v.problems)
 }
 
 #[derive(Default)]
@@ -582,34 +630,9 @@ impl Validator {
         if self.problems.len() > before {
             return;
         }
-        let mut out: Vec<Option<Schema>> = Vec::with_capacity(p.nodes.len());
-        for (i, node) in p.nodes.iter().enumerate() {
-            let nwhat = format!("{what}: {} (node {i})", node.op());
-            if node.id() != i {
-                self.problem(format!(
-                    "{nwhat}: id {} should be {i} (ids are positions in nodes)",
-                    node.id()
-                ));
-                return;
-            }
-            let mut ins = Vec::new();
-            for j in node.inputs() {
-                if j >= i {
-                    self.problem(format!(
-                        "{nwhat}: reads node {j}, which does not come before it"
-                    ));
-                    return;
-                }
-                ins.push(out[j].clone());
-            }
-            if ins.iter().any(Option::is_none) {
-                out.push(None); // reported already
-                continue;
-            }
-            let ins: Vec<Schema> = ins.into_iter().map(|s| s.expect("checked")).collect();
-            let s = self.node(&nwhat, node, &ins, p, datasets, schemas);
-            out.push(s);
-        }
+        let Some(out) = self.node_schemas(&what, p, schemas) else {
+            return;
+        };
         if p.output >= out.len() {
             self.problem(format!("{what}: output node {} does not exist", p.output));
             return;
@@ -619,6 +642,45 @@ impl Validator {
             return;
         };
         self.same_schema(&what, &ds.name, got, want);
+    }
+
+    /// Every node's output schema, by node id (`None` where a rule failed,
+    /// reported); `None` overall when the graph itself is malformed.
+    fn node_schemas(
+        &mut self,
+        what: &str,
+        p: &Pipeline,
+        schemas: &BTreeMap<&str, Option<Schema>>,
+    ) -> Option<Vec<Option<Schema>>> {
+        let mut out: Vec<Option<Schema>> = Vec::with_capacity(p.nodes.len());
+        for (i, node) in p.nodes.iter().enumerate() {
+            let nwhat = format!("{what}: {} (node {i})", node.op());
+            if node.id() != i {
+                self.problem(format!(
+                    "{nwhat}: id {} should be {i} (ids are positions in nodes)",
+                    node.id()
+                ));
+                return None;
+            }
+            let mut ins = Vec::new();
+            for j in node.inputs() {
+                if j >= i {
+                    self.problem(format!(
+                        "{nwhat}: reads node {j}, which does not come before it"
+                    ));
+                    return None;
+                }
+                ins.push(out[j].clone());
+            }
+            if ins.iter().any(Option::is_none) {
+                out.push(None); // reported already
+                continue;
+            }
+            let ins: Vec<Schema> = ins.into_iter().map(|s| s.expect("checked")).collect();
+            let s = self.node(&nwhat, node, &ins, &p.inputs, schemas);
+            out.push(s);
+        }
+        Some(out)
     }
 
     fn same_schema(&mut self, what: &str, ds: &str, got: &Schema, want: &Schema) {
@@ -679,19 +741,21 @@ impl Validator {
         self.columns_exist(what, s, &cols)
     }
 
+    /// The output schema of one operator reading `ins`, checking its rules.
+    /// `inputs` are the pipeline's `@inputs`; `schemas` the datasets it may
+    /// read (`None`: defined but invalid, reported elsewhere).
     fn node(
         &mut self,
         what: &str,
         node: &Node,
         ins: &[Schema],
-        p: &Pipeline,
-        datasets: &BTreeMap<&str, &Dataset>,
+        inputs: &[String],
         schemas: &BTreeMap<&str, Option<Schema>>,
     ) -> Option<Schema> {
         let input = ins.first();
         match node {
             Node::Input { dataset, .. } => {
-                if !p.inputs.iter().any(|i| i == dataset) {
+                if !inputs.iter().any(|i| i == dataset) {
                     self.problem(format!(
                         "{what}: dataset {dataset} is not among the pipeline's @inputs"
                     ));
@@ -857,21 +921,20 @@ impl Validator {
                 ..
             } => {
                 let s = input?;
-                let Some(right_def) = datasets.get(dataset.as_str()) else {
+                let Some(right) = schemas.get(dataset.as_str()) else {
                     self.problem(format!("{what}: joined dataset {dataset} is not defined"));
                     return None;
                 };
-                if !p.inputs.iter().any(|i| i == dataset) {
+                if !inputs.iter().any(|i| i == dataset) {
                     self.problem(format!(
                         "{what}: joined dataset {dataset} is not among the pipeline's @inputs"
                     ));
                 }
-                let right = schemas.get(dataset.as_str()).cloned().flatten()?;
+                let right = right.clone()?;
                 if right.keys.is_empty() {
                     self.problem(format!("{what}: the right side of a join must be a keyed dataset; {dataset} is keyless"));
                     return None;
                 }
-                let _ = right_def;
                 let (lcols, rcols) = match (on, left_on, right_on) {
                     (Some(on), None, None) => (on.clone(), on.clone()),
                     (None, Some(l), Some(r)) if l.len() == r.len() => (l.clone(), r.clone()),

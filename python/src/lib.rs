@@ -9,6 +9,10 @@
 //!   field and value; returns the number of rows;
 //! - `type_name(type_json)`: a type as Python writes it;
 //! - `snake_case(name)`: the SQL name of a class;
+//! - `node_schema(node_json, inputs_json, joined_name=None, joined_json=None)`:
+//!   the output schema of one pipeline operator (the model's schema rules,
+//!   the same the control plane and the stream engine use): the schema, if
+//!   one follows, and the problems found;
 //! - `parse_duration(s)`: microseconds (`None` for `"forever"`);
 //! - `json_schema()`: the payload's JSON Schema.
 
@@ -83,6 +87,40 @@ fn snake_case(name: &str) -> String {
     thyme_model::snake_case(name)
 }
 
+/// The output schema of one pipeline node (JSON text) reading
+/// `inputs_json` (a JSON list of schemas, in the node's input order);
+/// `joined_name` / `joined_json`: the dataset a join reads and its schema.
+/// Returns `(schema_json or None, [problem, ...])`: the schema when one
+/// follows from the node, and what the rules found wrong.
+#[pyfunction]
+#[pyo3(signature = (node_json, inputs_json, joined_name=None, joined_json=None))]
+fn node_schema(
+    node_json: &str,
+    inputs_json: &str,
+    joined_name: Option<&str>,
+    joined_json: Option<&str>,
+) -> PyResult<(Option<String>, Vec<String>)> {
+    use thyme_model::validate::Schema;
+    let node: thyme_model::payload::Node = serde_json::from_str(node_json)
+        .map_err(|e| value_error(format!("invalid pipeline node: {e}")))?;
+    let inputs: Vec<Schema> = serde_json::from_str(inputs_json)
+        .map_err(|e| value_error(format!("invalid input schemas: {e}")))?;
+    let joined: Option<Schema> = joined_json
+        .map(serde_json::from_str)
+        .transpose()
+        .map_err(|e| value_error(format!("invalid joined schema: {e}")))?;
+    let joined = match (joined_name, &joined) {
+        (Some(n), Some(s)) => Some((n, s)),
+        _ => None,
+    };
+    let (out, problems) = thyme_model::validate::node_schema(&node, &inputs, joined);
+    let out = out
+        .map(|s| serde_json::to_string(&s))
+        .transpose()
+        .map_err(|e| value_error(e.to_string()))?;
+    Ok((out, problems))
+}
+
 /// Microseconds of a duration string; `None` for `"forever"`.
 #[pyfunction]
 fn parse_duration(s: &str) -> PyResult<Option<i64>> {
@@ -105,6 +143,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(type_name, m)?)?;
     m.add_function(wrap_pyfunction!(snake_case, m)?)?;
     m.add_function(wrap_pyfunction!(parse_duration, m)?)?;
+    m.add_function(wrap_pyfunction!(node_schema, m)?)?;
     m.add_function(wrap_pyfunction!(json_schema, m)?)?;
     m.add("SCHEMA_VERSION", thyme_model::payload::SCHEMA_VERSION)?;
     Ok(())

@@ -23,6 +23,7 @@ __all__ = [
     "fail",
     "parse_duration",
     "duration_seconds",
+    "native_module",
     "format_timestamp",
     "json_value",
 ]
@@ -62,6 +63,28 @@ def fail(message: str) -> "DefinitionError":
 
 
 # ---------------------------------------------------------------------------
+# The native module
+# ---------------------------------------------------------------------------
+
+_NATIVE: Any = ...  # not looked up yet
+
+
+def native_module() -> Any:
+    """``thyme._native`` (the model's rules, compiled) when this installation
+    has it, else ``None``: the SDK then uses its pure-Python fallbacks,
+    which the tests hold to the same cases."""
+    global _NATIVE
+    if _NATIVE is ...:
+        try:
+            from . import _native  # type: ignore[attr-defined]
+        except ImportError:
+            _NATIVE = None
+        else:
+            _NATIVE = _native
+    return _NATIVE
+
+
+# ---------------------------------------------------------------------------
 # Durations
 # ---------------------------------------------------------------------------
 
@@ -97,9 +120,33 @@ def parse_duration(value: Any, what: str) -> str:
     text = "".join(value.split())
     if text == "forever":
         return text
-    if not _DURATION_RE.match(text):
+    if duration_micros(text) is None:
         raise fail(f"{what}: {value!r} is not a duration ({DURATION_HELP})")
     return text
+
+
+_MAX_MICROS = 2**63 - 1
+
+
+def duration_micros(text: str) -> Optional[int]:
+    """Microseconds of a duration string without spaces (``"forever"`` is
+    not one), or ``None`` when it is not a duration: the model's parser
+    through the native module, else the same rule in Python."""
+    nat = native_module()
+    if nat is not None:
+        try:
+            m = nat.parse_duration(text)
+        except ValueError:
+            return None
+        return None if m is None else int(m)
+    if not _DURATION_RE.match(text):
+        return None
+    total = 0
+    for n, unit in _DURATION_PART.findall(text):
+        total += int(n) * (1000 if unit == "ms" else _UNIT_SECONDS[unit] * 1_000_000)
+        if total > _MAX_MICROS:
+            return None
+    return total
 
 
 def _timedelta_to_duration(td: _dt.timedelta, what: str) -> str:
@@ -124,10 +171,10 @@ def duration_seconds(duration: str) -> float:
     """Seconds in a canonical duration string (``inf`` for ``"forever"``)."""
     if duration == "forever":
         return math.inf
-    total = 0.0
-    for n, unit in _DURATION_PART.findall(duration):
-        total += int(n) * (0.001 if unit == "ms" else _UNIT_SECONDS[unit])
-    return total
+    micros = duration_micros(duration)
+    if micros is None:
+        raise ValueError(f"{duration!r} is not a duration ({DURATION_HELP})")
+    return micros / 1_000_000
 
 
 # ---------------------------------------------------------------------------

@@ -20,12 +20,20 @@ an aggregation's ``of``, a key dropped by ``select``, a pipeline without
 ``@inputs`` or that does not return a dataset, a bad duration. Judging
 types across definitions (does the pipeline output match the dataset, can
 ``Sum`` add that field) is the job of ``thyme.validate`` (the native module).
+
+Each node's schema (fields, types, keys, timestamp) comes from the model's
+schema rules in Rust, the same the control plane validates with and the
+stream engine runs on, through ``thyme._native.node_schema``. The Python
+schema computed beside it is the fallback for an installation without the
+native module; ``python/tests/test_node_schemas.py`` holds both to the
+same table of cases.
 """
 
 from __future__ import annotations
 
 import inspect
 import itertools
+import json
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import _registry
@@ -36,6 +44,7 @@ from ._util import (
     fail,
     json_value,
     names_list,
+    native_module,
     parse_duration,
 )
 from .connectors import SOURCES_ATTR, Source
@@ -185,6 +194,38 @@ class _Schema:
 
     def copy(self) -> "_Schema":
         return _Schema(self.fields, self.keys, self.timestamp)
+
+
+def _schema_json(s: _Schema) -> Dict[str, Any]:
+    return {"fields": [[n, t] for n, t in s.fields], "keys": list(s.keys), "timestamp": s.timestamp or ""}
+
+
+def _node_schema(op: str, params: Dict[str, Any], ins: List["_Node"], fallback: _Schema,
+                 joined: Optional["Dataset"]) -> _Schema:
+    """The schema of a new node: the model's rules through the native
+    module, else ``fallback`` (the SDK's own, for installations without
+    it). Problems the rules find are left to ``thyme.validate`` / the
+    commit, which report them with the rest, naming the pipeline; where
+    they leave no schema (e.g. join columns that are not the right side's
+    keys) the node keeps the provisional ``fallback`` until then."""
+    nat = native_module()
+    if nat is None:
+        return fallback
+    node: Dict[str, Any] = {"id": len(ins), "op": op, **params}
+    if op == "union":
+        node["inputs"] = list(range(len(ins)))
+    else:
+        node["input"] = 0
+    out, problems = nat.node_schema(
+        json.dumps(node, allow_nan=False),
+        json.dumps([_schema_json(n._schema) for n in ins], allow_nan=False),
+        None if joined is None else joined._name,
+        None if joined is None else json.dumps(_schema_json(joined._schema), allow_nan=False),
+    )
+    if out is None:
+        return fallback
+    d = json.loads(out)
+    return _Schema([(n, t) for n, t in d["fields"]], d["keys"], d["timestamp"] or None)
 
 
 def _colname(c: Any, what: str) -> str:
@@ -496,9 +537,11 @@ class _Node:
         out.update(self._params)
         return out
 
-    def _derive(self, op: str, params: Dict[str, Any], schema: _Schema,
-                inputs: Optional[List["_Node"]] = None) -> "_Node":
-        return _Node(op, inputs if inputs is not None else [self], params, schema)
+    def _derive(self, op: str, params: Dict[str, Any], fallback: _Schema,
+                inputs: Optional[List["_Node"]] = None,
+                joined: Optional["Dataset"] = None) -> "_Node":
+        ins = inputs if inputs is not None else [self]
+        return _Node(op, ins, params, _node_schema(op, params, ins, fallback, joined))
 
     # -- row operators -----------------------------------------------------
 
@@ -732,7 +775,7 @@ class _Node:
                 raise fail(f"{what}: field {n!r} exists on both sides of the join (rename or drop one, "
                            "or pick the right fields with fields=[...])")
             s.fields.append((n, optional(t) if how == "left" else t))
-        node = self._derive("join", params, s)
+        node = self._derive("join", params, s, joined=other)
         node._join_dataset = other
         return node
 

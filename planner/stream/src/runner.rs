@@ -255,10 +255,25 @@ impl PipelineRunner {
                 disorder: disorder_of(registry, name, 0)?,
             });
         }
+        // Every node's output schema, by the model's rules (the ones the
+        // commit was validated with): operators take their shapes from it.
+        let defs = p
+            .inputs
+            .iter()
+            .map(|name| {
+                registry
+                    .dataset(name)
+                    .map(|d| d.definition)
+                    .ok_or_else(|| Error::UnknownTable(name.clone()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let schemas = thyme_model::validate::pipeline_schemas(p, &defs.iter().collect::<Vec<_>>())
+            .map_err(|e| Error::InvalidDefinition(format!("pipeline {}: {e}", p.name)))?;
         let mut ops = Vec::with_capacity(p.nodes.len());
         let mut deps = Vec::with_capacity(p.nodes.len());
         let mut fresh = false;
         for n in &p.nodes {
+            let node_schema = &schemas[n.id()];
             deps.push(n.inputs());
             ops.push(match n {
                 Node::Input { dataset, .. } => Op::Input(
@@ -275,11 +290,13 @@ impl PipelineRunner {
                         .collect(),
                 ),
                 Node::Transform { func, schema, .. } => {
-                    // No schema: the result has the input's columns.
+                    // No schema: the result has the input's columns (as
+                    // the frame brings them); else the node's.
                     let schema = match schema {
                         None => None,
-                        Some(schema) => Some(Arc::new(Schema::new(
-                            schema
+                        Some(_) => Some(Arc::new(Schema::new(
+                            node_schema
+                                .fields
                                 .iter()
                                 .map(|(n, t)| {
                                     let (d, _) = thyme_table::registry::stored_type(t)
@@ -302,7 +319,7 @@ impl PipelineRunner {
                     left_on,
                     right_on,
                     within,
-                    fields,
+                    input,
                     ..
                 } => {
                     let sql = thyme_model::snake_case(dataset);
@@ -326,20 +343,19 @@ impl PipelineRunner {
                             }
                         })
                         .collect::<Result<Vec<_>>>()?;
-                    let keys: HashSet<usize> = right.key_indices().iter().copied().collect();
-                    let fields = match fields {
-                        Some(fs) => fs
-                            .iter()
-                            .map(|f| {
-                                right.fields().iter().position(|x| &x.name == f).ok_or_else(|| {
-                                    Error::InvalidDefinition(format!("join with {dataset}: no field {f}"))
-                                })
+                    // The right fields brought in: what the node's schema
+                    // adds to its input's, in its order.
+                    let left = &schemas[*input];
+                    let fields = node_schema
+                        .fields
+                        .iter()
+                        .filter(|(f, _)| left.get(f).is_none())
+                        .map(|(f, _)| {
+                            right.fields().iter().position(|x| &x.name == f).ok_or_else(|| {
+                                Error::InvalidDefinition(format!("join with {dataset}: no field {f}"))
                             })
-                            .collect::<Result<Vec<_>>>()?,
-                        None => (0..right.fields().len())
-                            .filter(|i| !keys.contains(i) && *i != right.ts_index())
-                            .collect(),
-                    };
+                        })
+                        .collect::<Result<Vec<_>>>()?;
                     let (before, after) = match within {
                         Some((b, a)) => (micros(b)?, micros(a)?.unwrap_or(i64::MAX)),
                         None => (None, 0),
