@@ -34,6 +34,10 @@ impl Events {
         self.keys.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
     /// Event time of the `i`-th event.
     #[inline]
     pub fn time(&self, i: usize) -> i64 {
