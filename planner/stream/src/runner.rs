@@ -25,8 +25,8 @@ use thyme_table::registry::Registry;
 use thyme_table::types::DType;
 use thyme_table::udf::PythonRuntime;
 
-use crate::aggregate::AggregateExec;
-use crate::ops::{self, Flow, JoinExec};
+use crate::aggregate::AggregateOp;
+use crate::ops::{self, Flow, JoinOp};
 
 pub use thyme_table::catalog::LATE_TABLE;
 
@@ -95,13 +95,13 @@ enum Op {
     Drop(Vec<String>),
     Rename(BTreeMap<String, String>),
     DropNull(Option<Vec<String>>),
-    Join(JoinExec),
+    Join(JoinOp),
     Explode(Vec<String>),
     Transform(thyme_model::payload::Func, Option<SchemaRef>),
     Union(Vec<usize>),
     Changelog(String),
     /// Terminal operators.
-    Aggregate(Box<Option<AggregateExec>>, Node),
+    Aggregate(Box<Option<AggregateOp>>, Node),
     Latest,
     /// Per key the earliest event time written, and versions to rewrite
     /// after this step's rows.
@@ -360,7 +360,7 @@ impl PipelineRunner {
                         Some((b, a)) => (micros(b)?, micros(a)?.unwrap_or(i64::MAX)),
                         None => (None, 0),
                     };
-                    Op::Join(JoinExec {
+                    Op::Join(JoinOp {
                         right,
                         left_keys,
                         fields,
@@ -823,7 +823,7 @@ struct Env<'a> {
     out: &'a Arc<Dataset>,
     state: &'a BTreeMap<usize, DatasetId>,
     /// Aggregation state records in the first layout (see
-    /// [`AggregateExec::set_legacy_state`]).
+    /// [`AggregateOp::set_legacy_state`]).
     legacy_state: bool,
     python: Option<&'a dyn PythonRuntime>,
     imports: &'a str,
@@ -940,7 +940,7 @@ fn apply(op: &mut Op, env: &Env<'_>, id: usize, f: Flow, wb: &mut WriteBatch) ->
                 else {
                     unreachable!()
                 };
-                **agg = Some(AggregateExec::new(
+                **agg = Some(AggregateOp::new(
                     &f.batch.schema(),
                     keys,
                     window.as_ref(),

@@ -105,14 +105,14 @@ enum OutSrc {
 }
 
 /// The aggregation operator of one pipeline.
-pub struct AggregateExec {
+pub struct AggregateOp {
     key_cols: Vec<usize>,
     /// The input columns events contribute, each once however many
     /// aggregations read it (3 aggregations of `amount` keep one value per
     /// event in memory).
     slot_cols: Vec<usize>,
     /// State records in the first layout: one value per aggregation (see
-    /// [`AggregateExec::set_legacy_state`]).
+    /// [`AggregateOp::set_legacy_state`]).
     legacy_state: bool,
     windows: Vec<Win>,
     aggs: Vec<AggSpec>,
@@ -140,7 +140,7 @@ fn default_value(a: &Agg, t: DType) -> Option<V> {
     })
 }
 
-impl AggregateExec {
+impl AggregateOp {
     /// `input` is the schema of the rows reaching the operator; `state_ds`
     /// the hidden dataset holding contributions.
     #[allow(clippy::too_many_arguments)]
@@ -238,7 +238,7 @@ impl AggregateExec {
                 }
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(AggregateExec {
+        Ok(AggregateOp {
             key_cols,
             slot_cols,
             legacy_state: false,

@@ -330,7 +330,7 @@ pub fn changelog(f: &Flow, delete_column: &str) -> Result<Flow> {
 /// The as-of join with a keyed dataset: each left row meets the right row
 /// of its key as of the left row's event time (plus `after`), if that row
 /// is no older than `before` (the `within` bounds).
-pub struct JoinExec {
+pub struct JoinOp {
     pub right: Arc<Dataset>,
     /// Left column of each right key field, in key order.
     pub left_keys: Vec<String>,
@@ -341,7 +341,7 @@ pub struct JoinExec {
     pub after: i64,
 }
 
-impl JoinExec {
+impl JoinOp {
     pub fn execute(&self, store: &dyn TemporalStore, f: &Flow) -> Result<Flow> {
         let ts = f.ts()?;
         let mut projection = self.fields.clone();

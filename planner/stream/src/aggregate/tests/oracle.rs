@@ -256,7 +256,7 @@ fn every_aggregation_and_window_matches_brute_force() {
             false,
         ),
     ]));
-    let mut op = AggregateExec::new(&input, &["k".into()], None, &aggs, out, 2).expect("operator");
+    let mut op = AggregateOp::new(&input, &["k".into()], None, &aggs, out, 2).expect("operator");
 
     // Events: 3 keys over 4 hours, arriving shuffled within ~25 minutes,
     // some at equal times.

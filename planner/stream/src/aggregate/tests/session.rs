@@ -44,7 +44,7 @@ fn session_merge_rewrites_the_close_it_removed() {
         ),
         agg(AggKind::Count, "s", Window::Session { gap: "4m".into() }),
     ];
-    let mut a = AggregateExec::new(&input, &["k".into()], None, &aggs, out, 99).unwrap();
+    let mut a = AggregateOp::new(&input, &["k".into()], None, &aggs, out, 99).unwrap();
     let mut rows: Vec<(i64, i64, i64)> = Vec::new();
     let now = 100 * m;
     for (i, t) in [10 * m, 13 * m].into_iter().enumerate() {

@@ -9,7 +9,7 @@ use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 
 const M: i64 = 60_000_000;
 
-fn operator(legacy: bool) -> (AggregateExec, Arc<Schema>) {
+fn operator(legacy: bool) -> (AggregateOp, Arc<Schema>) {
     let out = test_output(&[
         ("k", DType::Int, false),
         ("n", DType::Int, true),
@@ -35,7 +35,7 @@ fn operator(legacy: bool) -> (AggregateExec, Arc<Schema>) {
             false,
         ),
     ]));
-    let mut op = AggregateExec::new(&input, &["k".into()], None, &aggs, out, 7).unwrap();
+    let mut op = AggregateOp::new(&input, &["k".into()], None, &aggs, out, 7).unwrap();
     op.set_legacy_state(legacy);
     (op, input)
 }
@@ -43,7 +43,7 @@ fn operator(legacy: bool) -> (AggregateExec, Arc<Schema>) {
 /// Push events `from..to` (3 keys, a minute apart, some out of order)
 /// and advance; returns the output rows.
 fn feed(
-    op: &mut AggregateExec,
+    op: &mut AggregateOp,
     input: &Arc<Schema>,
     from: i64,
     to: i64,
@@ -148,7 +148,7 @@ fn restore_at_random_cuts_continues_like_an_uninterrupted_run() {
     for legacy in [false, true] {
         let store = thyme_storage::memory::MemoryStore::shared();
         let (mut live, input) = operator(legacy);
-        let mut restored: Option<AggregateExec> = None;
+        let mut restored: Option<AggregateOp> = None;
         let mut at = 0i64;
         let mut cuts = 0;
         for step in 0..30 {
