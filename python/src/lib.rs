@@ -11,8 +11,9 @@
 //! - `snake_case(name)`: the SQL name of a class;
 //! - `node_schema(node_json, inputs_json, joined_name=None, joined_json=None)`:
 //!   the output schema of one pipeline operator (the model's schema rules,
-//!   the same the control plane and the stream engine use): the schema, if
-//!   one follows, and the problems found;
+//!   the same the control plane and the stream engine use), or `None` when
+//!   the rules leave it undefined (their problems are reported by
+//!   `validate_commit`);
 //! - `parse_duration(s)`: microseconds (`None` for `"forever"`);
 //! - `json_schema()`: the payload's JSON Schema.
 
@@ -90,8 +91,8 @@ fn snake_case(name: &str) -> String {
 /// The output schema of one pipeline node (JSON text) reading
 /// `inputs_json` (a JSON list of schemas, in the node's input order);
 /// `joined_name` / `joined_json`: the dataset a join reads and its schema.
-/// Returns `(schema_json or None, [problem, ...])`: the schema when one
-/// follows from the node, and what the rules found wrong.
+/// Returns the schema (JSON text), or `None` when no schema follows (the
+/// problems are `validate_commit`'s to report, with the pipeline named).
 #[pyfunction]
 #[pyo3(signature = (node_json, inputs_json, joined_name=None, joined_json=None))]
 fn node_schema(
@@ -99,7 +100,7 @@ fn node_schema(
     inputs_json: &str,
     joined_name: Option<&str>,
     joined_json: Option<&str>,
-) -> PyResult<(Option<String>, Vec<String>)> {
+) -> PyResult<Option<String>> {
     use thyme_model::validate::Schema;
     let node: thyme_model::payload::Node = serde_json::from_str(node_json)
         .map_err(|e| value_error(format!("invalid pipeline node: {e}")))?;
@@ -113,12 +114,10 @@ fn node_schema(
         (Some(n), Some(s)) => Some((n, s)),
         _ => None,
     };
-    let (out, problems) = thyme_model::validate::node_schema(&node, &inputs, joined);
-    let out = out
-        .map(|s| serde_json::to_string(&s))
+    let (out, _problems) = thyme_model::validate::node_schema(&node, &inputs, joined);
+    out.map(|s| serde_json::to_string(&s))
         .transpose()
-        .map_err(|e| value_error(e.to_string()))?;
-    Ok((out, problems))
+        .map_err(|e| value_error(e.to_string()))
 }
 
 /// Microseconds of a duration string; `None` for `"forever"`.

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-from ._util import DefinitionError
+from ._util import DefinitionError, native_module
 from .datasets import Dataset
 from .featuresets import Featureset
 
@@ -106,14 +106,13 @@ def build_payload(
 def native() -> Any:
     """The native module, or a clear error when the package was installed
     without it."""
-    try:
-        from . import _native  # type: ignore[attr-defined]
-    except ImportError as exc:
+    nat = native_module()
+    if nat is None:
         raise RuntimeError(
             "thyme._native (the compiled validator) is not available in this installation; "
             "build the package with maturin (pip install ./python) to validate definitions locally"
-        ) from exc
-    return _native
+        )
+    return nat
 
 
 def validate(*objs: Any, incremental: bool = False) -> Dict[str, Any]:

@@ -216,7 +216,7 @@ def _node_schema(op: str, params: Dict[str, Any], ins: List["_Node"], fallback: 
         node["inputs"] = list(range(len(ins)))
     else:
         node["input"] = 0
-    out, problems = nat.node_schema(
+    out = nat.node_schema(
         json.dumps(node, allow_nan=False),
         json.dumps([_schema_json(n._schema) for n in ins], allow_nan=False),
         None if joined is None else joined._name,

@@ -268,7 +268,7 @@ impl PipelineRunner {
             })
             .collect::<Result<Vec<_>>>()?;
         let schemas = thyme_model::validate::pipeline_schemas(p, &defs.iter().collect::<Vec<_>>())
-            .map_err(|e| Error::InvalidDefinition(format!("pipeline {}: {e}", p.name)))?;
+            .map_err(|e| Error::InvalidDefinition(e.to_string()))?;
         let mut ops = Vec::with_capacity(p.nodes.len());
         let mut deps = Vec::with_capacity(p.nodes.len());
         let mut fresh = false;
