@@ -1,9 +1,10 @@
 """The row operators of pipelines against the real server, each checked
 with the rows it must produce: transform (Python), rename, drop, dropnull,
-explode, dedup, union, select, groupby().latest() / .first(), and changelog
-(upserts and an SQL DELETE of a keyed dataset) feeding an aggregation."""
+explode, dedup, union, select, groupby().latest() / .first(), a left join
+on differently named columns, and changelog (upserts and an SQL DELETE of a
+keyed dataset) feeding an aggregation."""
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import List, Optional
 
 import pandas as pd
@@ -106,13 +107,25 @@ class TierChanges:
         return p.changelog("deleted").groupby("uid").aggregate(changes=Count(window=Continuous("forever")))
 
 
+@dataset
+class ClickTier:
+    user: int
+    tier: Optional[str]
+    ts: datetime
+
+    @pipeline
+    @inputs(Click, Profile)
+    def tiers(cls, c: Dataset, p: Dataset):
+        return c.rename({"uid": "user"}).select("user").join(p, how="left", left_on=["user"], right_on=["uid"])
+
+
 def ts(s):
     return pd.to_datetime(s, utc=True)
 
 
 def test_row_operators(thyme):
     client = Client(thyme.control_url)
-    client.commit("ops", datasets=[Click, Profile, Shaped, Tagged, LastPage, FirstPage, TierChanges])
+    client.commit("ops", datasets=[Click, Profile, Shaped, Tagged, LastPage, FirstPage, TierChanges, ClickTier])
     client.log("ops", "Click", pd.DataFrame({
         "uid": [1, 1, 2, 1, 2, 1],
         "page": ["home", None, "cart", "shop", "home", "home"],
@@ -126,8 +139,8 @@ def test_row_operators(thyme):
         "uid": [2], "page": ["landing"], "tags": [["z"]], "amount": [1.0], "ts": ts(["2024-01-01T09:00:00Z"]),
     }))
     client.log("ops", "Profile", pd.DataFrame({
-        "uid": [1, 1, 2], "tier": ["free", "pro", "free"],
-        "ts": ts(["2024-01-01T00:00:00Z", "2024-01-02T00:00:00Z", "2024-01-01T00:00:00Z"]),
+        "uid": [1, 1, 2, 3], "tier": ["free", "pro", "gold", "free"],
+        "ts": ts(["2024-01-01T00:00:00Z", "2024-01-02T00:00:00Z", "2024-01-01T10:00:00Z", "2024-01-01T13:30:00Z"]),
     }))
     with psycopg.connect(thyme.dsn, autocommit=True) as conn:
         conn.execute("DELETE FROM profile WHERE uid = 2 AS OF '2024-01-03T00:00:00Z'")
@@ -156,5 +169,13 @@ def test_row_operators(thyme):
         assert sorted(q("SELECT uid, page FROM first_page")) == [(1, "home"), (2, "landing")]
         assert sorted(q("SELECT uid, page FROM first_page AS OF '2024-01-01T09:30:00Z'")) == [(2, "landing")]
         # changelog: two upserts of user 1; user 2's upsert and its delete.
-        assert sorted(q("SELECT uid, changes FROM tier_changes")) == [(1, 2), (2, 2)]
+        assert sorted(q("SELECT uid, changes FROM tier_changes")) == [(1, 2), (2, 2), (3, 1)]
         assert sorted(q("SELECT uid, changes FROM tier_changes AS OF '2024-01-01T12:00:00Z'")) == [(1, 1), (2, 1)]
+        # join, left_on=user / right_on=uid: each click meets its user's tier
+        # as of the click (user 1 turns "pro" only the next day; user 2 has
+        # no profile yet at 09:00).
+        h = lambda hour: datetime(2024, 1, 1, hour, tzinfo=timezone.utc)  # noqa: E731
+        assert sorted(q("SELECT user, tier, ts FROM click_tier"), key=str) == sorted([
+            (1, "free", h(10)), (1, "free", h(11)), (2, "gold", h(12)), (1, "free", h(13)),
+            (2, "gold", h(14)), (1, "free", h(10)), (2, None, h(9)),
+        ], key=str)

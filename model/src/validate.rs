@@ -195,6 +195,22 @@ pub fn validate(
     }
 }
 
+/// A join's column pairs: the left columns and, in the same order, the
+/// right columns they meet (`on` names both; else `left_on` with
+/// `right_on`).
+pub fn join_columns(
+    on: &Option<Vec<String>>,
+    left_on: &Option<Vec<String>>,
+    right_on: &Option<Vec<String>>,
+) -> Result<(Vec<String>, Vec<String>), &'static str> {
+    match (on, left_on, right_on) {
+        (Some(on), None, None) => Ok((on.clone(), on.clone())),
+        (None, Some(l), Some(r)) if l.len() == r.len() => Ok((l.clone(), r.clone())),
+        (None, Some(_), Some(_)) => Err("left_on and right_on have different lengths"),
+        _ => Err("give either on=[...] or both left_on and right_on"),
+    }
+}
+
 /// The output schema of every node of pipeline `p`, by node id: the one
 /// implementation of the schema rules, which the validator applies, the
 /// stream engine builds its operators from and the SDK's native module
@@ -935,19 +951,10 @@ impl Validator {
                     self.problem(format!("{what}: the right side of a join must be a keyed dataset; {dataset} is keyless"));
                     return None;
                 }
-                let (lcols, rcols) = match (on, left_on, right_on) {
-                    (Some(on), None, None) => (on.clone(), on.clone()),
-                    (None, Some(l), Some(r)) if l.len() == r.len() => (l.clone(), r.clone()),
-                    (None, Some(_), Some(_)) => {
-                        self.problem(format!(
-                            "{what}: left_on and right_on have different lengths"
-                        ));
-                        return None;
-                    }
-                    _ => {
-                        self.problem(format!(
-                            "{what}: give either on=[...] or both left_on and right_on"
-                        ));
+                let (lcols, rcols) = match join_columns(on, left_on, right_on) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        self.problem(format!("{what}: {e}"));
                         return None;
                     }
                 };

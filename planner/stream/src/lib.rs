@@ -20,17 +20,30 @@
 //! order or not; older ones are *late*: they are not applied, but counted
 //! (progress, `/metrics`) and recorded in the `thyme_late_events` table.
 //!
-//! Operators live in [`ops`] (stateless ones and the as-of join),
-//! [`aggregate`] (windowed aggregation, with its accumulators, per-key
-//! events and windows) and [`runner`] (`first` / `latest` / `dedup`, which
-//! write keyed versions directly).
+//! The crate's parts:
+//!
+//! - [`runner`]: the runner, its inputs, watermarks and atomic step;
+//! - [`checkpoint`]: what a runner stores about its progress;
+//! - [`graph`]: every operator built from its node, in one place, and the
+//!   walk that runs them;
+//! - [`ops`]: the operators, one per file (windowed aggregation in
+//!   [`ops::aggregate`], with its accumulators, per-key events and windows);
+//! - [`sink`]: the output node's rows written to the output dataset;
+//! - [`flow`]: the batches that move between operators;
+//! - [`late`]: the late events table.
 //!
 //! [`step`]: PipelineRunner::step
 //! [`WriteBatch`]: thyme_storage::WriteBatch
 
-pub mod aggregate;
+pub mod checkpoint;
+pub mod flow;
+pub mod graph;
+pub mod late;
 pub mod ops;
 pub mod runner;
+pub mod sink;
 
-pub use runner::{late_table, InputProgress, PipelineRunner, Progress, IDLE_AFTER, LATE_TABLE};
+pub use late::late_table;
+pub use runner::{InputProgress, PipelineRunner, Progress, IDLE_AFTER};
+pub use thyme_table::catalog::LATE_TABLE;
 pub use thyme_table::udf::PythonRuntime;

@@ -1,7 +1,7 @@
 //! Window cursors: the bounds a cursor keeps agree with when events
 //! enter and leave the window.
 
-use crate::aggregate::*;
+use crate::ops::aggregate::*;
 
 #[test]
 fn cursor_bounds_agree_with_enter_and_leave() {

@@ -1,7 +1,7 @@
 //! Session windows: merging sessions rewrites the close it removed.
 
 use super::test_output;
-use crate::aggregate::*;
+use crate::ops::aggregate::*;
 use arrow::array::{Int64Array, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use thyme_model::payload::{Agg, AggKind, Window};

@@ -16,7 +16,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::json;
 
 use super::test_output;
-use crate::aggregate::*;
+use crate::ops::aggregate::*;
 use thyme_table::types::Elem;
 
 const M: i64 = 60_000_000;

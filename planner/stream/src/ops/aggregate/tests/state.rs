@@ -3,7 +3,7 @@
 //! holds one value per aggregation (what stores written before values
 //! were shared contain).
 use super::test_output;
-use crate::aggregate::*;
+use crate::ops::aggregate::*;
 use arrow::array::{Float64Array, Int64Array, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 
