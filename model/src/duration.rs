@@ -9,6 +9,16 @@ pub enum Duration {
     Micros(i64),
 }
 
+impl Duration {
+    /// Microseconds; `None` for forever.
+    pub fn micros(self) -> Option<i64> {
+        match self {
+            Duration::Forever => None,
+            Duration::Micros(m) => Some(m),
+        }
+    }
+}
+
 /// Parse a duration string; the error says what is accepted.
 pub fn parse(s: &str) -> Result<Duration, String> {
     let t = s.trim();

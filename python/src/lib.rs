@@ -123,10 +123,9 @@ fn node_schema(
 /// Microseconds of a duration string; `None` for `"forever"`.
 #[pyfunction]
 fn parse_duration(s: &str) -> PyResult<Option<i64>> {
-    match thyme_model::duration::parse(s).map_err(value_error)? {
-        thyme_model::duration::Duration::Forever => Ok(None),
-        thyme_model::duration::Duration::Micros(m) => Ok(Some(m)),
-    }
+    thyme_model::duration::parse(s)
+        .map(thyme_model::duration::Duration::micros)
+        .map_err(value_error)
 }
 
 /// The commit payload's JSON Schema (JSON text).

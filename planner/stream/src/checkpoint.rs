@@ -54,21 +54,14 @@ impl Checkpoint {
         self.state_format == 0
     }
 
-    /// The state dataset of node `id`, allocated on first use; `fresh` is
-    /// set when one was allocated (the checkpoint must then be written
-    /// before the pipeline runs).
-    pub fn state_of(
-        &mut self,
-        store: &dyn TemporalStore,
-        id: usize,
-        fresh: &mut bool,
-    ) -> Result<DatasetId> {
+    /// The state dataset of node `id`, allocated on first use (the
+    /// checkpoint must then be written before the pipeline runs).
+    pub fn state_of(&mut self, store: &dyn TemporalStore, id: usize) -> Result<DatasetId> {
         if let Some(s) = self.state.get(&id) {
             return Ok(*s);
         }
         let s = store.allocate_dataset_id()?;
         self.state.insert(id, s);
-        *fresh = true;
         Ok(s)
     }
 

@@ -96,7 +96,7 @@ impl Graph {
         ckpt: &mut Checkpoint,
     ) -> Result<(Graph, bool)> {
         let store = catalog.store().clone();
-        let mut fresh = false;
+        let allocated = ckpt.state.len();
         let mut ops = Vec::with_capacity(p.nodes.len());
         for n in &p.nodes {
             let id = n.id();
@@ -131,12 +131,12 @@ impl Graph {
                             "dedup() with a window (the engine dedups on event time and the by-columns)".into(),
                         ));
                     }
-                    let state = ckpt.state_of(store.as_ref(), id, &mut fresh)?;
+                    let state = ckpt.state_of(store.as_ref(), id)?;
                     Op::Dedup(DedupOp::new(by.clone(), state))
                 }
                 Node::Aggregate { .. } => Op::Aggregate(LazyAggregate {
                     node: n.clone(),
-                    state: ckpt.state_of(store.as_ref(), id, &mut fresh)?,
+                    state: ckpt.state_of(store.as_ref(), id)?,
                     legacy_state: ckpt.legacy_state(),
                     op: None,
                 }),
@@ -161,7 +161,7 @@ impl Graph {
                 deps,
                 output: p.output,
             },
-            fresh,
+            ckpt.state.len() != allocated,
         ))
     }
 

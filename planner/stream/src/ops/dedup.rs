@@ -37,7 +37,9 @@ impl DedupOp {
         let ts = f.ts()?;
         let mut keep = Vec::with_capacity(f.len());
         let mut key = Vec::new();
-        let mut fresh: HashSet<(Vec<u8>, i64)> = HashSet::new();
+        // This flow's new (value, time) pairs: the key bytes followed by
+        // the time, so a lookup borrows the row's buffer.
+        let mut fresh: HashSet<Vec<u8>> = HashSet::new();
         for (r, &t) in ts.iter().enumerate() {
             key.clear();
             for &c in &cols {
@@ -49,16 +51,18 @@ impl DedupOp {
                 key.push(v.is_null() as u8);
             }
             key.extend_from_slice(&[0xFF, 0xFF, 0xFF, 0xFF, 0xFF]);
-            let mut dup = fresh.contains(&(key.clone(), t));
+            let stored = key.len();
+            key.extend_from_slice(&t.to_be_bytes());
+            let mut dup = fresh.contains(key.as_slice());
             if !dup {
                 env.store
-                    .get_as_of(self.state, &[key.as_slice()], t, &mut |_, v| {
+                    .get_as_of(self.state, &[&key[..stored]], t, &mut |_, v| {
                         dup = v.is_some_and(|v| v.ts == t);
                     })?;
             }
             if !dup {
-                wb.put_version(self.state, &key, t, &[]);
-                fresh.insert((key.clone(), t));
+                wb.put_version(self.state, &key[..stored], t, &[]);
+                fresh.insert(key.clone());
             }
             keep.push(!dup);
         }

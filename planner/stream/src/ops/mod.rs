@@ -32,7 +32,7 @@ pub mod union;
 use std::sync::Arc;
 
 use datafusion::prelude::SessionContext;
-use thyme_model::duration::{self, Duration};
+use thyme_model::duration;
 use thyme_storage::TemporalStore;
 use thyme_table::catalog::Dataset;
 use thyme_table::error::{Error, Result};
@@ -70,10 +70,9 @@ impl OpEnv {
     }
 }
 
-/// A duration in microseconds (`None`: forever).
+/// A definition's duration in microseconds (`None`: forever).
 pub(crate) fn micros(s: &str) -> Result<Option<i64>> {
-    match duration::parse(s).map_err(Error::InvalidDefinition)? {
-        Duration::Forever => Ok(None),
-        Duration::Micros(m) => Ok(Some(m)),
-    }
+    duration::parse(s)
+        .map(duration::Duration::micros)
+        .map_err(Error::InvalidDefinition)
 }

@@ -21,10 +21,11 @@
 //! - `Session(gap)`: not interval-shaped (an event's effect depends on its
 //!   neighbours); handled by the aggregation operator directly.
 
-use thyme_model::duration::{self, Duration};
 use thyme_model::payload::Window;
 
 use thyme_table::error::{Error, Result};
+
+use crate::ops::micros;
 
 /// A window in microseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,13 +40,6 @@ pub enum Win {
     Session {
         gap: i64,
     },
-}
-
-fn micros(s: &str) -> Result<Option<i64>> {
-    match duration::parse(s).map_err(Error::InvalidDefinition)? {
-        Duration::Forever => Ok(None),
-        Duration::Micros(m) => Ok(Some(m)),
-    }
 }
 
 fn lookback_of(l: &Option<String>) -> Result<i64> {
