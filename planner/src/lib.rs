@@ -28,5 +28,5 @@ pub mod session;
 pub mod sql;
 pub mod view;
 
-pub use session::{CopyIn, Engine, Output, Prepared, Session};
+pub use session::{CopyIn, Engine, Limits, Output, Prepared, Session};
 pub use thyme_table::{Error, Result};

@@ -85,8 +85,13 @@ pub enum ErrorKind {
     UnsupportedMediaType,
     /// A statement or request larger than a limit of the server.
     LimitExceeded,
+    /// A statement nested more deeply than the server's limit (its
+    /// expressions, subqueries, set operations).
+    TooComplex,
     /// The client canceled the statement, or went away.
     Canceled,
+    /// The statement ran past its time limit (`statement_timeout`).
+    Timeout,
     /// A memory or other resource limit was reached.
     ResourcesExhausted,
     /// The server or a part it needs is not available now.
@@ -129,7 +134,9 @@ impl ErrorKind {
         ErrorKind::Conflict,
         ErrorKind::UnsupportedMediaType,
         ErrorKind::LimitExceeded,
+        ErrorKind::TooComplex,
         ErrorKind::Canceled,
+        ErrorKind::Timeout,
         ErrorKind::ResourcesExhausted,
         ErrorKind::Unavailable,
         ErrorKind::Storage,
@@ -189,11 +196,13 @@ mod tests {
                 ErrorKind::Conflict => 26,
                 ErrorKind::UnsupportedMediaType => 27,
                 ErrorKind::LimitExceeded => 28,
-                ErrorKind::Canceled => 29,
-                ErrorKind::ResourcesExhausted => 30,
-                ErrorKind::Unavailable => 31,
-                ErrorKind::Storage => 32,
-                ErrorKind::Internal => 33,
+                ErrorKind::TooComplex => 29,
+                ErrorKind::Canceled => 30,
+                ErrorKind::Timeout => 31,
+                ErrorKind::ResourcesExhausted => 32,
+                ErrorKind::Unavailable => 33,
+                ErrorKind::Storage => 34,
+                ErrorKind::Internal => 35,
             };
             assert_eq!(ErrorKind::ALL[position], k);
         }

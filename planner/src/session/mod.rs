@@ -50,9 +50,32 @@ pub const AS_OF_VARIABLE: &str = "thyme.as_of";
 /// How ASOF joins are run: `auto` (by size), `seek`, `hash`, `merge`.
 pub const ASOF_STRATEGY_VARIABLE: &str = "thyme.asof_strategy";
 
+/// The server's limits on statements (see `docs/limits.md`).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Deepest nesting of a statement's expressions, subqueries and set
+    /// operations (an estimate from its tokens); deeper is SQLSTATE 54001.
+    pub max_expression_depth: usize,
+    /// Default `statement_timeout`, milliseconds (0: none).
+    pub statement_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_expression_depth: crate::sql::DEFAULT_MAX_DEPTH,
+            statement_timeout_ms: 0,
+        }
+    }
+}
+
+/// The session variable limiting each statement's run time.
+pub const STATEMENT_TIMEOUT_VARIABLE: &str = "statement_timeout";
+
 /// State shared by all sessions: the catalog, the store, a configured
 /// DataFusion context to clone sessions from.
 pub struct Engine {
+    limits: Limits,
     catalog: Arc<Catalog>,
     features: Arc<thyme_features::Features>,
     registry: Arc<thyme_table::registry::Registry>,
@@ -65,6 +88,15 @@ impl Engine {
     /// base context (the Postgres front end installs `pg_catalog` there).
     pub fn new(
         store: Arc<dyn TemporalStore>,
+        setup: impl FnOnce(&SessionContext) -> Result<()>,
+    ) -> Result<Arc<Self>> {
+        Self::with_limits(store, Limits::default(), setup)
+    }
+
+    /// [`Engine::new`] with the server's limits.
+    pub fn with_limits(
+        store: Arc<dyn TemporalStore>,
+        limits: Limits,
         setup: impl FnOnce(&SessionContext) -> Result<()>,
     ) -> Result<Arc<Self>> {
         let catalog = Arc::new(Catalog::load(store)?);
@@ -98,13 +130,18 @@ impl Engine {
             catalog,
             features,
             registry,
-            parser: SqlParser::new(),
+            parser: SqlParser::with_max_depth(limits.max_expression_depth),
+            limits,
             base,
         }))
     }
 
     pub fn catalog(&self) -> &Arc<Catalog> {
         &self.catalog
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// Featureset serving: the extractor graph, planning, evaluation.

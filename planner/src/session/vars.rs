@@ -8,9 +8,54 @@ use thyme_table::error::{Error, Result};
 
 use super::*;
 
+/// A duration setting in Postgres' forms: a number of milliseconds, or a
+/// number with a unit (`ms`, `s`, `min`, `h`, `d`); `None` if it is
+/// neither.
+pub fn parse_millis(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let scale = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "ms" => 1.0,
+        "s" => 1e3,
+        "min" => 60e3,
+        "h" => 3600e3,
+        "d" => 86_400e3,
+        _ => return None,
+    };
+    let ms = (number * scale).round();
+    (ms.is_finite() && ms >= 0.0 && ms <= i32::MAX as f64).then_some(ms as u64)
+}
+
+/// Milliseconds as `SHOW` gives them (`0`, `250ms`, `5s`).
+fn format_millis(ms: u64) -> String {
+    match ms {
+        0 => "0".into(),
+        ms if ms % 1000 == 0 => format!("{}s", ms / 1000),
+        ms => format!("{ms}ms"),
+    }
+}
+
 impl Session {
+    /// The time limit of the next statement (`None`: none), from
+    /// `SET statement_timeout` or the server's default.
+    pub fn statement_timeout(&self) -> Option<std::time::Duration> {
+        let ms = match self.vars.get(STATEMENT_TIMEOUT_VARIABLE) {
+            Some(v) => parse_millis(v).unwrap_or(0),
+            None => self.engine.limits.statement_timeout_ms,
+        };
+        (ms > 0).then(|| std::time::Duration::from_millis(ms))
+    }
+
     pub(super) fn show(&self, name: &str) -> Option<String> {
         match name {
+            STATEMENT_TIMEOUT_VARIABLE => Some(format_millis(
+                self.statement_timeout()
+                    .map_or(0, |d| d.as_millis() as u64),
+            )),
             AS_OF_VARIABLE => Some(
                 self.as_of
                     .and_then(chrono::DateTime::from_timestamp_micros)
@@ -75,6 +120,19 @@ impl Session {
                         },
                         other => other.to_string(),
                     };
+                    if name == STATEMENT_TIMEOUT_VARIABLE {
+                        if text.eq_ignore_ascii_case("default") {
+                            self.vars.remove(&name);
+                            return Ok(());
+                        }
+                        let ms = parse_millis(&text).ok_or_else(|| {
+                            Error::InvalidParameter(format!(
+                                "invalid value for parameter \"statement_timeout\": {text:?} (milliseconds, or a number with a unit: ms, s, min, h, d)"
+                            ))
+                        })?;
+                        self.vars.insert(name, ms.to_string());
+                        return Ok(());
+                    }
                     if name == ASOF_STRATEGY_VARIABLE && AsOfStrategy::parse(&text).is_none() {
                         return Err(Error::InvalidParameter(format!(
                             "{ASOF_STRATEGY_VARIABLE} is auto, seek, hash or merge, not {text:?}"

@@ -16,6 +16,7 @@
 //! catalog queries that psql and drivers send.
 
 pub mod asof;
+pub mod depth;
 
 use std::any::TypeId;
 
@@ -100,26 +101,51 @@ pub struct ParsedStatement {
 }
 
 fn syntax(e: ParserError) -> Error {
-    Error::Syntax(match e {
-        ParserError::TokenizerError(s) | ParserError::ParserError(s) => s,
-        ParserError::RecursionLimitExceeded => "statement is nested too deeply".into(),
-    })
+    match e {
+        ParserError::TokenizerError(s) | ParserError::ParserError(s) => Error::Syntax(s),
+        ParserError::RecursionLimitExceeded => {
+            Error::TooComplex("its expressions nest more deeply than the parser allows".into())
+        }
+    }
 }
+
+/// Deepest nesting accepted by default (see [`depth`]).
+pub const DEFAULT_MAX_DEPTH: usize = 1000;
 
 fn is_kw(t: &Token, kw: Keyword) -> bool {
     matches!(t, Token::Word(Word { keyword, quote_style: None, .. }) if *keyword == kw)
 }
 
 /// Parser for Thyme SQL (see the module docs). Cheap to share.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SqlParser {
     compat: PostgresCompatibilityParser,
     dialect: ThymeDialect,
+    /// Deepest nesting accepted ([`depth::depth_bound`]).
+    max_depth: usize,
+}
+
+impl Default for SqlParser {
+    fn default() -> Self {
+        SqlParser {
+            compat: PostgresCompatibilityParser::default(),
+            dialect: ThymeDialect::default(),
+            max_depth: DEFAULT_MAX_DEPTH,
+        }
+    }
 }
 
 impl SqlParser {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A parser refusing statements that nest deeper than `max_depth`.
+    pub fn with_max_depth(max_depth: usize) -> Self {
+        SqlParser {
+            max_depth,
+            ..Self::default()
+        }
     }
 
     /// Parse a query string into statements.
@@ -131,6 +157,13 @@ impl SqlParser {
             .into_iter()
             .filter(|t| !matches!(t.token, Token::Whitespace(_)))
             .collect();
+        let depth = depth::depth_bound(&significant);
+        if depth > self.max_depth {
+            return Err(Error::TooComplex(format!(
+                "it nests about {depth} levels deep, more than the limit of {} (max_expression_depth)",
+                self.max_depth
+            )));
+        }
         // Split into statements at top-level semicolons.
         let mut statements: Vec<Vec<TokenWithSpan>> = vec![Vec::new()];
         let mut depth = 0i32;

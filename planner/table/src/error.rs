@@ -80,6 +80,15 @@ pub enum Error {
     /// An extractor ran past the time limit and was interrupted.
     #[error("extractor {extractor} ran longer than the {limit_ms} ms limit and was stopped")]
     ExtractorTimeout { extractor: String, limit_ms: u64 },
+    /// A statement nested more deeply than the limit.
+    #[error("statement too complex: {0}")]
+    TooComplex(String),
+    /// The statement was canceled: by the client, or because it went away.
+    #[error("canceling statement due to {0}")]
+    Canceled(&'static str),
+    /// The statement ran past `statement_timeout`.
+    #[error("canceling statement due to statement timeout ({0} ms)")]
+    StatementTimeout(u64),
     /// Errors from the engine about the query itself (planning, types, ...).
     #[error(transparent)]
     DataFusion(#[from] DataFusionError),
@@ -133,6 +142,9 @@ impl ErrorExt for Error {
             Error::UnknownFeature(_) => ErrorKind::UnknownFeature,
             Error::Extractor { .. } => ErrorKind::UserCode,
             Error::ExtractorTimeout { .. } => ErrorKind::UserCodeTimeout,
+            Error::TooComplex(_) => ErrorKind::TooComplex,
+            Error::Canceled(_) => ErrorKind::Canceled,
+            Error::StatementTimeout(_) => ErrorKind::Timeout,
             Error::DataFusion(e) => datafusion_kind(e),
             Error::Storage(e) => e.kind(),
             Error::Internal(_) => ErrorKind::Internal,
