@@ -20,7 +20,10 @@
 //! `thyme-storage`. Errors are `thyme_table::Error`.
 
 pub mod asof;
+pub mod bounded;
+pub mod checked;
 pub mod lookup;
+pub mod memory;
 pub mod provider;
 pub mod scan;
 pub mod schema;

@@ -11,10 +11,13 @@
 
 mod control;
 mod errors;
+mod exec;
 mod http;
 mod metrics;
 mod offline;
 mod pg;
+mod pg_conn;
+mod pg_guard;
 mod pg_rows;
 mod python;
 mod query;
@@ -78,6 +81,37 @@ struct ServeArgs {
     /// runs longer is interrupted and its request fails.
     #[arg(long, env = "THYME_EXTRACTOR_TIMEOUT_MS", default_value_t = 5000)]
     extractor_timeout_ms: u64,
+    /// Default `statement_timeout` of every session, in milliseconds (0:
+    /// none); a session changes its own with `SET statement_timeout`.
+    #[arg(long, env = "THYME_STATEMENT_TIMEOUT_MS", default_value_t = 0)]
+    statement_timeout_ms: u64,
+    /// Deepest nesting of expressions, subqueries and set operations in a
+    /// statement; deeper statements are refused (54001) before parsing.
+    #[arg(long, env = "THYME_MAX_EXPRESSION_DEPTH", default_value_t = thyme_planner::sql::DEFAULT_MAX_DEPTH)]
+    max_expression_depth: usize,
+    /// Memory one statement may reserve for its operators (sorts, hash
+    /// tables, join build sides), in MiB; more fails it (53200).
+    #[arg(long, env = "THYME_WORK_MEM_MB", default_value_t = 1024)]
+    work_mem_mb: usize,
+    /// Memory all running statements together may reserve, in MiB.
+    #[arg(long, env = "THYME_MAX_MEMORY_MB", default_value_t = 4096)]
+    max_memory_mb: usize,
+    /// Threads that parse, plan and execute SQL statements (0: one per CPU).
+    #[arg(long, env = "THYME_QUERY_THREADS", default_value_t = 0)]
+    query_threads: usize,
+    /// Open Postgres-protocol connections at most; more are refused (53300).
+    #[arg(long, env = "THYME_MAX_CONNECTIONS", default_value_t = 100)]
+    max_connections: usize,
+    /// Largest Postgres-protocol message a client may send, in bytes.
+    #[arg(long, env = "THYME_MAX_MESSAGE_BYTES", default_value_t = 64 << 20)]
+    max_message_bytes: usize,
+    /// Time a Postgres-protocol message may take to arrive once it has
+    /// begun, in milliseconds; a slower client is disconnected.
+    #[arg(long, env = "THYME_MESSAGE_TIMEOUT_MS", default_value_t = 30_000)]
+    message_timeout_ms: u64,
+    /// Time from connecting to the end of authentication, in milliseconds.
+    #[arg(long, env = "THYME_STARTUP_TIMEOUT_MS", default_value_t = 60_000)]
+    startup_timeout_ms: u64,
     /// TOML config file; its keys are the flag names (`pg_addr = "..."`,
     /// `sync_writes = true`).
     #[arg(long, env = "THYME_CONFIG")]
@@ -173,6 +207,8 @@ fn main() -> ExitCode {
                 }
             };
             let rt = tokio::runtime::Builder::new_multi_thread()
+                .thread_name("thyme-io")
+                .thread_stack_size(8 << 20)
                 .enable_all()
                 .build()
                 .expect("tokio runtime");
@@ -197,7 +233,27 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         },
     )
     .map_err(|e| e.to_string())?;
-    let engine = Engine::new(store.clone(), pg::install_catalog).map_err(|e| e.to_string())?;
+    let limits = thyme_planner::Limits {
+        max_expression_depth: args.max_expression_depth,
+        statement_timeout_ms: args.statement_timeout_ms,
+        work_mem: args.work_mem_mb.max(1) << 20,
+        max_memory: args.max_memory_mb.max(1) << 20,
+    };
+    let engine = Engine::with_limits(store.clone(), limits, pg::install_catalog)
+        .map_err(|e| e.to_string())?;
+    let threads = match args.query_threads {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
+    };
+    let pool = exec::QueryPool::new(threads).map_err(|e| format!("query pool: {e}"))?;
+    let conn_limits = pg_conn::ConnLimits {
+        max_connections: args.max_connections,
+        startup_timeout: std::time::Duration::from_millis(args.startup_timeout_ms.max(1)),
+        wire: pg_guard::WireLimits {
+            max_message_bytes: args.max_message_bytes.max(1024),
+            message_timeout: std::time::Duration::from_millis(args.message_timeout_ms.max(1)),
+        },
+    };
 
     let limit = std::time::Duration::from_millis(args.extractor_timeout_ms.max(1));
     let python: Option<Arc<dyn thyme_table::udf::PythonRuntime>> = match python::Interpreter::new(
@@ -230,7 +286,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
 
     let pg_task = tokio::spawn(pg::serve(
         pg_listener,
-        pg::PgHandlers::new(engine.clone()),
+        pg::PgHandlers::new(engine.clone(), pool.clone()),
+        conn_limits,
         stop_rx.clone(),
     ));
     let http_task = tokio::spawn(http::serve(

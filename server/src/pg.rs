@@ -18,7 +18,6 @@ use datafusion::prelude::SessionContext;
 use futures::{Sink, SinkExt, StreamExt};
 use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::auth::StartupHandler;
-use pgwire::api::cancel::DefaultCancelHandler;
 use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::PortalExecutionState;
 use pgwire::api::portal::{Format, Portal};
@@ -27,9 +26,7 @@ use pgwire::api::results::{CopyResponse, FieldInfo, QueryResponse, Response, Tag
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::{Entry, PortalStore};
 use pgwire::api::PgWireConnectionState;
-use pgwire::api::{
-    ClientInfo, ClientPortalStore, ConnectionManager, PgWireServerHandlers, Type, DEFAULT_NAME,
-};
+use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type, DEFAULT_NAME};
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::copy::{CopyData, CopyDone};
 use pgwire::messages::data::{NoData, ParameterDescription, RowDescription};
@@ -42,8 +39,11 @@ use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 
 use crate::errors::{classify, ClientError};
+use crate::exec::{QueryPool, Stop};
+use crate::pg_conn::{ConnLimits, Probe, Slots};
 use crate::pg_rows::encode_batch;
 use datafusion::common::ParamValues;
+use pgwire::messages::data::DataRow;
 
 /// Largest `COPY ... FROM STDIN` payload accepted in one statement.
 const MAX_COPY_BYTES: usize = 1 << 30;
@@ -160,13 +160,187 @@ fn to_regtype(args: &[ColumnarValue]) -> datafusion::error::Result<ColumnarValue
 struct Conn {
     session: Mutex<Session>,
     copy: Mutex<Option<(CopyIn, Vec<u8>)>>,
+    /// Counts the connection's cancel requests; a running statement stops
+    /// when it moves (see [`Stop`]).
+    cancel: tokio::sync::watch::Sender<u64>,
+    /// Where the connection is registered for cancel requests.
+    registered: Option<(Arc<Cancels>, CancelKey)>,
+}
+
+impl Conn {
+    fn new(engine: &Arc<Engine>, registered: Option<(Arc<Cancels>, CancelKey)>) -> Conn {
+        Conn {
+            session: Mutex::new(engine.session()),
+            copy: Mutex::new(None),
+            cancel: tokio::sync::watch::Sender::new(0),
+            registered,
+        }
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let Some((cancels, key)) = &self.registered {
+            let mut map = cancels.0.lock().unwrap_or_else(|e| e.into_inner());
+            if map.get(key).is_some_and(|w| w.strong_count() == 0) {
+                map.remove(key);
+            }
+        }
+    }
+}
+
+type CancelKey = (i32, bytes::Bytes);
+
+/// The connections that can be canceled, by process id and secret key.
+#[derive(Default)]
+pub struct Cancels(std::sync::Mutex<std::collections::HashMap<CancelKey, std::sync::Weak<Conn>>>);
+
+/// Answers a CancelRequest: the named connection's running statement stops
+/// (57014); a request naming no connection, or a connection with nothing
+/// running, does nothing (as in Postgres).
+pub struct Canceler(Arc<Cancels>);
+
+#[async_trait]
+impl pgwire::api::cancel::CancelHandler for Canceler {
+    async fn on_cancel_request(&self, request: pgwire::messages::cancel::CancelRequest) {
+        let key = (request.pid, request.secret_key.to_bytes());
+        let conn = {
+            let map = self.0 .0.lock().unwrap_or_else(|e| e.into_inner());
+            map.get(&key).and_then(|w| w.upgrade())
+        };
+        if let Some(c) = conn {
+            c.cancel.send_modify(|n| *n += 1);
+        }
+    }
+}
+
+/// The stop conditions of a statement starting now on `client`'s
+/// connection (see [`crate::exec::Stop`]).
+async fn stop_for<C: ClientInfo + ?Sized>(client: &C, c: &Conn) -> Stop {
+    let timeout = c.session.lock().await.statement_timeout();
+    Stop::new(
+        c.cancel.subscribe(),
+        client.session_extensions().get::<Probe>(),
+        timeout,
+    )
+}
+
+/// What a statement's first answer is: result rows (described, then
+/// streamed from the query pool) or anything else.
+enum Head {
+    Rows(Arc<Vec<FieldInfo>>, RowStream),
+    Done(Output),
+}
+
+type RowStream = futures::stream::BoxStream<'static, PgWireResult<DataRow>>;
+
+/// What the pool side sends first.
+enum First {
+    Rows(Arc<Vec<FieldInfo>>),
+    Done(Output),
+}
+
+/// Run a statement on the query pool: `work` plans and executes it; result
+/// batches are encoded there too and reach this side through a small
+/// channel (backpressure: the pool runs at most two batches ahead of the
+/// socket). Dropping the row stream stops the statement.
+async fn run_statement<W>(
+    pool: &QueryPool,
+    stop: Stop,
+    format: Format,
+    work: W,
+) -> PgWireResult<Head>
+where
+    W: std::future::Future<Output = thyme_planner::Result<Output>> + Send + 'static,
+{
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel::<thyme_planner::Result<First>>();
+    let (row_tx, row_rx) = tokio::sync::mpsc::channel::<thyme_planner::Result<Vec<DataRow>>>(2);
+    let task = pool.spawn(async move {
+        let mut first_tx = Some(first_tx);
+        let result = stop
+            .guard(async {
+                let out = work.await?;
+                let Output::Rows(mut stream) = out else {
+                    if let Some(f) = first_tx.take() {
+                        let _ = f.send(Ok(First::Done(out)));
+                    }
+                    return Ok(());
+                };
+                let fields =
+                    Arc::new(result_fields(&stream.schema(), &format).map_err(|e| {
+                        thyme_planner::Error::Internal(format!("result columns: {e}"))
+                    })?);
+                if let Some(f) = first_tx.take() {
+                    if f.send(Ok(First::Rows(fields.clone()))).is_err() {
+                        return Ok(());
+                    }
+                }
+                while let Some(batch) = stream.next().await {
+                    let batch = batch.map_err(thyme_planner::Error::unwrap_datafusion)?;
+                    let rows = encode_batch(fields.clone(), batch)
+                        .collect::<PgWireResult<Vec<DataRow>>>()
+                        .map_err(|e| {
+                            thyme_planner::Error::Internal(format!("encoding rows: {e}"))
+                        })?;
+                    if row_tx.send(Ok(rows)).await.is_err() {
+                        return Ok(()); // the client's side is gone
+                    }
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(e) = result {
+            match first_tx.take() {
+                Some(f) => {
+                    let _ = f.send(Err(e));
+                }
+                None => {
+                    let _ = row_tx.send(Err(e)).await;
+                }
+            }
+        }
+        Ok(())
+    });
+    let first = match first_rx.await {
+        Ok(r) => r.map_err(pg_err)?,
+        // The task ended without a word: it panicked.
+        Err(_) => {
+            return Err(pg_err(task.join().await.err().unwrap_or_else(|| {
+                thyme_planner::Error::Internal("a statement ended without a result".into())
+            })))
+        }
+    };
+    Ok(match first {
+        First::Done(out) => Head::Done(out),
+        First::Rows(fields) => {
+            let state = (row_rx, task, Vec::new().into_iter());
+            let rows = futures::stream::unfold(Some(state), |state| async move {
+                let (mut rx, task, mut buf) = state?;
+                loop {
+                    if let Some(row) = buf.next() {
+                        return Some((Ok(row), Some((rx, task, buf))));
+                    }
+                    match rx.recv().await {
+                        Some(Ok(rows)) => buf = rows.into_iter(),
+                        Some(Err(e)) => return Some((Err(pg_err(e)), None)),
+                        None => {
+                            return match task.join().await {
+                                Err(e) => Some((Err(pg_err(e)), None)),
+                                Ok(()) => None,
+                            }
+                        }
+                    }
+                }
+            });
+            Head::Rows(fields, Box::pin(rows))
+        }
+    })
 }
 
 fn conn<C: ClientInfo + ?Sized>(client: &C, engine: &Arc<Engine>) -> Arc<Conn> {
-    client.session_extensions().get_or_insert_with(|| Conn {
-        session: Mutex::new(engine.session()),
-        copy: Mutex::new(None),
-    })
+    client
+        .session_extensions()
+        .get_or_insert_with(|| Conn::new(engine, None))
 }
 
 fn pg_err(e: thyme_planner::Error) -> PgWireError {
@@ -177,71 +351,100 @@ fn pg_err(e: thyme_planner::Error) -> PgWireError {
 pub struct PgHandlers {
     engine: Arc<Engine>,
     parser: Arc<ThymeQueryParser>,
-    connections: Arc<ConnectionManager>,
+    pool: Arc<QueryPool>,
+    cancels: Arc<Cancels>,
 }
 
 impl PgHandlers {
-    pub fn new(engine: Arc<Engine>) -> Arc<Self> {
+    pub fn new(engine: Arc<Engine>, pool: Arc<QueryPool>) -> Arc<Self> {
         Arc::new(PgHandlers {
             parser: Arc::new(ThymeQueryParser {
                 engine: engine.clone(),
+                pool: pool.clone(),
             }),
             engine,
-            connections: Arc::new(ConnectionManager::new()),
+            pool,
+            cancels: Arc::new(Cancels::default()),
+        })
+    }
+
+    fn query_handler(&self) -> Arc<QueryHandler> {
+        Arc::new(QueryHandler {
+            engine: self.engine.clone(),
+            parser: self.parser.clone(),
+            pool: self.pool.clone(),
         })
     }
 }
 
 pub struct Startup {
-    connections: Arc<ConnectionManager>,
+    engine: Arc<Engine>,
+    cancels: Arc<Cancels>,
 }
 
+#[async_trait]
 impl NoopStartupHandler for Startup {
-    fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
-        Some(self.connections.clone())
+    /// Open the session and register it for cancel requests by the process
+    /// id and secret key the client was just given.
+    async fn post_startup<C>(
+        &self,
+        client: &mut C,
+        _message: pgwire::messages::PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let (pid, secret) = client.pid_and_secret_key();
+        let key = (pid, secret.to_bytes());
+        let registered = Some((self.cancels.clone(), key.clone()));
+        let conn = client
+            .session_extensions()
+            .get_or_insert_with(|| Conn::new(&self.engine, registered));
+        self.cancels
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, Arc::downgrade(&conn));
+        Ok(())
     }
 }
 
 impl PgWireServerHandlers for PgHandlers {
     fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
-        Arc::new(QueryHandler {
-            engine: self.engine.clone(),
-            parser: self.parser.clone(),
-        })
+        self.query_handler()
     }
 
     fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
-        Arc::new(QueryHandler {
-            engine: self.engine.clone(),
-            parser: self.parser.clone(),
-        })
+        self.query_handler()
     }
 
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
         Arc::new(Startup {
-            connections: self.connections.clone(),
+            engine: self.engine.clone(),
+            cancels: self.cancels.clone(),
         })
     }
 
     fn copy_handler(&self) -> Arc<impl CopyHandler> {
-        Arc::new(QueryHandler {
-            engine: self.engine.clone(),
-            parser: self.parser.clone(),
-        })
+        self.query_handler()
     }
 
     fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
-        Arc::new(DefaultCancelHandler::new(self.connections.clone()))
+        Arc::new(Canceler(self.cancels.clone()))
     }
 }
 
 pub struct QueryHandler {
     engine: Arc<Engine>,
     parser: Arc<ThymeQueryParser>,
+    pool: Arc<QueryPool>,
 }
 
 pub struct ThymeQueryParser {
     engine: Arc<Engine>,
+    pool: Arc<QueryPool>,
 }
 
 fn result_fields(schema: &SchemaRef, format: &Format) -> PgWireResult<Vec<FieldInfo>> {
@@ -291,22 +494,32 @@ impl QueryParser for ThymeQueryParser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        let mut statements = self.engine.parse(sql).map_err(pg_err)?;
-        if statements.is_empty() {
-            return Ok(None);
-        }
-        if statements.len() > 1 {
-            return Err(crate::errors::ClientError::new(
-                ErrorKind::Syntax,
-                "cannot insert multiple commands into a prepared statement",
-            )
-            .into_pgwire());
-        }
-        let parsed = statements.remove(0);
         let c = conn(client, &self.engine);
-        let session = c.session.lock().await;
-        let prepared = session.prepare(parsed).await.map_err(pg_err)?;
-        Ok(Some(Arc::new(PgStatement::new(prepared)?)))
+        let stop = stop_for(client, &c).await;
+        let engine = self.engine.clone();
+        let sql = sql.to_owned();
+        let prepared = self
+            .pool
+            .run(stop, async move {
+                let mut statements = engine.parse(&sql)?;
+                if statements.is_empty() {
+                    return Ok(None);
+                }
+                if statements.len() > 1 {
+                    return Err(thyme_planner::Error::Syntax(
+                        "cannot insert multiple commands into a prepared statement".into(),
+                    ));
+                }
+                let parsed = statements.remove(0);
+                let session = c.session.lock().await;
+                session.prepare(parsed).await.map(Some)
+            })
+            .await
+            .map_err(pg_err)?;
+        match prepared {
+            Some(p) => Ok(Some(Arc::new(PgStatement::new(p)?))),
+            None => Ok(None),
+        }
     }
 
     fn get_parameter_types(&self, stmt: &Self::Statement) -> PgWireResult<Vec<Type>> {
@@ -330,25 +543,14 @@ impl QueryParser for ThymeQueryParser {
     }
 }
 
-/// Turn an [`Output`] into a pgwire response.
-async fn respond(conn: &Conn, out: Output, format: &Format) -> PgWireResult<Response> {
+/// Turn a statement's [`Head`] into a pgwire response.
+async fn respond(conn: &Conn, head: Head) -> PgWireResult<Response> {
+    let out = match head {
+        Head::Rows(fields, rows) => return Ok(Response::Query(QueryResponse::new(fields, rows))),
+        Head::Done(out) => out,
+    };
     Ok(match out {
-        Output::Rows(stream) => {
-            let fields = Arc::new(result_fields(&stream.schema(), format)?);
-            let f = fields.clone();
-            let rows = stream
-                .map(move |b| {
-                    let rows: Box<dyn Iterator<Item = PgWireResult<_>> + Send + Sync> = match b {
-                        Ok(b) => encode_batch(f.clone(), b),
-                        Err(e) => Box::new(std::iter::once(Err(pg_err(
-                            thyme_planner::Error::unwrap_datafusion(e),
-                        )))),
-                    };
-                    futures::stream::iter(rows)
-                })
-                .flatten();
-            Response::Query(QueryResponse::new(fields, rows))
-        }
+        Output::Rows(_) => unreachable!("rows are streamed from the query pool"),
         Output::Command { tag, rows } => {
             let mut t = Tag::new(tag);
             if tag == "INSERT" {
@@ -378,34 +580,43 @@ impl SimpleQueryHandler for QueryHandler {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let statements = self.engine.parse(query).map_err(pg_err)?;
+        let c = conn(client, &self.engine);
+        let engine = self.engine.clone();
+        let text = query.to_owned();
+        let statements = self
+            .pool
+            .run(
+                stop_for(client, &c).await,
+                async move { engine.parse(&text) },
+            )
+            .await
+            .map_err(pg_err)?;
         if statements.is_empty() {
             return Ok(vec![Response::EmptyQuery]);
         }
-        let c = conn(client, &self.engine);
         let mut responses = Vec::with_capacity(statements.len());
-        let mut session = c.session.lock().await;
         for parsed in statements {
-            let result = async {
+            let stop = stop_for(client, &c).await;
+            let session = c.clone();
+            let head = run_statement(&self.pool, stop, Format::UnifiedText, async move {
+                let mut session = session.session.lock().await;
                 let prepared = session.prepare(parsed).await?;
                 session.execute(&prepared, None).await
-            }
+            })
             .await;
-            match result {
-                Ok(out) => {
-                    let copy = matches!(out, Output::CopyIn(_));
-                    responses.push(respond(&c, out, &Format::UnifiedText).await?);
+            match head {
+                Ok(head) => {
+                    let copy = matches!(head, Head::Done(Output::CopyIn(_)));
+                    responses.push(respond(&c, head).await?);
                     if copy {
                         break;
                     }
                 }
-                Err(e) => {
-                    let PgWireError::UserError(info) = pg_err(e) else {
-                        unreachable!("pg_err builds user errors")
-                    };
+                Err(PgWireError::UserError(info)) => {
                     responses.push(Response::Error(info));
                     break;
                 }
+                Err(e) => return Err(e),
             }
         }
         Ok(responses)
@@ -436,14 +647,19 @@ impl ExtendedQueryHandler for QueryHandler {
         let stmt = portal.statement.statement.clone();
         let params = decode_params(portal, &stmt.prepared)?;
         let c = conn(client, &self.engine);
-        let out = {
-            let mut session = c.session.lock().await;
-            session
-                .execute(&stmt.prepared, params)
-                .await
-                .map_err(pg_err)?
-        };
-        respond(&c, out, &portal.result_column_format).await
+        let stop = stop_for(client, &c).await;
+        let session = c.clone();
+        let head = run_statement(
+            &self.pool,
+            stop,
+            portal.result_column_format.clone(),
+            async move {
+                let mut session = session.session.lock().await;
+                session.execute(&stmt.prepared, params).await
+            },
+        )
+        .await?;
+        respond(&c, head).await
     }
 
     /// Point lookups (one seek, at most one row) run here directly: the
@@ -689,10 +905,16 @@ impl CopyHandler for QueryHandler {
             )
             .into_pgwire());
         };
-        let n = {
-            let session = c.session.lock().await;
-            session.copy_in(&copy, &data).map_err(pg_err)?
-        };
+        let stop = stop_for(client, &c).await;
+        let session = c.clone();
+        let n = self
+            .pool
+            .run(stop, async move {
+                let session = session.session.lock().await;
+                session.copy_in(&copy, &data)
+            })
+            .await
+            .map_err(pg_err)?;
         let tag = Tag::new("COPY").with_rows(n);
         client
             .send(PgWireBackendMessage::CommandComplete(tag.into()))
@@ -724,21 +946,28 @@ impl CopyHandler for QueryHandler {
 pub async fn serve(
     listener: TcpListener,
     handlers: Arc<PgHandlers>,
+    limits: ConnLimits,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
+    let slots = Arc::new(Slots::default());
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((socket, addr)) => {
-                    let _ = socket.set_nodelay(true);
-                    let h = handlers.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = pgwire::tokio::process_socket(socket, None, h).await {
-                            tracing::debug!(%addr, error = %e, "connection closed with an error");
-                        }
-                    });
+                    tokio::spawn(crate::pg_conn::run(
+                        socket,
+                        addr,
+                        handlers.clone(),
+                        slots.clone(),
+                        limits,
+                    ));
                 }
-                Err(e) => tracing::warn!(error = %e, "accept failed"),
+                Err(e) => {
+                    // Out of file descriptors, typically: wait a little
+                    // rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
             },
             _ = shutdown.changed() => break,
         }

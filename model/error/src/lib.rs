@@ -60,7 +60,9 @@ pub enum ErrorKind {
     InvalidRow,
     /// Division by zero.
     DivisionByZero,
-    /// Any other failure computing a value (a cast, an overflow, ...).
+    /// A value out of its type's range (integer overflow, a number too large).
+    NumericOverflow,
+    /// Any other failure computing a value (a cast, a bad pattern, ...).
     DataException,
 
     // --- Definitions and objects ---
@@ -125,6 +127,7 @@ impl ErrorKind {
         ErrorKind::NotNull,
         ErrorKind::InvalidRow,
         ErrorKind::DivisionByZero,
+        ErrorKind::NumericOverflow,
         ErrorKind::DataException,
         ErrorKind::InvalidDefinition,
         ErrorKind::ReadOnly,
@@ -187,25 +190,26 @@ mod tests {
                 ErrorKind::NotNull => 17,
                 ErrorKind::InvalidRow => 18,
                 ErrorKind::DivisionByZero => 19,
-                ErrorKind::DataException => 20,
-                ErrorKind::InvalidDefinition => 21,
-                ErrorKind::ReadOnly => 22,
-                ErrorKind::UnboundInputs => 23,
-                ErrorKind::UserCode => 24,
-                ErrorKind::UserCodeTimeout => 25,
-                ErrorKind::Conflict => 26,
-                ErrorKind::UnsupportedMediaType => 27,
-                ErrorKind::LimitExceeded => 28,
-                ErrorKind::TooComplex => 29,
-                ErrorKind::Canceled => 30,
-                ErrorKind::Timeout => 31,
-                ErrorKind::ResourcesExhausted => 32,
-                ErrorKind::Unavailable => 33,
-                ErrorKind::Storage => 34,
-                ErrorKind::Internal => 35,
+                ErrorKind::NumericOverflow => 20,
+                ErrorKind::DataException => 21,
+                ErrorKind::InvalidDefinition => 22,
+                ErrorKind::ReadOnly => 23,
+                ErrorKind::UnboundInputs => 24,
+                ErrorKind::UserCode => 25,
+                ErrorKind::UserCodeTimeout => 26,
+                ErrorKind::Conflict => 27,
+                ErrorKind::UnsupportedMediaType => 28,
+                ErrorKind::LimitExceeded => 29,
+                ErrorKind::TooComplex => 30,
+                ErrorKind::Canceled => 31,
+                ErrorKind::Timeout => 32,
+                ErrorKind::ResourcesExhausted => 33,
+                ErrorKind::Unavailable => 34,
+                ErrorKind::Storage => 35,
+                ErrorKind::Internal => 36,
             };
             assert_eq!(ErrorKind::ALL[position], k);
         }
-        assert_eq!(seen.len(), 34);
+        assert_eq!(seen.len(), ErrorKind::ALL.len());
     }
 }

@@ -58,6 +58,10 @@ pub struct Limits {
     pub max_expression_depth: usize,
     /// Default `statement_timeout`, milliseconds (0: none).
     pub statement_timeout_ms: u64,
+    /// Memory one session's statement may reserve, bytes.
+    pub work_mem: usize,
+    /// Memory all statements together may reserve, bytes.
+    pub max_memory: usize,
 }
 
 impl Default for Limits {
@@ -65,9 +69,16 @@ impl Default for Limits {
         Limits {
             max_expression_depth: crate::sql::DEFAULT_MAX_DEPTH,
             statement_timeout_ms: 0,
+            work_mem: DEFAULT_WORK_MEM,
+            max_memory: DEFAULT_MAX_MEMORY,
         }
     }
 }
+
+/// Default `work_mem`: 1 GiB.
+pub const DEFAULT_WORK_MEM: usize = 1 << 30;
+/// Default `max_memory`: 4 GiB.
+pub const DEFAULT_MAX_MEMORY: usize = 4 << 30;
 
 /// The session variable limiting each statement's run time.
 pub const STATEMENT_TIMEOUT_VARIABLE: &str = "statement_timeout";
@@ -76,6 +87,8 @@ pub const STATEMENT_TIMEOUT_VARIABLE: &str = "statement_timeout";
 /// DataFusion context to clone sessions from.
 pub struct Engine {
     limits: Limits,
+    /// The server-wide memory pool sessions draw on ([`crate::memory`]).
+    memory: Arc<dyn datafusion::execution::memory_pool::MemoryPool>,
     catalog: Arc<Catalog>,
     features: Arc<thyme_features::Features>,
     registry: Arc<thyme_table::registry::Registry>,
@@ -115,6 +128,7 @@ impl Engine {
             .with_default_features()
             .with_relation_planners(vec![Arc::new(AsOfRelationPlanner)])
             .with_analyzer_rule(Arc::new(crate::asof::AsOfRule))
+            .with_analyzer_rule(Arc::new(crate::checked::CheckedArithmetic::default()))
             .with_query_planner(Arc::new(crate::asof::ThymeQueryPlanner))
             .build();
         let base = SessionContext::new_with_state(state);
@@ -125,8 +139,10 @@ impl Engine {
             DATABASE,
             Arc::new(ThymeCatalog::new(catalog.clone(), features.clone())),
         );
+        crate::bounded::install(&base);
         setup(&base)?;
         Ok(Arc::new(Engine {
+            memory: crate::memory::server_pool(limits.max_memory),
             catalog,
             features,
             registry,
@@ -165,9 +181,15 @@ impl Engine {
 
     /// A new client session.
     pub fn session(self: &Arc<Self>) -> Session {
+        let base = self.base.state();
+        let runtime = crate::memory::SessionPool::new(self.limits.work_mem, self.memory.clone())
+            .runtime(base.runtime_env());
+        let state = SessionStateBuilder::new_from_existing(base)
+            .with_runtime_env(runtime)
+            .build();
         Session {
             engine: self.clone(),
-            state: self.base.state(),
+            state,
             as_of: None,
             vars: BTreeMap::new(),
         }

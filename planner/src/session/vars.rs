@@ -53,8 +53,7 @@ impl Session {
     pub(super) fn show(&self, name: &str) -> Option<String> {
         match name {
             STATEMENT_TIMEOUT_VARIABLE => Some(format_millis(
-                self.statement_timeout()
-                    .map_or(0, |d| d.as_millis() as u64),
+                self.statement_timeout().map_or(0, |d| d.as_millis() as u64),
             )),
             AS_OF_VARIABLE => Some(
                 self.as_of

@@ -39,11 +39,9 @@ pub fn depth_bound(tokens: &[TokenWithSpan]) -> usize {
         let top = levels.len() - 1;
         match &t.token {
             Token::LParen | Token::LBracket => levels.push(Level::default()),
-            Token::RParen | Token::RBracket => {
-                if levels.len() > 1 {
-                    let l = levels.pop().expect("more than one");
-                    sum -= l.ops + l.sets;
-                }
+            Token::RParen | Token::RBracket if levels.len() > 1 => {
+                let l = levels.pop().expect("more than one");
+                sum -= l.ops + l.sets;
             }
             Token::Comma => {
                 sum -= levels[top].ops;
@@ -60,11 +58,9 @@ pub fn depth_bound(tokens: &[TokenWithSpan]) -> usize {
                 ..
             }) => match keyword {
                 Keyword::CASE => levels.push(Level::default()),
-                Keyword::END => {
-                    if levels.len() > 1 {
-                        let l = levels.pop().expect("more than one");
-                        sum -= l.ops + l.sets;
-                    }
+                Keyword::END if levels.len() > 1 => {
+                    let l = levels.pop().expect("more than one");
+                    sum -= l.ops + l.sets;
                 }
                 Keyword::UNION | Keyword::INTERSECT | Keyword::EXCEPT => {
                     levels[top].sets += 1;

@@ -49,6 +49,14 @@ impl Dialect for ThymeDialect {
     fn supports_table_versioning(&self) -> bool {
         true
     }
+    /// Named arguments are plain identifiers (`f(name => value)`). With
+    /// expression names (`json_object('label': 'value')`, which DataFusion
+    /// has no function for) the parser first reads every argument as a
+    /// name, fails and reads it again: parsing nested calls
+    /// (`abs(abs(...))`) takes time exponential in their depth.
+    fn supports_named_fn_args_with_expr_name(&self) -> bool {
+        false
+    }
     fn get_next_precedence(&self, parser: &Parser) -> Option<Result<u8, ParserError>> {
         self.pg.get_next_precedence(parser)
     }
@@ -73,7 +81,6 @@ impl Dialect for ThymeDialect {
         supports_comment_on() -> bool;
         supports_load_extension() -> bool;
         supports_named_fn_args_with_colon_operator() -> bool;
-        supports_named_fn_args_with_expr_name() -> bool;
         supports_empty_projections() -> bool;
         supports_nested_comments() -> bool;
         supports_string_escape_constant() -> bool;
@@ -108,6 +115,14 @@ fn syntax(e: ParserError) -> Error {
         }
     }
 }
+
+/// Deepest and longest statements given to the compatibility parser.
+const COMPAT_MAX_DEPTH: usize = 8;
+const COMPAT_MAX_BYTES: usize = 16 << 10;
+
+/// Most parameters (`$n`) a statement may use: the protocol counts them in
+/// 16 bits, as Postgres does.
+pub const MAX_PARAMETERS: u64 = 65_535;
 
 /// Deepest nesting accepted by default (see [`depth`]).
 pub const DEFAULT_MAX_DEPTH: usize = 1000;
@@ -157,6 +172,19 @@ impl SqlParser {
             .into_iter()
             .filter(|t| !matches!(t.token, Token::Whitespace(_)))
             .collect();
+        let params = significant
+            .iter()
+            .filter_map(|t| match &t.token {
+                Token::Placeholder(p) => p.strip_prefix('$')?.parse::<u64>().ok(),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
+        if params > MAX_PARAMETERS {
+            return Err(Error::LimitExceeded(format!(
+                "statement uses parameter ${params}; at most {MAX_PARAMETERS} parameters are allowed"
+            )));
+        }
         let depth = depth::depth_bound(&significant);
         if depth > self.max_depth {
             return Err(Error::TooComplex(format!(
@@ -164,6 +192,7 @@ impl SqlParser {
                 self.max_depth
             )));
         }
+        let compat = depth <= COMPAT_MAX_DEPTH && sql.len() <= COMPAT_MAX_BYTES;
         // Split into statements at top-level semicolons.
         let mut statements: Vec<Vec<TokenWithSpan>> = vec![Vec::new()];
         let mut depth = 0i32;
@@ -185,7 +214,13 @@ impl SqlParser {
                 || s.iter().any(|t| is_kw(&t.token, Keyword::SYSTEM_TIME))
                 || asof::uses_asof(s)
         });
-        if !uses_thyme_syntax {
+        // The compatibility parser swaps the catalog queries tools send
+        // (short and shallow) for ones DataFusion can run; it parses with
+        // PostgreSQL's dialect, whose expression-named function arguments
+        // make nested calls exponential (see `ThymeDialect`), so deep or
+        // long statements take Thyme's own parser (its rewrite rules still
+        // apply).
+        if !uses_thyme_syntax && compat {
             let parsed = self.compat.parse(sql).map_err(syntax)?;
             return Ok(parsed
                 .into_iter()
@@ -208,6 +243,7 @@ impl SqlParser {
         };
         let stmt_tokens = asof::rewrite_tokens(stmt_tokens)?;
         let mut statement = Parser::new(&self.dialect)
+            .with_recursion_limit(self.max_depth)
             .with_tokens_with_locations(stmt_tokens)
             .parse_statement()
             .map_err(syntax)?;
@@ -218,7 +254,9 @@ impl SqlParser {
                 return Err(Error::Syntax("expected a timestamp after AS OF".into()))
             }
             Some(t) => {
-                let mut p = Parser::new(&self.dialect).with_tokens_with_locations(t);
+                let mut p = Parser::new(&self.dialect)
+                    .with_recursion_limit(self.max_depth)
+                    .with_tokens_with_locations(t);
                 let e = p.parse_expr().map_err(syntax)?;
                 let next = p.next_token();
                 if next.token != Token::EOF {

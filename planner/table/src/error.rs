@@ -80,6 +80,12 @@ pub enum Error {
     /// An extractor ran past the time limit and was interrupted.
     #[error("extractor {extractor} ran longer than the {limit_ms} ms limit and was stopped")]
     ExtractorTimeout { extractor: String, limit_ms: u64 },
+    /// A value out of its type's range (`bigint out of range`).
+    #[error("{0}")]
+    NumericOverflow(String),
+    /// A statement or request over one of the server's size limits.
+    #[error("{0}")]
+    LimitExceeded(String),
     /// A statement nested more deeply than the limit.
     #[error("statement too complex: {0}")]
     TooComplex(String),
@@ -142,6 +148,8 @@ impl ErrorExt for Error {
             Error::UnknownFeature(_) => ErrorKind::UnknownFeature,
             Error::Extractor { .. } => ErrorKind::UserCode,
             Error::ExtractorTimeout { .. } => ErrorKind::UserCodeTimeout,
+            Error::LimitExceeded(_) => ErrorKind::LimitExceeded,
+            Error::NumericOverflow(_) => ErrorKind::NumericOverflow,
             Error::TooComplex(_) => ErrorKind::TooComplex,
             Error::Canceled(_) => ErrorKind::Canceled,
             Error::StatementTimeout(_) => ErrorKind::Timeout,
@@ -173,8 +181,11 @@ fn datafusion_kind(e: &DataFusionError) -> ErrorKind {
                 ErrorKind::InvalidValue
             }
             arrow::error::ArrowError::DivideByZero => ErrorKind::DivisionByZero,
-            arrow::error::ArrowError::ComputeError(_)
-            | arrow::error::ArrowError::ArithmeticOverflow(_) => ErrorKind::DataException,
+            arrow::error::ArrowError::ArithmeticOverflow(_) => ErrorKind::NumericOverflow,
+            arrow::error::ArrowError::ComputeError(ref m) if m.contains("verflow") => {
+                ErrorKind::NumericOverflow
+            }
+            arrow::error::ArrowError::ComputeError(_) => ErrorKind::DataException,
             _ => ErrorKind::Internal,
         },
         DataFusionError::Execution(_) => ErrorKind::DataException,
