@@ -55,9 +55,10 @@ def _json_request(url: str, method: str, body=None, raw: bytes | None = None):
 
 
 class ThymeServer:
-    def __init__(self, data_dir: str, env: dict | None = None):
+    def __init__(self, data_dir: str, env: dict | None = None, args: tuple[str, ...] = ()):
         self.data_dir = data_dir
         self.extra_env = dict(env or {})
+        self.extra_args = list(args)
         self.pg_port = free_port()
         self.control_port = free_port()
         self.query_port = free_port()
@@ -76,6 +77,7 @@ class ThymeServer:
                 f"127.0.0.1:{self.control_port}",
                 "--query-addr",
                 f"127.0.0.1:{self.query_port}",
+                *self.extra_args,
             ],
             env={**server_env(), **self.extra_env},
         )

@@ -22,6 +22,7 @@
 pub mod asof;
 pub mod bounded;
 pub mod checked;
+pub mod coalesce;
 pub mod lookup;
 pub mod memory;
 pub mod provider;

@@ -28,9 +28,6 @@ use thyme_error::ErrorKind;
 use crate::errors::{classify_http, error_response, HttpError};
 use crate::metrics::Metrics;
 
-/// Largest request body accepted (a 10,000-row batch is about 1 MiB).
-pub const MAX_BODY: usize = 256 << 20;
-
 #[derive(Clone)]
 struct Ctx {
     engine: Arc<Engine>,
@@ -38,7 +35,7 @@ struct Ctx {
 }
 
 /// The `/api/v1` routes.
-pub fn routes(engine: Arc<Engine>, metrics: Arc<Metrics>) -> Router {
+pub fn routes(engine: Arc<Engine>, metrics: Arc<Metrics>, max_body: usize) -> Router {
     Router::new()
         .route("/api/v1/commit", post(commit))
         .route("/api/v1/log", post(log))
@@ -49,7 +46,7 @@ pub fn routes(engine: Arc<Engine>, metrics: Arc<Metrics>) -> Router {
         .route("/api/v1/featuresets/{name}", get(featureset))
         .route("/api/v1/lineage", get(lineage))
         .route("/api/v1/commits", get(commits))
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .with_state(Ctx { engine, metrics })
 }
 

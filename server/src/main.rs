@@ -112,6 +112,16 @@ struct ServeArgs {
     /// Time from connecting to the end of authentication, in milliseconds.
     #[arg(long, env = "THYME_STARTUP_TIMEOUT_MS", default_value_t = 60_000)]
     startup_timeout_ms: u64,
+    /// Time an HTTP client has to send a request's headers, in milliseconds.
+    #[arg(long, env = "THYME_HTTP_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    http_header_timeout_ms: u64,
+    /// Time an HTTP request may take, body and response included, in
+    /// milliseconds.
+    #[arg(long, env = "THYME_HTTP_REQUEST_TIMEOUT_MS", default_value_t = 120_000)]
+    http_request_timeout_ms: u64,
+    /// Largest HTTP request body (`POST /api/v1/log`, `/api/v1/commit`), in MiB.
+    #[arg(long, env = "THYME_HTTP_MAX_BODY_MB", default_value_t = 32)]
+    http_max_body_mb: usize,
     /// TOML config file; its keys are the flag names (`pg_addr = "..."`,
     /// `sync_writes = true`).
     #[arg(long, env = "THYME_CONFIG")]
@@ -283,6 +293,12 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {} (--query-addr): {e}", args.query_addr))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let http_limits = http::HttpLimits {
+        header_timeout: std::time::Duration::from_millis(args.http_header_timeout_ms.max(1)),
+        request_timeout: std::time::Duration::from_millis(args.http_request_timeout_ms.max(1)),
+        max_uri_bytes: 16 << 10,
+    };
+    let max_body = args.http_max_body_mb.max(1) << 20;
 
     let pg_task = tokio::spawn(pg::serve(
         pg_listener,
@@ -292,12 +308,14 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     ));
     let http_task = tokio::spawn(http::serve(
         control_listener,
-        http::control_router(engine.clone(), pipelines.clone()),
+        http::control_router(engine.clone(), pipelines.clone(), max_body),
+        http_limits,
         stop_rx.clone(),
     ));
     let query_task = tokio::spawn(http::serve(
         query_listener,
         http::query_router(engine.clone(), limit),
+        http_limits,
         stop_rx.clone(),
     ));
     tracing::info!(

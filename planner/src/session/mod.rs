@@ -140,6 +140,7 @@ impl Engine {
             Arc::new(ThymeCatalog::new(catalog.clone(), features.clone())),
         );
         crate::bounded::install(&base);
+        crate::coalesce::install(&base);
         setup(&base)?;
         Ok(Arc::new(Engine {
             memory: crate::memory::server_pool(limits.max_memory),
