@@ -184,6 +184,14 @@ pub fn eval_timestamp(expr: Expr, params: Option<&ParamValues>) -> Result<Option
 pub fn eval_const(expr: &Expr) -> Result<ScalarValue> {
     let schema = Arc::new(Schema::empty());
     let df_schema = DFSchema::try_from(schema.clone())?;
+    // Simplify first, as a query's plan would be: `now()` and other
+    // functions that are only ever simplified away have no body.
+    let context = datafusion::logical_expr::simplify::SimplifyContext::builder()
+        .with_current_time()
+        .build();
+    let expr = &datafusion::optimizer::simplify_expressions::ExprSimplifier::new(context)
+        .simplify(expr.clone())
+        .map_err(Error::unwrap_datafusion)?;
     let phys = create_physical_expr(
         expr,
         &df_schema,

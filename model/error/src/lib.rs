@@ -62,7 +62,9 @@ pub enum ErrorKind {
     DivisionByZero,
     /// A value out of its type's range (integer overflow, a number too large).
     NumericOverflow,
-    /// Any other failure computing a value (a cast, a bad pattern, ...).
+    /// A regular expression that does not compile.
+    InvalidRegex,
+    /// Any other failure computing a value (a cast, ...).
     DataException,
 
     // --- Definitions and objects ---
@@ -128,6 +130,7 @@ impl ErrorKind {
         ErrorKind::InvalidRow,
         ErrorKind::DivisionByZero,
         ErrorKind::NumericOverflow,
+        ErrorKind::InvalidRegex,
         ErrorKind::DataException,
         ErrorKind::InvalidDefinition,
         ErrorKind::ReadOnly,
@@ -191,22 +194,23 @@ mod tests {
                 ErrorKind::InvalidRow => 18,
                 ErrorKind::DivisionByZero => 19,
                 ErrorKind::NumericOverflow => 20,
-                ErrorKind::DataException => 21,
-                ErrorKind::InvalidDefinition => 22,
-                ErrorKind::ReadOnly => 23,
-                ErrorKind::UnboundInputs => 24,
-                ErrorKind::UserCode => 25,
-                ErrorKind::UserCodeTimeout => 26,
-                ErrorKind::Conflict => 27,
-                ErrorKind::UnsupportedMediaType => 28,
-                ErrorKind::LimitExceeded => 29,
-                ErrorKind::TooComplex => 30,
-                ErrorKind::Canceled => 31,
-                ErrorKind::Timeout => 32,
-                ErrorKind::ResourcesExhausted => 33,
-                ErrorKind::Unavailable => 34,
-                ErrorKind::Storage => 35,
-                ErrorKind::Internal => 36,
+                ErrorKind::InvalidRegex => 21,
+                ErrorKind::DataException => 22,
+                ErrorKind::InvalidDefinition => 23,
+                ErrorKind::ReadOnly => 24,
+                ErrorKind::UnboundInputs => 25,
+                ErrorKind::UserCode => 26,
+                ErrorKind::UserCodeTimeout => 27,
+                ErrorKind::Conflict => 28,
+                ErrorKind::UnsupportedMediaType => 29,
+                ErrorKind::LimitExceeded => 30,
+                ErrorKind::TooComplex => 31,
+                ErrorKind::Canceled => 32,
+                ErrorKind::Timeout => 33,
+                ErrorKind::ResourcesExhausted => 34,
+                ErrorKind::Unavailable => 35,
+                ErrorKind::Storage => 36,
+                ErrorKind::Internal => 37,
             };
             assert_eq!(ErrorKind::ALL[position], k);
         }

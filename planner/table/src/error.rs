@@ -185,12 +185,26 @@ fn datafusion_kind(e: &DataFusionError) -> ErrorKind {
             arrow::error::ArrowError::ComputeError(ref m) if m.contains("verflow") => {
                 ErrorKind::NumericOverflow
             }
+            arrow::error::ArrowError::ComputeError(ref m) if m.contains("egular expression") => {
+                ErrorKind::InvalidRegex
+            }
             arrow::error::ArrowError::ComputeError(_) => ErrorKind::DataException,
+            // A value that does not fit its decimal precision.
+            arrow::error::ArrowError::InvalidArgumentError(ref m) if m.contains("too large") => {
+                ErrorKind::NumericOverflow
+            }
+            arrow::error::ArrowError::ExternalError(ref inner)
+                if inner.to_string().starts_with("regex parse error") =>
+            {
+                ErrorKind::InvalidRegex
+            }
             _ => ErrorKind::Internal,
         },
         DataFusionError::Execution(_) => ErrorKind::DataException,
         DataFusionError::External(inner) => match inner.downcast_ref::<Error>() {
             Some(e) => e.kind(),
+            // The regex crate's error, as DataFusion's regex functions pass it on.
+            None if inner.to_string().starts_with("regex parse error") => ErrorKind::InvalidRegex,
             None => ErrorKind::Internal,
         },
         DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
