@@ -29,14 +29,14 @@ def wait_port(port, proc=None, timeout=120):
     raise RuntimeError(f"port {port} did not open")
 
 
-def start_thyme(binary, data_dir, log="warn"):
+def start_thyme(binary, data_dir, log="warn", args=()):
     """`thyme serve` on free ports; returns (process, {"pg", "control",
     "query"} ports) once the pgwire port answers."""
     ports = {k: free_port() for k in ("pg", "control", "query")}
     proc = subprocess.Popen([binary, "serve", "--data", data_dir,
                              "--pg-addr", f"127.0.0.1:{ports['pg']}",
                              "--control-addr", f"127.0.0.1:{ports['control']}",
-                             "--query-addr", f"127.0.0.1:{ports['query']}"],
+                             "--query-addr", f"127.0.0.1:{ports['query']}", *args],
                             env={**os.environ, "THYME_LOG": log})
     wait_port(ports["pg"], proc)
     return proc, ports

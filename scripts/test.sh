@@ -16,5 +16,6 @@ bench/pipeline.sh --smoke
 bench/features.sh --smoke
 bench/asof.sh --smoke
 bench/offline.sh --smoke
+bench/interference.sh --smoke
 cargo test --locked --workspace
 "$THYME_VENV/bin/python" -m pytest -q python/tests tests

@@ -19,6 +19,50 @@
 //! `thyme-features` (extractor planning and evaluation) and
 //! `thyme-storage`. Errors are `thyme_table::Error`.
 
+/// The `ScalarUDFImpl` methods a wrapper of another function (`self.inner`,
+/// an `Arc<ScalarUDF>`) takes from it unchanged: name, aliases, signature,
+/// return type, coercion, documentation (see [`bounded`], [`coalesce`]).
+macro_rules! delegate_udf {
+    () => {
+        fn name(&self) -> &str {
+            self.inner.name()
+        }
+
+        fn aliases(&self) -> &[String] {
+            self.inner.aliases()
+        }
+
+        fn signature(&self) -> &datafusion::logical_expr::Signature {
+            self.inner.signature()
+        }
+
+        fn return_type(
+            &self,
+            arg_types: &[arrow::datatypes::DataType],
+        ) -> datafusion::common::Result<arrow::datatypes::DataType> {
+            self.inner.return_type(arg_types)
+        }
+
+        fn return_field_from_args(
+            &self,
+            args: datafusion::logical_expr::ReturnFieldArgs,
+        ) -> datafusion::common::Result<arrow::datatypes::FieldRef> {
+            self.inner.return_field_from_args(args)
+        }
+
+        fn coerce_types(
+            &self,
+            arg_types: &[arrow::datatypes::DataType],
+        ) -> datafusion::common::Result<Vec<arrow::datatypes::DataType>> {
+            self.inner.coerce_types(arg_types)
+        }
+
+        fn documentation(&self) -> Option<&datafusion::logical_expr::Documentation> {
+            self.inner.documentation()
+        }
+    };
+}
+
 pub mod asof;
 pub mod bounded;
 pub mod checked;
