@@ -31,6 +31,9 @@ use crate::pg_conn::Probe;
 /// Stack size of a query pool thread.
 const STACK_BYTES: usize = 256 << 20;
 
+/// Nice value of the pool's threads (the I/O threads keep 0).
+const POOL_NICE: libc::c_int = 10;
+
 /// How often a running statement checks that its client is still there.
 const PROBE_EVERY: Duration = Duration::from_millis(100);
 
@@ -47,6 +50,14 @@ impl QueryPool {
             .worker_threads(threads.max(1))
             .thread_name("thyme-query")
             .thread_stack_size(STACK_BYTES)
+            // Below the I/O threads in the CPU scheduler's eyes: when a heavy
+            // statement keeps every core busy, a socket thread that has a
+            // message to answer still gets a core at once.
+            .on_thread_start(|| {
+                // SAFETY: setpriority on the calling thread (id 0 is "this
+                // thread" for PRIO_PROCESS on Linux) has no memory effects.
+                let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, POOL_NICE) };
+            })
             .enable_all()
             .build()?;
         Ok(Arc::new(QueryPool {
