@@ -84,7 +84,9 @@ class ThymeServer:
         deadline = time.time() + 60
         while time.time() < deadline:
             try:
-                socket.create_connection(("127.0.0.1", self.pg_port), timeout=1).close()
+                # Every listener, not only the first one bound.
+                for port in (self.pg_port, self.control_port, self.query_port):
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 return
             except OSError:
                 if self.proc.poll() is not None:
