@@ -29,6 +29,12 @@ struct Level {
     sets: usize,
 }
 
+/// Leave the innermost level: its operators no longer add to the depth.
+fn close(levels: &mut Vec<Level>, sum: &mut usize) {
+    let l = levels.pop().expect("more than one level");
+    *sum -= l.ops + l.sets;
+}
+
 /// The depth bound of a run of tokens (several statements: the deepest).
 pub fn depth_bound(tokens: &[TokenWithSpan]) -> usize {
     let mut levels: Vec<Level> = vec![Level::default()];
@@ -39,10 +45,7 @@ pub fn depth_bound(tokens: &[TokenWithSpan]) -> usize {
         let top = levels.len() - 1;
         match &t.token {
             Token::LParen | Token::LBracket => levels.push(Level::default()),
-            Token::RParen | Token::RBracket if levels.len() > 1 => {
-                let l = levels.pop().expect("more than one");
-                sum -= l.ops + l.sets;
-            }
+            Token::RParen | Token::RBracket if levels.len() > 1 => close(&mut levels, &mut sum),
             Token::Comma => {
                 sum -= levels[top].ops;
                 levels[top].ops = 0;
@@ -58,10 +61,7 @@ pub fn depth_bound(tokens: &[TokenWithSpan]) -> usize {
                 ..
             }) => match keyword {
                 Keyword::CASE => levels.push(Level::default()),
-                Keyword::END if levels.len() > 1 => {
-                    let l = levels.pop().expect("more than one");
-                    sum -= l.ops + l.sets;
-                }
+                Keyword::END if levels.len() > 1 => close(&mut levels, &mut sum),
                 Keyword::UNION | Keyword::INTERSECT | Keyword::EXCEPT => {
                     levels[top].sets += 1;
                     sum += 1;
