@@ -88,3 +88,70 @@ def test_psycopg2_client_side_binding(thyme):
     cur.execute("SELECT count(*) FROM s")
     assert cur.fetchone() == (2,)
     conn.close()
+
+
+def test_transactions_with_drivers(thyme):
+    """psycopg 3 without autocommit (its default): commit applies every
+    statement, rollback none; COPY inside a block is rolled back too; an
+    error while rows stream aborts the block (25P02 until rollback)."""
+    with psycopg.connect(thyme.dsn, autocommit=True) as admin:
+        admin.execute("CREATE TABLE tx (k BIGINT PRIMARY KEY, ts TIMESTAMPTZ, v BIGINT)")
+        admin.execute("CREATE TABLE other_tx (k BIGINT PRIMARY KEY, ts TIMESTAMPTZ, v BIGINT)")
+        admin.execute("INSERT INTO other_tx VALUES (1, '2024-01-01T00:00:00Z', 0)")
+
+    def count(where="true"):
+        with psycopg.connect(thyme.dsn, autocommit=True) as c:
+            return c.execute(f"SELECT count(*) FROM tx WHERE {where}").fetchone()[0]
+
+    conn = psycopg.connect(thyme.dsn)
+    cur = conn.cursor()
+    cur.executemany(
+        "INSERT INTO tx VALUES (%s, %s, %s)",
+        [(i, dt("2024-01-01T00:00:00Z"), i) for i in range(50)],
+    )
+    with cur.copy("COPY tx (k, ts, v) FROM STDIN") as cp:
+        for i in range(50, 80):
+            cp.write_row((i, "2024-01-01T00:00:00Z", i))
+    assert count() == 0  # nothing visible before COMMIT
+    conn.commit()
+    assert count() == 80
+
+    cur.execute("INSERT INTO tx VALUES (100, '2024-01-01T00:00:00Z', 1)")
+    with cur.copy("COPY tx (k, ts, v) FROM STDIN") as cp:
+        cp.write_row((101, "2024-01-01T00:00:00Z", 1))
+    conn.rollback()
+    assert count("k >= 100") == 0
+
+    # A runtime error in a query of the block (division by zero while rows
+    # are produced) aborts it.
+    cur.execute("INSERT INTO tx VALUES (200, '2024-01-01T00:00:00Z', 1)")
+    try:
+        cur.execute("SELECT 1 / (v - v) FROM other_tx")
+        cur.fetchall()
+        raise AssertionError("expected division by zero")
+    except psycopg.errors.DivisionByZero:
+        pass
+    try:
+        cur.execute("INSERT INTO tx VALUES (201, '2024-01-01T00:00:00Z', 1)")
+        raise AssertionError("expected 25P02")
+    except psycopg.errors.InFailedSqlTransaction:
+        pass
+    conn.rollback()
+    assert count("k >= 200") == 0
+    conn.close()
+
+    # psycopg2: the same through client-side binding.
+    conn2 = psycopg2.connect(thyme.dsn)
+    c2 = conn2.cursor()
+    c2.execute("INSERT INTO tx VALUES (300, '2024-01-01T00:00:00Z', 1)")
+    c2.execute("INSERT INTO tx VALUES (301, '2024-01-01T00:00:00Z', 1)")
+    try:
+        c2.execute("SELECT count(*) FROM tx")
+        raise AssertionError("expected a refused read")
+    except psycopg2.errors.FeatureNotSupported as e:
+        assert "COMMIT" in str(e)
+    conn2.rollback()
+    c2.execute("INSERT INTO tx VALUES (302, '2024-01-01T00:00:00Z', 1)")
+    conn2.commit()
+    assert count("k >= 300") == 1
+    conn2.close()

@@ -43,6 +43,15 @@ pub fn sqlstate(kind: ErrorKind) -> &'static str {
         ErrorKind::InvalidDefinition => "42P16",
         ErrorKind::ReadOnly => "42809",
         ErrorKind::UnboundInputs => "0A000",
+        ErrorKind::InFailedTransaction => "25P02",
+        ErrorKind::ActiveTransaction => "25001",
+        ErrorKind::NoActiveTransaction => "25P01",
+        ErrorKind::ReadOnlyTransaction => "25006",
+        ErrorKind::InvalidPassword => "28P01",
+        ErrorKind::InvalidAuthorization => "28000",
+        ErrorKind::InsufficientPrivilege => "42501",
+        ErrorKind::UnknownRole => "42704",
+        ErrorKind::DuplicateRole => "42710",
         ErrorKind::UserCode => "38000",
         ErrorKind::UserCodeTimeout => "57014",
         ErrorKind::Conflict => "42710",
@@ -88,6 +97,15 @@ pub fn http_status(kind: ErrorKind) -> (u16, &'static str) {
         ErrorKind::InvalidDefinition => (400, "invalid_definition"),
         ErrorKind::ReadOnly => (400, "read_only"),
         ErrorKind::UnboundInputs => (400, "missing_inputs"),
+        ErrorKind::InFailedTransaction => (409, "in_failed_transaction"),
+        ErrorKind::ActiveTransaction => (409, "active_transaction"),
+        ErrorKind::NoActiveTransaction => (409, "no_active_transaction"),
+        ErrorKind::ReadOnlyTransaction => (409, "read_only_transaction"),
+        ErrorKind::InvalidPassword => (401, "unauthorized"),
+        ErrorKind::InvalidAuthorization => (401, "unauthorized"),
+        ErrorKind::InsufficientPrivilege => (403, "forbidden"),
+        ErrorKind::UnknownRole => (404, "unknown_role"),
+        ErrorKind::DuplicateRole => (409, "duplicate_role"),
         ErrorKind::UserCode => (422, "extractor_error"),
         ErrorKind::UserCodeTimeout => (504, "extractor_timeout"),
         ErrorKind::Conflict => (409, "conflict"),
@@ -138,6 +156,11 @@ impl ClientError {
             self.message,
         )))
     }
+}
+
+/// A warning for a pgwire client (SQLSTATE 01000), sent as a notice.
+pub fn warning(message: String) -> pgwire::messages::response::NoticeResponse {
+    ErrorInfo::new("WARNING".to_owned(), "01000".to_owned(), message).into()
 }
 
 /// Map a Thyme error to what a pgwire client sees.

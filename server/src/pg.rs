@@ -33,6 +33,7 @@ use pgwire::messages::data::{NoData, ParameterDescription, RowDescription};
 use pgwire::messages::extendedquery::{
     Bind, BindComplete, Describe, Execute, TARGET_TYPE_BYTE_PORTAL, TARGET_TYPE_BYTE_STATEMENT,
 };
+use pgwire::messages::response::TransactionStatus;
 use pgwire::messages::PgWireBackendMessage;
 use thyme_planner::{CopyIn, Engine, Output, Prepared, Session};
 use tokio::net::TcpListener;
@@ -165,6 +166,10 @@ struct Conn {
     cancel: tokio::sync::watch::Sender<u64>,
     /// Where the connection is registered for cancel requests.
     registered: Option<(Arc<Cancels>, CancelKey)>,
+    /// A statement failed outside the session's sight (a parse error, an
+    /// error while streaming rows, a cancel): the session's open
+    /// transaction block, if any, is aborted before its next statement.
+    failed: std::sync::atomic::AtomicBool,
 }
 
 impl Conn {
@@ -174,7 +179,24 @@ impl Conn {
             copy: Mutex::new(None),
             cancel: tokio::sync::watch::Sender::new(0),
             registered,
+            failed: Default::default(),
         }
+    }
+
+    /// The session, with any failure noted since its last statement applied.
+    async fn lock_session(&self) -> tokio::sync::MutexGuard<'_, Session> {
+        let mut session = self.session.lock().await;
+        if self.failed.swap(false, std::sync::atomic::Ordering::AcqRel) {
+            session.fail_transaction();
+        }
+        session
+    }
+}
+
+/// Note that a message of this connection failed (see [`Conn::failed`]).
+pub fn note_failure<C: ClientInfo + ?Sized>(client: &C) {
+    if let Some(c) = client.session_extensions().get::<Conn>() {
+        c.failed.store(true, std::sync::atomic::Ordering::Release);
     }
 }
 
@@ -341,6 +363,23 @@ fn conn<C: ClientInfo + ?Sized>(client: &C, engine: &Arc<Engine>) -> Arc<Conn> {
     client
         .session_extensions()
         .get_or_insert_with(|| Conn::new(engine, None))
+}
+
+/// Send the session's warnings from the last statement as notices.
+async fn send_notices<C>(client: &mut C, c: &Conn) -> PgWireResult<()>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    let notices = c.session.lock().await.take_notices();
+    for n in notices {
+        client
+            .feed(PgWireBackendMessage::NoticeResponse(
+                crate::errors::warning(n),
+            ))
+            .await?;
+    }
+    Ok(())
 }
 
 fn pg_err(e: thyme_planner::Error) -> PgWireError {
@@ -511,7 +550,7 @@ impl QueryParser for ThymeQueryParser {
                     ));
                 }
                 let parsed = statements.remove(0);
-                let session = c.session.lock().await;
+                let mut session = c.lock_session().await;
                 session.prepare(parsed).await.map(Some)
             })
             .await
@@ -599,11 +638,12 @@ impl SimpleQueryHandler for QueryHandler {
             let stop = stop_for(client, &c).await;
             let session = c.clone();
             let head = run_statement(&self.pool, stop, Format::UnifiedText, async move {
-                let mut session = session.session.lock().await;
+                let mut session = session.lock_session().await;
                 let prepared = session.prepare(parsed).await?;
                 session.execute(&prepared, None).await
             })
             .await;
+            send_notices(client, &c).await?;
             match head {
                 Ok(head) => {
                     let copy = matches!(head, Head::Done(Output::CopyIn(_)));
@@ -613,6 +653,7 @@ impl SimpleQueryHandler for QueryHandler {
                     }
                 }
                 Err(PgWireError::UserError(info)) => {
+                    c.failed.store(true, std::sync::atomic::Ordering::Release);
                     responses.push(Response::Error(info));
                     break;
                 }
@@ -654,12 +695,13 @@ impl ExtendedQueryHandler for QueryHandler {
             stop,
             portal.result_column_format.clone(),
             async move {
-                let mut session = session.session.lock().await;
+                let mut session = session.lock_session().await;
                 session.execute(&stmt.prepared, params).await
             },
         )
-        .await?;
-        respond(&c, head).await
+        .await;
+        send_notices(client, &c).await?;
+        respond(&c, head?).await
     }
 
     /// Point lookups (one seek, at most one row) run here directly: the
@@ -679,7 +721,9 @@ impl ExtendedQueryHandler for QueryHandler {
             Some(Entry::Value(p))
                 if message.max_rows == 0
                     && p.statement.statement.prepared.is_point_lookup()
-                    && matches!(client.state(), PgWireConnectionState::ReadyForQuery) =>
+                    && matches!(client.state(), PgWireConnectionState::ReadyForQuery)
+                    // Inside a block the session checks each statement.
+                    && client.transaction_status() == TransactionStatus::Idle =>
             {
                 p
             }
@@ -910,7 +954,7 @@ impl CopyHandler for QueryHandler {
         let n = self
             .pool
             .run(stop, async move {
-                let session = session.session.lock().await;
+                let mut session = session.lock_session().await;
                 session.copy_in(&copy, &data)
             })
             .await

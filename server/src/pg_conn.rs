@@ -224,6 +224,7 @@ pub async fn run(
         )
         .await
         {
+            crate::pg::note_failure(&framed);
             if process_error(&mut framed, e, extended_message)
                 .await
                 .is_err()

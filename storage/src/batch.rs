@@ -149,4 +149,72 @@ impl WriteBatch {
     pub fn bytes(&self) -> usize {
         self.buf.len()
     }
+
+    /// Move `other`'s changes to the end of this batch (a transaction's
+    /// statements, each staged as a batch, commit as one).
+    pub fn append(&mut self, other: WriteBatch) {
+        let base = self.buf.len();
+        let shift = |r: &Range<usize>| r.start + base..r.end + base;
+        self.buf.extend_from_slice(&other.buf);
+        self.ops.reserve(other.ops.len());
+        for op in other.ops {
+            self.ops.push(match op {
+                Op::Version {
+                    ds,
+                    key,
+                    ts,
+                    deleted,
+                    value,
+                } => Op::Version {
+                    ds,
+                    key: shift(&key),
+                    ts,
+                    deleted,
+                    value: shift(&value),
+                },
+                Op::Event { ds, ts, value } => Op::Event {
+                    ds,
+                    ts,
+                    value: shift(&value),
+                },
+                Op::Log { ds, record } => Op::Log {
+                    ds,
+                    record: shift(&record),
+                },
+                Op::CatalogPut { name, value } => Op::CatalogPut {
+                    name: shift(&name),
+                    value: shift(&value),
+                },
+                Op::CatalogDelete { name } => Op::CatalogDelete { name: shift(&name) },
+                Op::DropData { ds } => Op::DropData { ds },
+            });
+        }
+        self.derived &= other.derived;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn append_keeps_every_change_and_its_bytes() {
+        let mut a = WriteBatch::new();
+        a.put_version(1, b"k1", 10, b"row1");
+        let mut b = WriteBatch::new();
+        b.put_event(2, 20, b"ev");
+        b.append_log(2, b"rec");
+        a.append(b);
+        assert_eq!(a.len(), 3);
+        let texts: Vec<&[u8]> = a
+            .ops
+            .iter()
+            .map(|op| match op {
+                Op::Version { value, .. } | Op::Event { value, .. } => &a.buf[value.clone()],
+                Op::Log { record, .. } => &a.buf[record.clone()],
+                _ => unreachable!(),
+            })
+            .collect();
+        assert_eq!(texts, vec![&b"row1"[..], b"ev", b"rec"]);
+    }
 }

@@ -75,6 +75,29 @@ pub enum ErrorKind {
     /// A featureset query that does not bind the inputs it needs.
     UnboundInputs,
 
+    // --- Transactions ---
+    /// A statement in a transaction block that an earlier error aborted.
+    InFailedTransaction,
+    /// A statement that cannot run inside (this) transaction block.
+    ActiveTransaction,
+    /// A transaction statement (`SAVEPOINT`, ...) outside a transaction block.
+    NoActiveTransaction,
+    /// A write inside a `READ ONLY` transaction.
+    ReadOnlyTransaction,
+
+    // --- Authentication and privileges ---
+    /// The password (or token) does not match.
+    InvalidPassword,
+    /// Authentication that is missing or not allowed (no such login,
+    /// no credentials where they are required).
+    InvalidAuthorization,
+    /// The role lacks the privilege the statement or request needs.
+    InsufficientPrivilege,
+    /// A role that does not exist.
+    UnknownRole,
+    /// A role that already exists.
+    DuplicateRole,
+
     // --- User code ---
     /// A committed extractor or function raised, or returned the wrong shape.
     UserCode,
@@ -135,6 +158,15 @@ impl ErrorKind {
         ErrorKind::InvalidDefinition,
         ErrorKind::ReadOnly,
         ErrorKind::UnboundInputs,
+        ErrorKind::InFailedTransaction,
+        ErrorKind::ActiveTransaction,
+        ErrorKind::NoActiveTransaction,
+        ErrorKind::ReadOnlyTransaction,
+        ErrorKind::InvalidPassword,
+        ErrorKind::InvalidAuthorization,
+        ErrorKind::InsufficientPrivilege,
+        ErrorKind::UnknownRole,
+        ErrorKind::DuplicateRole,
         ErrorKind::UserCode,
         ErrorKind::UserCodeTimeout,
         ErrorKind::Conflict,
@@ -199,18 +231,27 @@ mod tests {
                 ErrorKind::InvalidDefinition => 23,
                 ErrorKind::ReadOnly => 24,
                 ErrorKind::UnboundInputs => 25,
-                ErrorKind::UserCode => 26,
-                ErrorKind::UserCodeTimeout => 27,
-                ErrorKind::Conflict => 28,
-                ErrorKind::UnsupportedMediaType => 29,
-                ErrorKind::LimitExceeded => 30,
-                ErrorKind::TooComplex => 31,
-                ErrorKind::Canceled => 32,
-                ErrorKind::Timeout => 33,
-                ErrorKind::ResourcesExhausted => 34,
-                ErrorKind::Unavailable => 35,
-                ErrorKind::Storage => 36,
-                ErrorKind::Internal => 37,
+                ErrorKind::InFailedTransaction => 26,
+                ErrorKind::ActiveTransaction => 27,
+                ErrorKind::NoActiveTransaction => 28,
+                ErrorKind::ReadOnlyTransaction => 29,
+                ErrorKind::InvalidPassword => 30,
+                ErrorKind::InvalidAuthorization => 31,
+                ErrorKind::InsufficientPrivilege => 32,
+                ErrorKind::UnknownRole => 33,
+                ErrorKind::DuplicateRole => 34,
+                ErrorKind::UserCode => 35,
+                ErrorKind::UserCodeTimeout => 36,
+                ErrorKind::Conflict => 37,
+                ErrorKind::UnsupportedMediaType => 38,
+                ErrorKind::LimitExceeded => 39,
+                ErrorKind::TooComplex => 40,
+                ErrorKind::Canceled => 41,
+                ErrorKind::Timeout => 42,
+                ErrorKind::ResourcesExhausted => 43,
+                ErrorKind::Unavailable => 44,
+                ErrorKind::Storage => 45,
+                ErrorKind::Internal => 46,
             };
             assert_eq!(ErrorKind::ALL[position], k);
         }

@@ -95,7 +95,7 @@ impl Session {
     }
 
     pub(super) async fn insert(
-        &self,
+        &mut self,
         ds: &Arc<Dataset>,
         columns: &[usize],
         insert: &Insert,
@@ -143,7 +143,9 @@ impl Session {
                 out
             }
         };
-        ingest::write_rows(self.engine.store().as_ref(), ds, &batches)
+        let (wb, rows) = ingest::rows_batch(ds, &batches)?;
+        self.write(ds, "INSERT", wb)?;
+        Ok(rows)
     }
 
     pub(super) fn eval_cell(
@@ -282,7 +284,7 @@ impl Session {
     }
 
     pub(super) async fn delete(
-        &self,
+        &mut self,
         ds: &Arc<Dataset>,
         delete: &Delete,
         at: i64,
@@ -304,14 +306,21 @@ impl Session {
             let b = RecordBatch::try_new(b.schema(), cols)?;
             ingest::add_deletes(ds, &b, &mut wb)?;
         }
-        if !wb.is_empty() {
-            self.engine.store().write(wb)?;
-        }
+        self.write(ds, "DELETE", wb)?;
         Ok(n)
     }
 
     /// Load a `COPY ... FROM STDIN` payload atomically; returns the row count.
-    pub fn copy_in(&self, copy: &CopyIn, data: &[u8]) -> Result<usize> {
+    pub fn copy_in(&mut self, copy: &CopyIn, data: &[u8]) -> Result<usize> {
+        // The COPY statement itself passed the transaction checks.
+        let r = self.copy_in_inner(copy, data);
+        if r.is_err() {
+            self.fail_transaction();
+        }
+        r
+    }
+
+    fn copy_in_inner(&mut self, copy: &CopyIn, data: &[u8]) -> Result<usize> {
         let rows = copy::parse(&copy.format, data, copy.columns.len())?;
         let n = rows.len();
         let mut arrays: Vec<ArrayRef> = Vec::with_capacity(copy.columns.len());
@@ -320,7 +329,9 @@ impl Session {
             arrays.push(Arc::new(col));
         }
         let batch = self.conform(&copy.dataset, &copy.columns, &arrays, n, 0)?;
-        ingest::write_rows(self.engine.store().as_ref(), &copy.dataset, &[batch])
+        let (wb, rows) = ingest::rows_batch(&copy.dataset, &[batch])?;
+        self.write(&copy.dataset, "COPY", wb)?;
+        Ok(rows)
     }
 }
 

@@ -7,14 +7,16 @@
 //! - `CREATE TABLE` / `DROP TABLE` change the catalog;
 //! - `INSERT`, `COPY ... FROM STDIN` and `DELETE` write versions, each
 //!   statement in one atomic batch (a failing statement writes nothing);
-//! - `SET` / `SHOW` / `BEGIN` / `COMMIT` / `ROLLBACK` keep session state.
-//!   Every statement commits on its own; transaction blocks and savepoints
-//!   are accepted for client compatibility but do not group or undo writes.
+//! - `SET` / `SHOW` keep session state;
+//! - `BEGIN` / `COMMIT` / `ROLLBACK` / savepoints group writes into one
+//!   atomic batch ([`txn`] has the semantics). Outside a block every
+//!   statement commits on its own.
 
 mod ddl;
 mod dml;
 use dml::copy_format;
 mod query;
+mod txn;
 mod vars;
 
 use std::collections::BTreeMap;
@@ -193,6 +195,8 @@ impl Engine {
             state,
             as_of: None,
             vars: BTreeMap::new(),
+            txn: None,
+            notices: Vec::new(),
         }
     }
 }
@@ -283,6 +287,10 @@ pub struct Session {
     state: SessionState,
     as_of: Option<i64>,
     vars: BTreeMap<String, String>,
+    /// The open transaction block, if any.
+    txn: Option<txn::Txn>,
+    /// Warnings for the client ([`Session::take_notices`]).
+    notices: Vec<String>,
 }
 
 fn ident_name(id: &Ident) -> String {
@@ -425,7 +433,16 @@ impl Session {
 
     /// Plan a statement: its parameter types, result schema and (for queries)
     /// a reusable logical plan.
-    pub async fn prepare(&self, parsed: ParsedStatement) -> Result<Prepared> {
+    pub async fn prepare(&mut self, parsed: ParsedStatement) -> Result<Prepared> {
+        self.check_aborted(&parsed.statement)?;
+        let r = self.prepare_inner(parsed).await;
+        if r.is_err() {
+            self.fail_transaction();
+        }
+        r
+    }
+
+    async fn prepare_inner(&self, parsed: ParsedStatement) -> Result<Prepared> {
         let mut param_types: Vec<Option<DataType>> = Vec::new();
         let mut param_columns: Vec<Option<String>> = Vec::new();
         if let Some(i) = parsed.as_of.as_ref().and_then(placeholder_index) {
@@ -528,6 +545,29 @@ impl Session {
 
     /// Execute a prepared statement with bound parameters.
     pub async fn execute(&mut self, p: &Prepared, params: Option<ParamValues>) -> Result<Output> {
+        self.check_aborted(&p.parsed.statement)?;
+        let r = self.execute_inner(p, params).await;
+        if r.is_err() {
+            self.fail_transaction();
+        }
+        r
+    }
+
+    async fn execute_inner(&mut self, p: &Prepared, params: Option<ParamValues>) -> Result<Output> {
+        if self.in_transaction() {
+            match &p.parsed.statement {
+                Statement::Insert(insert) => {
+                    if let Some(source) = &insert.source {
+                        self.check_reads(&Statement::Query(source.clone()))?;
+                    }
+                }
+                Statement::CreateTable(_) => self.check_definition("CREATE TABLE")?,
+                Statement::Drop { .. } => self.check_definition("DROP")?,
+                Statement::Copy { .. } | Statement::Set(_) | Statement::ShowVariable { .. } => {}
+                // Queries, and DELETE (which reads its table to find rows).
+                stmt => self.check_reads(stmt)?,
+            }
+        }
         if let Some(batch) = self.execute_lookup(p, params.as_ref())? {
             return Ok(Output::rows(batch));
         }
@@ -676,23 +716,15 @@ impl Session {
                     rows: None,
                 })
             }
-            Statement::StartTransaction { .. } => Ok(Output::TransactionStart("BEGIN")),
-            Statement::Commit { .. } => Ok(Output::TransactionEnd("COMMIT")),
+            Statement::StartTransaction { modes, .. } => self.begin(modes),
+            Statement::Commit { .. } => self.commit(),
             Statement::Rollback {
-                savepoint: Some(_), ..
-            } => Ok(Output::Command {
-                tag: "ROLLBACK",
-                rows: None,
-            }),
-            Statement::Rollback { .. } => Ok(Output::TransactionEnd("ROLLBACK")),
-            Statement::Savepoint { .. } => Ok(Output::Command {
-                tag: "SAVEPOINT",
-                rows: None,
-            }),
-            Statement::ReleaseSavepoint { .. } => Ok(Output::Command {
-                tag: "RELEASE",
-                rows: None,
-            }),
+                savepoint: Some(name),
+                ..
+            } => self.rollback_to(name),
+            Statement::Rollback { .. } => Ok(self.rollback()),
+            Statement::Savepoint { name } => self.savepoint(name),
+            Statement::ReleaseSavepoint { name } => self.release(name),
             Statement::Discard { .. } => {
                 self.as_of = None;
                 self.vars.clear();

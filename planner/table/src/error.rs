@@ -95,6 +95,36 @@ pub enum Error {
     /// The statement ran past `statement_timeout`.
     #[error("canceling statement due to statement timeout ({0} ms)")]
     StatementTimeout(u64),
+    /// A statement in a transaction block after an error in it.
+    #[error("current transaction is aborted, commands ignored until end of transaction block")]
+    InFailedTransaction,
+    /// A statement that cannot run inside (this) transaction block.
+    #[error("{0}")]
+    ActiveTransaction(String),
+    /// A transaction-block statement outside a transaction block.
+    #[error("{0}")]
+    NoActiveTransaction(String),
+    /// A write inside a `READ ONLY` transaction.
+    #[error("cannot execute {0} in a read-only transaction")]
+    ReadOnlyTransaction(String),
+    /// A read, inside a transaction, of a table it has written: Thyme
+    /// applies a transaction's writes at `COMMIT`, so the read would not see
+    /// them.
+    #[error("reading \"{table}\" after writing {written} in the same transaction is not supported: Thyme applies a transaction's writes at COMMIT (read before writing, or COMMIT first)")]
+    ReadAfterWrite { table: String, written: String },
+    /// Authentication failed (the message names the user, never why).
+    #[error("password authentication failed for user \"{0}\"")]
+    InvalidPassword(String),
+    /// No credentials, or credentials that are not allowed here.
+    #[error("{0}")]
+    InvalidAuthorization(String),
+    /// The role lacks a privilege: what it tried, on what.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    #[error("role \"{0}\" does not exist")]
+    UnknownRole(String),
+    #[error("role \"{0}\" already exists")]
+    DuplicateRole(String),
     /// Errors from the engine about the query itself (planning, types, ...).
     #[error(transparent)]
     DataFusion(#[from] DataFusionError),
@@ -153,6 +183,16 @@ impl ErrorExt for Error {
             Error::TooComplex(_) => ErrorKind::TooComplex,
             Error::Canceled(_) => ErrorKind::Canceled,
             Error::StatementTimeout(_) => ErrorKind::Timeout,
+            Error::InFailedTransaction => ErrorKind::InFailedTransaction,
+            Error::ActiveTransaction(_) => ErrorKind::ActiveTransaction,
+            Error::NoActiveTransaction(_) => ErrorKind::NoActiveTransaction,
+            Error::ReadOnlyTransaction(_) => ErrorKind::ReadOnlyTransaction,
+            Error::ReadAfterWrite { .. } => ErrorKind::Unsupported,
+            Error::InvalidPassword(_) => ErrorKind::InvalidPassword,
+            Error::InvalidAuthorization(_) => ErrorKind::InvalidAuthorization,
+            Error::PermissionDenied(_) => ErrorKind::InsufficientPrivilege,
+            Error::UnknownRole(_) => ErrorKind::UnknownRole,
+            Error::DuplicateRole(_) => ErrorKind::DuplicateRole,
             Error::DataFusion(e) => datafusion_kind(e),
             Error::Storage(e) => e.kind(),
             Error::Internal(_) => ErrorKind::Internal,

@@ -97,15 +97,21 @@ pub fn write_rows(
     ds: &Dataset,
     batches: &[RecordBatch],
 ) -> Result<usize> {
+    let (wb, rows) = rows_batch(ds, batches)?;
+    if !wb.is_empty() {
+        store.write(wb)?;
+    }
+    Ok(rows)
+}
+
+/// The changes that write `batches` (dataset schema), and their row count.
+pub fn rows_batch(ds: &Dataset, batches: &[RecordBatch]) -> Result<(WriteBatch, usize)> {
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     let mut wb = WriteBatch::with_capacity(rows * 2, rows * 96);
     for b in batches {
         add_rows(ds, b, &mut wb)?;
     }
-    if !wb.is_empty() {
-        store.write(wb)?;
-    }
-    Ok(rows)
+    Ok((wb, rows))
 }
 
 /// Convert `array` to the type of field `j` of `ds`, naming the column, the
