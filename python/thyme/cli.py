@@ -138,7 +138,7 @@ def commit(args: argparse.Namespace, out: Any, err: Any) -> int:
     if args.dry_run:
         print(json.dumps(payload, indent=2, allow_nan=False), file=out)
         return 0
-    client = Client(url=args.url)
+    client = Client(url=args.url, token=args.token)
     try:
         answer = client.send_commit(payload)
     except ThymeError as exc:
@@ -157,6 +157,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("file", help="the Python file with the definitions (e.g. features.py)")
     c.add_argument("--url", default=os.environ.get("THYME_URL", "http://127.0.0.1:8080"),
                    help="control plane URL (default: $THYME_URL or http://127.0.0.1:8080)")
+    c.add_argument("--token", default=os.environ.get("THYME_TOKEN"),
+                   help="API token of a role with CREATE (default: $THYME_TOKEN; "
+                        "create one with POST /api/v1/tokens)")
     c.add_argument("-m", "--message", default=None, help="commit message")
     c.add_argument("--incremental", action="store_true",
                    help="mark the commit incremental (commits never remove other definitions either way)")

@@ -22,6 +22,7 @@ import decimal
 import functools
 import http.client
 import json
+import os
 import math
 import urllib.error
 import urllib.parse
@@ -276,7 +277,8 @@ class Client:
     ):
         self.url = url.rstrip("/")
         self.query_url = query_url.rstrip("/")
-        self.token = token
+        # An API token (POST /api/v1/tokens); $THYME_TOKEN when not given.
+        self.token = token if token is not None else os.environ.get("THYME_TOKEN")
         self.timeout = timeout
 
     # -- transport ---------------------------------------------------------

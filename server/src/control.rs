@@ -26,7 +26,9 @@ use thyme_table::registry::{describe_dataset, describe_featureset};
 use thyme_error::ErrorKind;
 
 use crate::errors::{classify_http, error_response, HttpError};
+use crate::http_auth::{caller, require, require_create, Caller};
 use crate::metrics::Metrics;
+use thyme_table::roles::Privilege;
 
 #[derive(Clone)]
 struct Ctx {
@@ -78,7 +80,15 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-async fn commit(State(ctx): State<Ctx>, body: Bytes) -> Response {
+async fn commit(
+    State(ctx): State<Ctx>,
+    ext: Option<axum::Extension<Caller>>,
+    body: Bytes,
+) -> Response {
+    let who = caller(ext);
+    if let Err(e) = require_create(&ctx.engine, &who, "committing definitions") {
+        return error_response(e);
+    }
     let payload: thyme_model::Commit = match parse_json(&body, "invalid commit payload") {
         Ok(p) => p,
         Err(e) => return error_response(e),
@@ -106,7 +116,12 @@ struct LogRequest {
     data: Map<String, Value>,
 }
 
-async fn log(State(ctx): State<Ctx>, body: Bytes) -> Response {
+async fn log(
+    State(ctx): State<Ctx>,
+    ext: Option<axum::Extension<Caller>>,
+    body: Bytes,
+) -> Response {
+    let who = caller(ext);
     let req: LogRequest = match parse_json(
         &body,
         "invalid log request (expected {\"webhook\", \"endpoint\", \"data\": {column: [values]}})",
@@ -118,6 +133,17 @@ async fn log(State(ctx): State<Ctx>, body: Bytes) -> Response {
         }
     };
     let registry = ctx.engine.registry().clone();
+    if !who.trusted {
+        for (_, spec) in registry
+            .routes(&req.webhook, &req.endpoint)
+            .unwrap_or_default()
+        {
+            if let Err(e) = require(&ctx.engine, &who, Privilege::Insert, &spec.name) {
+                ctx.metrics.request_rejected();
+                return error_response(e);
+            }
+        }
+    }
     match blocking(move || {
         thyme_table::webhook::ingest(&registry, &req.webhook, &req.endpoint, &req.data)
     })
@@ -169,9 +195,13 @@ const INSPECT_MAX: usize = 10_000;
 
 async fn inspect(
     State(ctx): State<Ctx>,
+    ext: Option<axum::Extension<Caller>>,
     Path(name): Path<String>,
     axum::extract::Query(params): axum::extract::Query<InspectParams>,
 ) -> Response {
+    if let Err(e) = require(&ctx.engine, &caller(ext), Privilege::Select, &name) {
+        return error_response(e);
+    }
     let Some(stored) = ctx.engine.registry().dataset(&name) else {
         return error_response(HttpError::coded(
             ErrorKind::UnknownTable,

@@ -149,6 +149,15 @@ impl ClientError {
         sqlstate(self.kind)
     }
 
+    /// The error as a `FATAL` one: the connection ends (authentication).
+    pub fn into_pgwire_fatal(self) -> PgWireError {
+        PgWireError::UserError(Box::new(ErrorInfo::new(
+            "FATAL".to_owned(),
+            self.sqlstate().to_owned(),
+            self.message,
+        )))
+    }
+
     pub fn into_pgwire(self) -> PgWireError {
         PgWireError::UserError(Box::new(ErrorInfo::new(
             "ERROR".to_owned(),

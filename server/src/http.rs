@@ -42,7 +42,8 @@ pub fn control_router(
                 }
             }),
         )
-        .merge(crate::control::routes(engine, metrics, max_body))
+        .merge(crate::control::routes(engine.clone(), metrics, max_body))
+        .merge(crate::http_auth::routes(engine.clone()))
         .route(
             "/api/v1/pipelines",
             get(move || {
@@ -51,6 +52,10 @@ pub fn control_router(
             }),
         )
         .merge(not_found())
+        .layer(axum::middleware::from_fn_with_state(
+            engine,
+            crate::http_auth::authenticate,
+        ))
 }
 
 fn not_found() -> Router {
@@ -73,8 +78,12 @@ fn health() -> Router {
 /// Routes of the query server.
 pub fn query_router(engine: Arc<Engine>, limit: std::time::Duration) -> Router {
     health()
-        .merge(crate::query::routes(engine, limit))
+        .merge(crate::query::routes(engine.clone(), limit))
         .merge(not_found())
+        .layer(axum::middleware::from_fn_with_state(
+            engine,
+            crate::http_auth::authenticate,
+        ))
 }
 
 /// Limits of the HTTP listeners (see `docs/limits.md`).
@@ -173,6 +182,7 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: HttpLimits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
@@ -195,13 +205,29 @@ pub async fn serve(
         let _ = socket.set_nodelay(true);
         let service = hyper_util::service::TowerToHyperService::new(router.clone());
         let mut stop = shutdown.clone();
+        let tls = tls.clone();
         conns.spawn(async move {
+            let stream = match tls {
+                None => crate::tls::MaybeTls::Plain(socket),
+                // HTTPS: the handshake gets the header timeout too.
+                Some(acceptor) => {
+                    match tokio::time::timeout(limits.header_timeout, acceptor.accept(socket)).await
+                    {
+                        Ok(Ok(s)) => crate::tls::MaybeTls::Tls(Box::new(s)),
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    }
+                }
+            };
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_timeout)
                 .max_buf_size(64 << 10);
-            let conn = builder.serve_connection(TokioIo::new(socket), service);
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);
             tokio::select! {
                 r = conn.as_mut() => {

@@ -13,15 +13,18 @@ mod control;
 mod errors;
 mod exec;
 mod http;
+mod http_auth;
 mod metrics;
 mod offline;
 mod pg;
+mod pg_auth;
 mod pg_conn;
 mod pg_guard;
 mod pg_rows;
 mod python;
 mod query;
 mod supervisor;
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -122,6 +125,25 @@ struct ServeArgs {
     /// Largest HTTP request body (`POST /api/v1/log`, `/api/v1/commit`), in MiB.
     #[arg(long, env = "THYME_HTTP_MAX_BODY_MB", default_value_t = 32)]
     http_max_body_mb: usize,
+    /// PEM certificate chain for TLS: the Postgres listener accepts TLS
+    /// (`sslmode=require`), the HTTP listeners speak HTTPS only.
+    #[arg(long, env = "THYME_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "THYME_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Refuse Postgres connections that do not use TLS.
+    #[arg(long, env = "THYME_REQUIRE_TLS", requires = "tls_cert")]
+    require_tls: bool,
+    /// Create this superuser at start if it does not exist, with the
+    /// password in `THYME_SUPERUSER_PASSWORD` (never a flag: flags show in
+    /// `ps`). With a role that has a password, every client authenticates.
+    #[arg(long, env = "THYME_SUPERUSER")]
+    superuser: Option<String>,
+    /// Listen beyond loopback with no role to authenticate against (every
+    /// client is then trusted, and may commit code the server runs).
+    #[arg(long, env = "THYME_ALLOW_UNAUTHENTICATED")]
+    allow_unauthenticated: bool,
     /// TOML config file; its keys are the flag names (`pg_addr = "..."`,
     /// `sync_writes = true`).
     #[arg(long, env = "THYME_CONFIG")]
@@ -233,6 +255,59 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--superuser NAME`: create the role (superuser, login, the password in
+/// `THYME_SUPERUSER_PASSWORD`) unless it exists.
+fn bootstrap_superuser(engine: &Engine, name: Option<&str>) -> Result<(), String> {
+    let Some(name) = name else {
+        return Ok(());
+    };
+    if engine.roles().get(name).is_some() {
+        return Ok(());
+    }
+    let password = std::env::var("THYME_SUPERUSER_PASSWORD")
+        .map_err(|_| format!("--superuser {name}: set its password in THYME_SUPERUSER_PASSWORD"))?;
+    let verifier =
+        thyme_table::roles::verifier_for(&password).map_err(|e| format!("--superuser: {e}"))?;
+    engine
+        .roles()
+        .create(
+            thyme_table::roles::Role {
+                name: name.to_string(),
+                superuser: true,
+                login: true,
+                password: Some(verifier),
+                ..Default::default()
+            },
+            true,
+        )
+        .map_err(|e| format!("--superuser: {e}"))?;
+    tracing::info!(role = name, "superuser created");
+    Ok(())
+}
+
+/// Refuse to listen beyond loopback while every client would be trusted.
+fn check_exposure(engine: &Engine, args: &ServeArgs) -> Result<(), String> {
+    if engine.roles().auth_required() || args.allow_unauthenticated {
+        return Ok(());
+    }
+    for (flag, addr) in [
+        ("--pg-addr", args.pg_addr),
+        ("--control-addr", args.control_addr),
+        ("--query-addr", args.query_addr),
+    ] {
+        if !addr.ip().is_loopback() {
+            return Err(format!(
+                "refusing to listen on {addr} ({flag}) without authentication: no role has a \
+                 password, so every client would be trusted, and may commit code the server runs. \
+                 Create one first (--superuser NAME with THYME_SUPERUSER_PASSWORD, or \
+                 CREATE ROLE ... LOGIN PASSWORD over a loopback connection), or pass \
+                 --allow-unauthenticated"
+            ));
+        }
+    }
+    Ok(())
+}
+
 async fn serve(args: ServeArgs) -> Result<(), String> {
     let store: Arc<dyn TemporalStore> = thyme_storage::open_embedded(
         &args.data,
@@ -251,6 +326,24 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     };
     let engine = Engine::with_limits(store.clone(), limits, pg::install_catalog)
         .map_err(|e| e.to_string())?;
+    bootstrap_superuser(&engine, args.superuser.as_deref())?;
+    check_exposure(&engine, &args)?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(c), Some(k)) => Some(tls::acceptor(c, k)?),
+        _ => None,
+    };
+    let pg_auth = pg_auth::AuthConfig {
+        require_tls: args.require_tls,
+    };
+    tracing::info!(
+        authentication = if engine.roles().auth_required() {
+            "scram-sha-256 / tokens"
+        } else {
+            "trust (no role has a password)"
+        },
+        tls = tls.is_some(),
+        "clients"
+    );
     let threads = match args.query_threads {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
@@ -302,7 +395,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
 
     let pg_task = tokio::spawn(pg::serve(
         pg_listener,
-        pg::PgHandlers::new(engine.clone(), pool.clone()),
+        pg::PgHandlers::new(engine.clone(), pool.clone(), pg_auth, tls.clone()),
         conn_limits,
         stop_rx.clone(),
     ));
@@ -310,12 +403,14 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         control_listener,
         http::control_router(engine.clone(), pipelines.clone(), max_body),
         http_limits,
+        tls.clone(),
         stop_rx.clone(),
     ));
     let query_task = tokio::spawn(http::serve(
         query_listener,
         http::query_router(engine.clone(), limit),
         http_limits,
+        tls.clone(),
         stop_rx.clone(),
     ));
     tracing::info!(

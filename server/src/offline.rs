@@ -574,10 +574,17 @@ fn list_param(params: &[(String, String)], name: &str) -> Vec<String> {
 
 async fn query_offline(
     State(ctx): State<Ctx>,
+    ext: Option<axum::Extension<crate::http_auth::Caller>>,
     Query(params): Query<Vec<(String, String)>>,
     headers: axum::http::HeaderMap,
     body: Body,
 ) -> Response {
+    let outputs = list_param(&params, "outputs");
+    if let Err(e) =
+        crate::http_auth::require_outputs(&ctx.engine, &crate::http_auth::caller(ext), &outputs)
+    {
+        return error_response(e);
+    }
     match start(ctx, params, headers, body).await {
         Ok(r) => r,
         Err(e) => error_response(e),

@@ -16,7 +16,6 @@ use async_trait::async_trait;
 use datafusion::logical_expr::{ColumnarValue, Volatility};
 use datafusion::prelude::SessionContext;
 use futures::{Sink, SinkExt, StreamExt};
-use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::auth::StartupHandler;
 use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::PortalExecutionState;
@@ -392,11 +391,24 @@ pub struct PgHandlers {
     parser: Arc<ThymeQueryParser>,
     pool: Arc<QueryPool>,
     cancels: Arc<Cancels>,
+    /// Process ids and secret keys for every connection (one counter).
+    keys: Arc<dyn pgwire::api::PidSecretKeyGenerator>,
+    auth: crate::pg_auth::AuthConfig,
+    /// TLS for connections that ask for it (`SSLRequest`).
+    pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl PgHandlers {
-    pub fn new(engine: Arc<Engine>, pool: Arc<QueryPool>) -> Arc<Self> {
+    pub fn new(
+        engine: Arc<Engine>,
+        pool: Arc<QueryPool>,
+        auth: crate::pg_auth::AuthConfig,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Arc<Self> {
         Arc::new(PgHandlers {
+            keys: Arc::new(pgwire::api::RandomPidSecretKeyGenerator::default()),
+            auth,
+            tls,
             parser: Arc::new(ThymeQueryParser {
                 engine: engine.clone(),
                 pool: pool.clone(),
@@ -416,38 +428,29 @@ impl PgHandlers {
     }
 }
 
-pub struct Startup {
-    engine: Arc<Engine>,
-    cancels: Arc<Cancels>,
-}
-
-#[async_trait]
-impl NoopStartupHandler for Startup {
-    /// Open the session and register it for cancel requests by the process
-    /// id and secret key the client was just given.
-    async fn post_startup<C>(
-        &self,
-        client: &mut C,
-        _message: pgwire::messages::PgWireFrontendMessage,
-    ) -> PgWireResult<()>
-    where
-        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
-        C::Error: Debug,
-        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-    {
-        let (pid, secret) = client.pid_and_secret_key();
-        let key = (pid, secret.to_bytes());
-        let registered = Some((self.cancels.clone(), key.clone()));
-        let conn = client
-            .session_extensions()
-            .get_or_insert_with(|| Conn::new(&self.engine, registered));
-        self.cancels
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, Arc::downgrade(&conn));
-        Ok(())
+/// Open the session of a connection that authenticated as `principal`,
+/// and register it for cancel requests by the process id and secret key
+/// the client is about to be given.
+pub(crate) fn open_session<C: ClientInfo + ?Sized>(
+    client: &C,
+    engine: &Arc<Engine>,
+    cancels: &Arc<Cancels>,
+    principal: thyme_table::roles::Principal,
+) {
+    let (pid, secret) = client.pid_and_secret_key();
+    let key = (pid, secret.to_bytes());
+    let registered = Some((cancels.clone(), key.clone()));
+    let conn = client
+        .session_extensions()
+        .get_or_insert_with(|| Conn::new(engine, registered));
+    if let Ok(mut s) = conn.session.try_lock() {
+        s.login(principal);
     }
+    cancels
+        .0
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, Arc::downgrade(&conn));
 }
 
 impl PgWireServerHandlers for PgHandlers {
@@ -460,10 +463,12 @@ impl PgWireServerHandlers for PgHandlers {
     }
 
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
-        Arc::new(Startup {
-            engine: self.engine.clone(),
-            cancels: self.cancels.clone(),
-        })
+        Arc::new(crate::pg_auth::Startup::new(
+            self.engine.clone(),
+            self.cancels.clone(),
+            self.keys.clone(),
+            self.auth,
+        ))
     }
 
     fn copy_handler(&self) -> Arc<impl CopyHandler> {

@@ -24,6 +24,7 @@ use crate::pg::PgHandlers;
 use crate::pg_guard::{
     fatal_response, Guarded, WireLimits, GSSENC_REQUEST, MAX_STARTUP_PACKET, SSL_REQUEST,
 };
+use crate::tls::MaybeTls;
 
 /// Connection-level limits (see `docs/limits.md`).
 #[derive(Debug, Clone, Copy)]
@@ -82,26 +83,45 @@ impl Drop for Slot {
     }
 }
 
-async fn refuse(socket: &mut TcpStream, code: &str, message: &str) {
+async fn refuse<S: tokio::io::AsyncWrite + Unpin>(socket: &mut S, code: &str, message: &str) {
     let _ = socket.write_all(&fatal_response(code, message)).await;
     let _ = socket.flush().await;
 }
 
 /// The first packet's first 8 bytes (length and code), after answering
-/// `SSLRequest` / `GSSENCRequest` with "not supported" as often as asked.
-async fn first_packet(socket: &mut TcpStream) -> std::io::Result<Option<[u8; 8]>> {
+/// `SSLRequest` (TLS when configured, else "not supported") and
+/// `GSSENCRequest` ("not supported") as often as asked; and the stream to
+/// go on with (TLS after an upgrade).
+async fn first_packet(
+    mut stream: MaybeTls,
+    tls: Option<&tokio_rustls::TlsAcceptor>,
+) -> std::io::Result<Option<(MaybeTls, [u8; 8])>> {
     loop {
         let mut head = [0u8; 8];
-        if socket.read_exact(&mut head).await.is_err() {
+        if stream.read_exact(&mut head).await.is_err() {
             return Ok(None);
         }
         let len = i32::from_be_bytes(head[..4].try_into().expect("4 bytes"));
         let code = i32::from_be_bytes(head[4..].try_into().expect("4 bytes"));
-        if len == 8 && (code == SSL_REQUEST || code == GSSENC_REQUEST) {
-            socket.write_all(b"N").await?;
+        if len == 8 && code == SSL_REQUEST {
+            stream = match (tls, stream) {
+                (Some(acceptor), MaybeTls::Plain(mut socket)) => {
+                    socket.write_all(b"S").await?;
+                    socket.flush().await?;
+                    MaybeTls::Tls(Box::new(acceptor.accept(socket).await?))
+                }
+                (_, mut other) => {
+                    other.write_all(b"N").await?;
+                    other
+                }
+            };
             continue;
         }
-        return Ok(Some(head));
+        if len == 8 && code == GSSENC_REQUEST {
+            stream.write_all(b"N").await?;
+            continue;
+        }
+        return Ok(Some((stream, head)));
     }
 }
 
@@ -114,19 +134,42 @@ pub async fn run(
     limits: ConnLimits,
 ) {
     let _ = socket.set_nodelay(true);
+    // The duplicate for [`Probe`], taken before TLS wraps the socket.
+    let probe = match socket.into_std().and_then(|s| {
+        let dup = s.try_clone()?;
+        Ok((TcpStream::from_std(s)?, dup))
+    }) {
+        Ok((s, dup)) => {
+            socket = s;
+            Probe(dup)
+        }
+        Err(e) => {
+            tracing::debug!(%addr, error = %e, "cannot duplicate a client socket");
+            return;
+        }
+    };
     let startup_deadline = tokio::time::Instant::now() + limits.startup_timeout;
-    let head = match tokio::time::timeout_at(startup_deadline, first_packet(&mut socket)).await {
-        Ok(Ok(Some(head))) => head,
-        Ok(Ok(None)) | Ok(Err(_)) => return,
+    let first = first_packet(MaybeTls::Plain(socket), handlers.tls.as_ref());
+    let (mut stream, head) = match tokio::time::timeout_at(startup_deadline, first).await {
+        Ok(Ok(Some(x))) => x,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            tracing::debug!(%addr, error = %e, "connection failed before its startup");
+            return;
+        }
         Err(_) => {
-            refuse(&mut socket, "08P01", "timeout reading the startup packet").await;
+            if let Ok(s) = probe.0.try_clone() {
+                if let Ok(mut s) = TcpStream::from_std(s) {
+                    refuse(&mut s, "08P01", "timeout reading the startup packet").await;
+                }
+            }
             return;
         }
     };
     let len = i32::from_be_bytes(head[..4].try_into().expect("4 bytes"));
     if !(8..=MAX_STARTUP_PACKET as i32).contains(&len) {
         refuse(
-            &mut socket,
+            &mut stream,
             "08P01",
             &format!("invalid length of startup packet: {len}"),
         )
@@ -143,29 +186,17 @@ pub async fn run(
         match slots.take(limits.max_connections) {
             Some(s) => Some(s),
             None => {
-                refuse(&mut socket, "53300", "sorry, too many clients already").await;
+                refuse(&mut stream, "53300", "sorry, too many clients already").await;
                 return;
             }
         }
     };
-    let probe = match socket.into_std().and_then(|s| {
-        let dup = s.try_clone()?;
-        Ok((TcpStream::from_std(s)?, dup))
-    }) {
-        Ok((s, dup)) => {
-            socket = s;
-            Probe(dup)
-        }
-        Err(e) => {
-            tracing::debug!(%addr, error = %e, "cannot duplicate a client socket");
-            return;
-        }
-    };
+    let secure = stream.is_tls();
 
-    let guarded = Guarded::new(socket, &head, limits.wire);
+    let guarded = Guarded::new(stream, &head, limits.wire);
     let mut framed = Framed::new(
         guarded,
-        PgWireMessageServerCodec::new(DefaultClient::new(addr, false)),
+        PgWireMessageServerCodec::new(DefaultClient::new(addr, secure)),
     );
     framed.set_state(PgWireConnectionState::AwaitingStartup);
     framed.session_extensions().insert(probe);
@@ -225,9 +256,12 @@ pub async fn run(
         .await
         {
             crate::pg::note_failure(&framed);
+            // An error before the session began (authentication) ends the
+            // connection.
             if process_error(&mut framed, e, extended_message)
                 .await
                 .is_err()
+                || starting
             {
                 break;
             }

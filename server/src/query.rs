@@ -36,6 +36,8 @@ use thyme_model::values;
 use thyme_planner::{Engine, Error};
 
 use crate::errors::{classify_http, error_response, HttpError};
+use crate::http_auth::{caller, require, require_outputs, Caller};
+use thyme_table::roles::Privilege;
 
 #[derive(Clone)]
 struct Ctx {
@@ -148,7 +150,11 @@ fn param_value(ty: &thyme_model::Type, raw: &str) -> Value {
     }
 }
 
-async fn features(State(ctx): State<Ctx>, Query(params): Query<Vec<(String, String)>>) -> Response {
+async fn features(
+    State(ctx): State<Ctx>,
+    ext: Option<axum::Extension<Caller>>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Response {
     let features = ctx.engine.features();
     let graph = match features.graph() {
         Ok(g) => g,
@@ -176,6 +182,9 @@ async fn features(State(ctx): State<Ctx>, Query(params): Query<Vec<(String, Stri
             format!("featureset {fs_name} is not committed"),
         ));
     };
+    if let Err(e) = require_outputs(&ctx.engine, &caller(ext), std::slice::from_ref(&fs.name)) {
+        return error_response(e);
+    }
     let ts = match given.remove("ts") {
         None => chrono::Utc::now().timestamp_micros(),
         Some(raw) => {
@@ -278,7 +287,11 @@ fn row_times(ts: Option<&Vec<Value>>, rows: usize) -> Result<Vec<i64>, HttpError
     }
 }
 
-async fn query(State(ctx): State<Ctx>, raw: axum::body::Bytes) -> Response {
+async fn query(
+    State(ctx): State<Ctx>,
+    ext: Option<axum::Extension<Caller>>,
+    raw: axum::body::Bytes,
+) -> Response {
     let req: QueryBody = match body(
         &raw,
         r#"{"inputs": [...], "outputs": [...], "data": {...}, "timestamps": [...]}"#,
@@ -286,6 +299,9 @@ async fn query(State(ctx): State<Ctx>, raw: axum::body::Bytes) -> Response {
         Ok(b) => b,
         Err(e) => return error_response(e),
     };
+    if let Err(e) = require_outputs(&ctx.engine, &caller(ext), &req.outputs) {
+        return error_response(e);
+    }
     let features = ctx.engine.features();
     let plan = match features.plan(&req.inputs, &req.outputs) {
         Ok(p) => p,
@@ -347,7 +363,11 @@ struct LookupBody {
     timestamps: Option<Vec<Value>>,
 }
 
-async fn lookup(State(ctx): State<Ctx>, raw: axum::body::Bytes) -> Response {
+async fn lookup(
+    State(ctx): State<Ctx>,
+    ext: Option<axum::Extension<Caller>>,
+    raw: axum::body::Bytes,
+) -> Response {
     let req: LookupBody = match body(
         &raw,
         r#"{"dataset": "Name", "keys": {"key": [...]}, "fields": [...], "timestamps": [...]}"#,
@@ -355,6 +375,9 @@ async fn lookup(State(ctx): State<Ctx>, raw: axum::body::Bytes) -> Response {
         Ok(b) => b,
         Err(e) => return error_response(e),
     };
+    if let Err(e) = require(&ctx.engine, &caller(ext), Privilege::Select, &req.dataset) {
+        return error_response(e);
+    }
     let rows = req
         .keys
         .values()

@@ -414,3 +414,65 @@ async fn extended_protocol_messages() {
     assert_eq!(tags(&reply), "2DCCZ");
     assert_eq!(reply[3].1, cstr("SELECT 0"));
 }
+
+/// SCRAM-SHA-256 through tokio-postgres (its own SCRAM client, not
+/// libpq's): the SQLSTATE of a wrong password, an unknown role and a
+/// missing privilege, which libpq-based drivers do not expose at connect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scram_login_sqlstates() {
+    use tokio_postgres::error::SqlState;
+    let server = common::Server::start_with(
+        &["--superuser", "admin"],
+        &[("THYME_SUPERUSER_PASSWORD", "top-secret")],
+    );
+    let dsn = |user: &str, pw: &str| {
+        format!(
+            "host=127.0.0.1 port={} dbname=thyme user={user} password='{pw}'",
+            server.pg_port
+        )
+    };
+    let connect = |s: String| async move {
+        let (c, conn) = tokio_postgres::connect(&s, tokio_postgres::NoTls).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok::<_, tokio_postgres::Error>(c)
+    };
+    for (user, pw) in [("admin", "wrong"), ("nobody", "x"), ("admin", "x y")] {
+        let Err(e) = connect(dsn(user, pw)).await else {
+            panic!("{user}/{pw} was let in");
+        };
+        assert_eq!(
+            e.code(),
+            Some(&SqlState::INVALID_PASSWORD),
+            "{user}/{pw}: {e:?}"
+        );
+    }
+    let admin = connect(dsn("admin", "top-secret")).await.unwrap();
+    let who: String = admin
+        .query_one("SELECT current_user", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(who, "admin");
+    admin
+        .batch_execute(
+            "CREATE TABLE t (k BIGINT PRIMARY KEY, ts TIMESTAMPTZ, v TEXT);
+             CREATE ROLE r LOGIN PASSWORD 'r-pw'",
+        )
+        .await
+        .unwrap();
+    let r = connect(dsn("r", "r-pw")).await.unwrap();
+    let e = r.query("SELECT * FROM t", &[]).await.unwrap_err();
+    assert_eq!(e.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{e:?}");
+    // A prepared statement is checked again at each execution.
+    admin.batch_execute("GRANT SELECT ON t TO r").await.unwrap();
+    let stmt = r.prepare("SELECT count(*) FROM t").await.unwrap();
+    r.query_one(&stmt, &[]).await.unwrap();
+    admin
+        .batch_execute("REVOKE SELECT ON t FROM r")
+        .await
+        .unwrap();
+    let e = r.query_one(&stmt, &[]).await.unwrap_err();
+    assert_eq!(e.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{e:?}");
+}

@@ -12,6 +12,7 @@
 //!   atomic batch ([`txn`] has the semantics). Outside a block every
 //!   statement commits on its own.
 
+mod access;
 mod ddl;
 mod dml;
 use dml::copy_format;
@@ -92,6 +93,7 @@ pub struct Engine {
     /// The server-wide memory pool sessions draw on ([`crate::memory`]).
     memory: Arc<dyn datafusion::execution::memory_pool::MemoryPool>,
     catalog: Arc<Catalog>,
+    roles: Arc<thyme_table::roles::Roles>,
     features: Arc<thyme_features::Features>,
     registry: Arc<thyme_table::registry::Registry>,
     parser: SqlParser,
@@ -114,6 +116,7 @@ impl Engine {
         limits: Limits,
         setup: impl FnOnce(&SessionContext) -> Result<()>,
     ) -> Result<Arc<Self>> {
+        let roles = Arc::new(thyme_table::roles::Roles::load(store.clone())?);
         let catalog = Arc::new(Catalog::load(store)?);
         let registry = Arc::new(thyme_table::registry::Registry::load(catalog.clone())?);
         let features = Arc::new(thyme_features::Features::new(registry.clone()));
@@ -147,6 +150,7 @@ impl Engine {
         Ok(Arc::new(Engine {
             memory: crate::memory::server_pool(limits.max_memory),
             catalog,
+            roles,
             features,
             registry,
             parser: SqlParser::with_max_depth(limits.max_expression_depth),
@@ -157,6 +161,11 @@ impl Engine {
 
     pub fn catalog(&self) -> &Arc<Catalog> {
         &self.catalog
+    }
+
+    /// Roles, privileges and API tokens.
+    pub fn roles(&self) -> &Arc<thyme_table::roles::Roles> {
+        &self.roles
     }
 
     pub fn limits(&self) -> &Limits {
@@ -197,6 +206,7 @@ impl Engine {
             vars: BTreeMap::new(),
             txn: None,
             notices: Vec::new(),
+            principal: thyme_table::roles::Principal::trusted("thyme"),
         }
     }
 }
@@ -266,6 +276,8 @@ pub struct Prepared {
     /// Result columns, for statements that return rows.
     pub schema: Option<SchemaRef>,
     kind: Kind,
+    /// The privileges it needs.
+    access: access::Access,
 }
 
 impl Prepared {
@@ -291,6 +303,8 @@ pub struct Session {
     txn: Option<txn::Txn>,
     /// Warnings for the client ([`Session::take_notices`]).
     notices: Vec<String>,
+    /// Who the session is ([`Session::login`]); trusted until then.
+    principal: thyme_table::roles::Principal,
 }
 
 fn ident_name(id: &Ident) -> String {
@@ -534,12 +548,18 @@ impl Session {
             }
             _ => (Kind::Other, None),
         };
+        let access = if self.principal.trusted {
+            access::Access::default()
+        } else {
+            self.access_of(&parsed.statement)?
+        };
         Ok(Prepared {
             parsed,
             param_types,
             param_columns,
             schema,
             kind,
+            access,
         })
     }
 
@@ -554,6 +574,7 @@ impl Session {
     }
 
     async fn execute_inner(&mut self, p: &Prepared, params: Option<ParamValues>) -> Result<Output> {
+        self.authorize(p)?;
         if self.in_transaction() {
             match &p.parsed.statement {
                 Statement::Insert(insert) => {
@@ -563,6 +584,10 @@ impl Session {
                 }
                 Statement::CreateTable(_) => self.check_definition("CREATE TABLE")?,
                 Statement::Drop { .. } => self.check_definition("DROP")?,
+                Statement::CreateRole(_) => self.check_definition("CREATE ROLE")?,
+                Statement::AlterRole { .. } => self.check_definition("ALTER ROLE")?,
+                Statement::Grant(_) => self.check_definition("GRANT")?,
+                Statement::Revoke(_) => self.check_definition("REVOKE")?,
                 Statement::Copy { .. } | Statement::Set(_) | Statement::ShowVariable { .. } => {}
                 // Queries, and DELETE (which reads its table to find rows).
                 stmt => self.check_reads(stmt)?,
@@ -624,6 +649,16 @@ impl Session {
                     rows: None,
                 })
             }
+            Statement::Drop {
+                object_type: ObjectType::Role | ObjectType::User,
+                if_exists,
+                names,
+                ..
+            } => self.drop_roles(names, *if_exists),
+            Statement::CreateRole(cr) => self.create_role(cr),
+            Statement::AlterRole { name, operation } => self.alter_role(name, operation),
+            Statement::Grant(g) => self.grant(&g.privileges, &g.objects, &g.grantees, false),
+            Statement::Revoke(r) => self.grant(&r.privileges, &r.objects, &r.grantees, true),
             Statement::Drop {
                 object_type,
                 if_exists,

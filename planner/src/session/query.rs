@@ -33,6 +33,7 @@ impl Session {
         else {
             return Ok(None);
         };
+        self.authorize(p)?;
         let stmt_as_of = match &p.parsed.as_of {
             None => None,
             Some(e) => Some(self.eval_as_of(e, params)?),

@@ -16,6 +16,7 @@
 //! - [`expr`]: committed expressions compiled to DataFusion physical
 //!   expressions; [`udf`]: the interface to the Python runtime that runs
 //!   committed functions and extractors;
+//! - [`roles`]: roles, SCRAM password verifiers, privileges and API tokens;
 //! - [`error`]: the error of this layer and everything above it, with its
 //!   [`ErrorKind`](thyme_error::ErrorKind).
 
@@ -28,6 +29,7 @@ pub mod ingest;
 pub mod json_out;
 pub mod read;
 pub mod registry;
+pub mod roles;
 pub mod types;
 pub mod udf;
 pub mod webhook;

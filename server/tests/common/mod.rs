@@ -34,8 +34,23 @@ impl Server {
         s
     }
 
+    /// Start a server on a fresh data directory with extra flags and
+    /// environment.
+    #[allow(dead_code)]
+    pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> Server {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        let mut s = Server::spawn(&data, args, env);
+        s._tmp = Some(tmp);
+        s
+    }
+
     /// Start a server on `data` (which may hold a previous server's state).
     pub fn start_on(data: &Path) -> Server {
+        Server::spawn(data, &[], &[])
+    }
+
+    fn spawn(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
         let pg_port = free_port();
         let control_port = free_port();
         let query_port = free_port();
@@ -51,6 +66,8 @@ impl Server {
                 "--query-addr",
                 &format!("127.0.0.1:{query_port}"),
             ])
+            .args(args)
+            .envs(env.iter().copied())
             .env("THYME_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
