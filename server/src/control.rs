@@ -93,6 +93,19 @@ async fn commit(
         Ok(p) => p,
         Err(e) => return error_response(e),
     };
+    let python = ctx.engine.features().python().cloned();
+    let (payload, checked) = match blocking(move || {
+        let r = check_python(&payload, python.as_ref());
+        Ok((payload, r))
+    })
+    .await
+    {
+        Ok(x) => x,
+        Err(e) => return error_response(e),
+    };
+    if let Err(e) = checked {
+        return error_response(e);
+    }
     let registry = ctx.engine.registry().clone();
     match blocking(move || registry.commit(payload)).await {
         Ok(summary) => {
@@ -266,4 +279,97 @@ async fn commits(State(ctx): State<Ctx>) -> Response {
         Ok(list) => Json(json!({ "commits": list })).into_response(),
         Err(e) => error_response(e),
     }
+}
+
+/// Refuse shipped Python that would fail in the server: code that does not
+/// compile, or whose module imports do not resolve in the server's
+/// interpreter (checked here, before anything is stored).
+fn check_python(
+    payload: &thyme_model::Commit,
+    python: Option<&Arc<dyn thyme_table::udf::PythonRuntime>>,
+) -> Result<(), HttpError> {
+    use thyme_model::payload::{ExprOrFunc, ExtractorKind, Func, Node};
+    let mut funcs: Vec<(String, Func, String)> = Vec::new();
+    for d in &payload.datasets {
+        for p in &d.pipelines {
+            let imports = p
+                .env
+                .as_ref()
+                .and_then(|e| e.imports.clone())
+                .unwrap_or_default();
+            let what = |f: &Func| {
+                format!(
+                    "pipeline {} (dataset {}), function {}",
+                    p.name, d.name, f.name
+                )
+            };
+            for n in &p.nodes {
+                let mut found: Vec<&Func> = Vec::new();
+                match n {
+                    Node::Filter {
+                        predicate: ExprOrFunc::Func { func },
+                        ..
+                    } => found.push(func),
+                    Node::Assign { columns, .. } => {
+                        for c in columns.values() {
+                            if let ExprOrFunc::Func { func } = &c.value {
+                                found.push(func);
+                            }
+                        }
+                    }
+                    Node::Transform { func, .. } => found.push(func),
+                    _ => {}
+                }
+                for f in found {
+                    funcs.push((what(f), f.clone(), imports.clone()));
+                }
+            }
+        }
+    }
+    for fs in &payload.featuresets {
+        for e in &fs.extractors {
+            if e.kind != ExtractorKind::Python {
+                continue;
+            }
+            let Some(source) = &e.source else { continue };
+            let imports = e
+                .env
+                .as_ref()
+                .and_then(|e| e.imports.clone())
+                .unwrap_or_default();
+            let f = Func {
+                name: e.name.clone(),
+                source: source.clone(),
+                kind: "def".into(),
+            };
+            funcs.push((format!("extractor {}.{}", fs.name, e.name), f, imports));
+        }
+    }
+    if funcs.is_empty() {
+        return Ok(());
+    }
+    let Some(python) = python else {
+        return Err(HttpError::new(
+            ErrorKind::InvalidDefinition,
+            format!(
+                "{} ships Python code, and this server has no embedded Python (see its log at start)",
+                funcs[0].0
+            ),
+        ));
+    };
+    for (what, f, imports) in &funcs {
+        if let Err(problem) = python.check(f, imports) {
+            return Err(HttpError::new(
+                ErrorKind::InvalidDefinition,
+                format!(
+                    "{what}: {problem}. The server runs shipped code with {}: install the package \
+                     there, or start the server with VIRTUAL_ENV set to an environment that has it \
+                     (THYME_PYTHONPATH adds directories)",
+                    python.describe()
+                ),
+            )
+            .with_details(serde_json::json!({"definition": what})));
+        }
+    }
+    Ok(())
 }

@@ -369,6 +369,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         }
     };
     if let Some(p) = &python {
+        tracing::info!(python = %p.describe(), "shipped Python code runs in this interpreter");
         engine.features().set_python(p.clone());
     }
     let pipelines = supervisor::PipelineSupervisor::start(engine.clone(), python);

@@ -34,13 +34,45 @@ use thyme_table::udf::PythonRuntime;
 const HELPERS: &str = r#"
 import math, textwrap, datetime as _dt
 
-def load(source, kind, name, imports):
-    ns = {}
-    for line in (imports or "").splitlines():
+def _sdk_import(line):
+    # The SDK's own imports (decorators, type names) are not needed to run
+    # shipped code, and the server's Python need not have the SDK.
+    words = line.replace(",", " ").split()
+    return len(words) > 1 and words[0] in ("import", "from") and words[1].split(".")[0] == "thyme"
+
+def run_imports(imports, ns):
+    """Run a module's import lines in ns; the first failing one as an error
+    message (None when all ran)."""
+    for n, line in enumerate((imports or "").splitlines(), 1):
+        if not line.strip():
+            continue
         try:
             exec(line, ns)
-        except Exception:
-            pass
+        except Exception as e:
+            if _sdk_import(line):
+                continue
+            return f"the import {line.strip()!r} fails in the server's Python: {type(e).__name__}: {e}"
+    return None
+
+def check(source, kind, name, imports):
+    problem = run_imports(imports, {})
+    if problem:
+        return problem
+    try:
+        if kind == "lambda":
+            compile(source, "<" + name + ">", "eval")
+        else:
+            compile(textwrap.dedent(source), "<" + name + ">", "exec")
+    except SyntaxError as e:
+        text = (e.text or "").strip()
+        return f"{name} does not compile: {e.msg} (line {e.lineno}: {text!r})"
+    return None
+
+def load(source, kind, name, imports):
+    ns = {}
+    problem = run_imports(imports, ns)
+    if problem:
+        raise ImportError(problem)
     if kind == "lambda":
         return eval(source, ns)
     exec(textwrap.dedent(source), ns)
@@ -366,6 +398,31 @@ impl Interpreter {
         Ok(obj)
     }
 
+    /// Which interpreter runs shipped code, and where it finds packages.
+    fn describe_python(py: Python<'_>) -> String {
+        let sys = match py.import("sys") {
+            Ok(s) => s,
+            Err(_) => return "an embedded Python".into(),
+        };
+        let get = |a: &str| {
+            sys.getattr(a)
+                .and_then(|v| v.str().map(|s| s.to_string()))
+                .unwrap_or_default()
+        };
+        let version = get("version");
+        let version = version.split_whitespace().next().unwrap_or("");
+        let venv = std::env::var("VIRTUAL_ENV").ok();
+        format!(
+            "Python {version} ({}, prefix {}; VIRTUAL_ENV={}{})",
+            get("executable"),
+            get("prefix"),
+            venv.as_deref().unwrap_or("unset"),
+            std::env::var("THYME_PYTHONPATH")
+                .map(|p| format!(", THYME_PYTHONPATH={p}"))
+                .unwrap_or_default()
+        )
+    }
+
     fn frame<'py>(&self, py: Python<'py>, batch: &RecordBatch) -> Result<Bound<'py, PyAny>> {
         let cols = PyList::empty(py);
         for (field, col) in batch.schema().fields().iter().zip(batch.columns()) {
@@ -528,6 +585,25 @@ fn reader_functions(
 }
 
 impl PythonRuntime for Interpreter {
+    fn check(&self, func: &Func, imports: &str) -> std::result::Result<(), String> {
+        Python::attach(|py| {
+            let r = self
+                .helpers
+                .bind(py)
+                .call_method1("check", (&func.source, &func.kind, &func.name, imports))
+                .map_err(|e| python_error(py, &e))?;
+            if r.is_none() {
+                Ok(())
+            } else {
+                Err(r.str().map(|s| s.to_string()).unwrap_or_default())
+            }
+        })
+    }
+
+    fn describe(&self) -> String {
+        Python::attach(Self::describe_python)
+    }
+
     fn call_extractor(&self, call: &ExtractorCall<'_>) -> Result<Vec<ArrayRef>> {
         let qualified = format!("{}.{}", call.featureset, call.name);
         let fail = |message: String| Error::Extractor {

@@ -307,6 +307,11 @@ impl Features {
     }
 
     /// Install the Python runtime (once; later calls are ignored).
+    /// The Python runtime, once set.
+    pub fn python(&self) -> Option<&Arc<dyn PythonRuntime>> {
+        self.python.get()
+    }
+
     pub fn set_python(&self, python: Arc<dyn PythonRuntime>) {
         let _ = self.python.set(python);
     }

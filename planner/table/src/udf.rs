@@ -40,6 +40,19 @@ pub trait PythonRuntime: Send + Sync {
     /// Call a featureset's Python extractor (featuresets):
     /// one array per output, of the output's type.
     fn call_extractor(&self, call: &ExtractorCall<'_>) -> Result<Vec<ArrayRef>>;
+
+    /// Check, without running it, that `func` compiles and that the import
+    /// lines of its module run in this interpreter; `Err` says what does
+    /// not (the line, the import, and which Python looked).
+    fn check(
+        &self,
+        func: &thyme_model::payload::Func,
+        imports: &str,
+    ) -> std::result::Result<(), String>;
+
+    /// Which Python this is and where it finds packages (for the log and
+    /// for error messages).
+    fn describe(&self) -> String;
 }
 
 /// What the Python runtime needs to call an extractor.
