@@ -6,7 +6,10 @@ use std::path::PathBuf;
 
 #[test]
 fn published_schema_matches_the_types() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/commit-payload.schema.json");
+    // At run time, not `env!`: a build cached from a checkout elsewhere
+    // would bake in that checkout's path.
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo test");
+    let path = PathBuf::from(manifest).join("../docs/commit-payload.schema.json");
     let generated =
         serde_json::to_string_pretty(&thyme_model::payload::json_schema()).unwrap() + "\n";
     if std::env::var_os("THYME_BLESS").is_some() {
