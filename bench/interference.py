@@ -56,9 +56,10 @@ def main():
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--out")
+    ap.add_argument("--server-args", default="", help="more `thyme serve` flags, e.g. '--query-priority low'")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        proc, ports = start_thyme(a.thyme, os.path.join(tmp, "data"), args=("--max-connections", "200"))
+        proc, ports = start_thyme(a.thyme, os.path.join(tmp, "data"), args=("--max-connections", "200", *a.server_args.split()))
         dsn = f"host=127.0.0.1 port={ports['pg']} user=thyme dbname=thyme"
         try:
             with psycopg.connect(dsn, autocommit=True) as c:

@@ -40,7 +40,12 @@ class Feats:
         return pd.DataFrame({"double": uid * 2})
 '''
 
-BAD_IMPORT = GOOD.replace("import pandas as pd\n", "import pandas as pd\nimport thyme_no_such_module_zz as nope\n")
+BAD_IMPORT = GOOD.replace("import pandas as pd\n", "import pandas as pd\nimport thyme_no_such_module_zz as nope\n").replace(
+    "uid * 2}", "uid * 2 + nope.VALUE - 1}")
+
+# A helper module of the client's project that the shipped code does not
+# use: its import fails in the server, and does not matter.
+UNUSED_IMPORT = GOOD.replace("import pandas as pd\n", "import pandas as pd\nfrom thyme_no_such_module_zz import VALUE\n")
 
 PIPELINE_BAD_IMPORT = '''
 from datetime import datetime
@@ -72,7 +77,7 @@ class Out:
     @pipeline
     @inputs(Ev)
     def p(cls, ev):
-        return ev.filter(lambda df: df["v"] > 0).groupby("uid").first()
+        return ev.filter(lambda df: df["v"] > dep.VALUE - 1).groupby("uid").first()
 '''
 
 
@@ -134,7 +139,11 @@ def test_python_is_checked_at_commit(server):
     status, body = server.http("GET", "/api/v1/datasets")
     assert body["datasets"] == [], body
 
-    # The same definitions without the broken parts commit and serve.
+    # The same definitions without the broken parts commit and serve; so do
+    # definitions whose module imports what the server lacks but the
+    # shipped code does not use.
+    unused = load(UNUSED_IMPORT, "commit_py_unused_import")
+    client.commit("unused import", featuresets=[unused.Req, unused.Feats])
     client.commit("good", featuresets=[good.Req, good.Feats])
     out = client.query(inputs=[good.Req.uid], outputs=[good.Feats.double], input_dataframe=__import__("pandas").DataFrame({"Req.uid": [1, 2]}))
     assert list(out["Feats.double"]) == [2, 4], out

@@ -31,8 +31,45 @@ use crate::pg_conn::Probe;
 /// Stack size of a query pool thread.
 const STACK_BYTES: usize = 256 << 20;
 
-/// Nice value of the pool's threads (the I/O threads keep 0).
+/// Nice value of the pool's threads under [`Priority::Low`] (the I/O
+/// threads keep 0).
 const POOL_NICE: libc::c_int = 10;
+
+/// How the CPU scheduler treats the query pool's threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Priority {
+    /// `SCHED_IDLE`: statements run on CPU time nothing else wants; a
+    /// socket thread that wakes up takes the core at once.
+    Idle,
+    /// Nice 10: statements get about a tenth of a core that a busy I/O
+    /// thread also wants.
+    Low,
+    /// As the I/O threads.
+    Normal,
+}
+
+impl Priority {
+    /// Apply to the calling thread.
+    fn apply(self) {
+        match self {
+            Priority::Idle => {
+                let param = libc::sched_param { sched_priority: 0 };
+                // SAFETY: sets the calling thread's (id 0) policy; `param`
+                // outlives the call; no memory effects.
+                let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+                if r != 0 {
+                    Priority::Low.apply();
+                }
+            }
+            Priority::Low => {
+                // SAFETY: setpriority on the calling thread (id 0 is "this
+                // thread" for PRIO_PROCESS on Linux) has no memory effects.
+                let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, POOL_NICE) };
+            }
+            Priority::Normal => {}
+        }
+    }
+}
 
 /// How often a running statement checks that its client is still there.
 const PROBE_EVERY: Duration = Duration::from_millis(100);
@@ -45,7 +82,7 @@ pub struct QueryPool {
 
 impl QueryPool {
     /// A pool of `threads` threads.
-    pub fn new(threads: usize) -> std::io::Result<Arc<Self>> {
+    pub fn new(threads: usize, priority: Priority) -> std::io::Result<Arc<Self>> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads.max(1))
             .thread_name("thyme-query")
@@ -53,11 +90,7 @@ impl QueryPool {
             // Below the I/O threads in the CPU scheduler's eyes: when a heavy
             // statement keeps every core busy, a socket thread that has a
             // message to answer still gets a core at once.
-            .on_thread_start(|| {
-                // SAFETY: setpriority on the calling thread (id 0 is "this
-                // thread" for PRIO_PROCESS on Linux) has no memory effects.
-                let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, POOL_NICE) };
-            })
+            .on_thread_start(move || priority.apply())
             .enable_all()
             .build()?;
         Ok(Arc::new(QueryPool {
@@ -218,7 +251,7 @@ mod tests {
 
     #[test]
     fn timeout_stops_a_statement_and_panics_are_errors() {
-        let pool = QueryPool::new(1).unwrap();
+        let pool = QueryPool::new(1, Priority::Normal).unwrap();
         let io = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

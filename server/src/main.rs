@@ -102,6 +102,11 @@ struct ServeArgs {
     /// Threads that parse, plan and execute SQL statements (0: one per CPU).
     #[arg(long, env = "THYME_QUERY_THREADS", default_value_t = 0)]
     query_threads: usize,
+    /// CPU priority of those threads against the socket threads (which
+    /// answer point lookups and HTTP): `idle` (Linux `SCHED_IDLE`), `low`
+    /// (nice 10) or `normal`.
+    #[arg(long, env = "THYME_QUERY_PRIORITY", value_enum, default_value = "idle")]
+    query_priority: exec::Priority,
     /// Open Postgres-protocol connections at most; more are refused (53300).
     #[arg(long, env = "THYME_MAX_CONNECTIONS", default_value_t = 100)]
     max_connections: usize,
@@ -348,7 +353,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
     };
-    let pool = exec::QueryPool::new(threads).map_err(|e| format!("query pool: {e}"))?;
+    let pool = exec::QueryPool::new(threads, args.query_priority)
+        .map_err(|e| format!("query pool: {e}"))?;
     let conn_limits = pg_conn::ConnLimits {
         max_connections: args.max_connections,
         startup_timeout: std::time::Duration::from_millis(args.startup_timeout_ms.max(1)),

@@ -40,37 +40,71 @@ def _sdk_import(line):
     words = line.replace(",", " ").split()
     return len(words) > 1 and words[0] in ("import", "from") and words[1].split(".")[0] == "thyme"
 
-def run_imports(imports, ns):
-    """Run a module's import lines in ns; the first failing one as an error
-    message (None when all ran)."""
-    for n, line in enumerate((imports or "").splitlines(), 1):
+def _code(source, kind, name):
+    if kind == "lambda":
+        return compile(source, "<" + name + ">", "eval")
+    return compile(textwrap.dedent(source), "<" + name + ">", "exec")
+
+def _used_names(code):
+    """Every global or attribute name the code (and code nested in it)
+    refers to: a superset of the module names it needs."""
+    import types
+    out = set()
+    todo = [code]
+    while todo:
+        c = todo.pop()
+        out.update(c.co_names)
+        out.update(c.co_freevars)
+        todo.extend(k for k in c.co_consts if isinstance(k, types.CodeType))
+    return out
+
+def _bound_names(line):
+    """The names an import line binds (None: it cannot be told)."""
+    import ast
+    try:
+        tree = ast.parse(line.strip())
+    except SyntaxError:
+        return None
+    out = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            out.update(a.asname or a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if any(a.name == "*" for a in node.names):
+                return None
+            out.update(a.asname or a.name for a in node.names)
+        else:
+            return None
+    return out
+
+def run_imports(imports, ns, used):
+    """Run a module's import lines in ns. A line that fails is skipped when
+    the function uses none of the names it binds (a helper module of the
+    client's project, say); otherwise its failure is the answer (None when
+    every needed import ran)."""
+    for line in (imports or "").splitlines():
         if not line.strip():
             continue
         try:
             exec(line, ns)
         except Exception as e:
-            if _sdk_import(line):
+            bound = _bound_names(line)
+            if _sdk_import(line) or (bound is not None and not (bound & used)):
                 continue
             return f"the import {line.strip()!r} fails in the server's Python: {type(e).__name__}: {e}"
     return None
 
 def check(source, kind, name, imports):
-    problem = run_imports(imports, {})
-    if problem:
-        return problem
     try:
-        if kind == "lambda":
-            compile(source, "<" + name + ">", "eval")
-        else:
-            compile(textwrap.dedent(source), "<" + name + ">", "exec")
+        code = _code(source, kind, name)
     except SyntaxError as e:
         text = (e.text or "").strip()
         return f"{name} does not compile: {e.msg} (line {e.lineno}: {text!r})"
-    return None
+    return run_imports(imports, {}, _used_names(code))
 
 def load(source, kind, name, imports):
     ns = {}
-    problem = run_imports(imports, ns)
+    problem = run_imports(imports, ns, _used_names(_code(source, kind, name)))
     if problem:
         raise ImportError(problem)
     if kind == "lambda":

@@ -153,7 +153,9 @@ impl Session {
     /// `current_user` and `session_user` return the name.
     pub fn login(&mut self, principal: Principal) {
         let name = principal.name.clone();
-        for fname in ["session_user", "current_user", "user", "current_role"] {
+        // Not `user`: a column of that name is common, and DataFusion would
+        // resolve the bare word to the function first.
+        for fname in ["session_user", "current_user", "current_role"] {
             let n = name.clone();
             let udf = datafusion::logical_expr::create_udf(
                 fname,
