@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
 
-packages=(build-essential libclang-dev clang cmake pkg-config libcurl4-openssl-dev libsasl2-dev libssl-dev postgresql-client python3-venv python3-dev wrk)
+packages=(build-essential libclang-dev clang cmake pkg-config libcurl4-openssl-dev libsasl2-dev libssl-dev openssl postgresql-client python3-venv python3-dev wrk)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

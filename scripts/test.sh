@@ -11,6 +11,7 @@ scripts/setup.sh
 cargo build --locked --workspace --all-targets
 bench/storage.sh --smoke
 bench/pgbench_lookup.sh --smoke
+bench/pgbench_lookup.sh --smoke --secure
 bench/http_ingest.sh --smoke
 bench/pipeline.sh --smoke
 bench/features.sh --smoke

@@ -172,9 +172,15 @@ struct Conn {
 }
 
 impl Conn {
-    fn new(engine: &Arc<Engine>, registered: Option<(Arc<Cancels>, CancelKey)>) -> Conn {
+    fn new(
+        engine: &Arc<Engine>,
+        registered: Option<(Arc<Cancels>, CancelKey)>,
+        principal: thyme_table::roles::Principal,
+    ) -> Conn {
+        let mut session = engine.session();
+        session.login(principal);
         Conn {
-            session: Mutex::new(engine.session()),
+            session: Mutex::new(session),
             copy: Mutex::new(None),
             cancel: tokio::sync::watch::Sender::new(0),
             registered,
@@ -359,9 +365,16 @@ where
 }
 
 fn conn<C: ClientInfo + ?Sized>(client: &C, engine: &Arc<Engine>) -> Arc<Conn> {
-    client
-        .session_extensions()
-        .get_or_insert_with(|| Conn::new(engine, None))
+    client.session_extensions().get_or_insert_with(|| {
+        // Every session is opened at startup; should one not be, it
+        // gets no privileges while authentication is on.
+        let who = if engine.roles().auth_required() {
+            thyme_table::roles::Principal::role("")
+        } else {
+            thyme_table::roles::Principal::trusted("thyme")
+        };
+        Conn::new(engine, None, who)
+    })
 }
 
 /// Send the session's warnings from the last statement as notices.
@@ -442,10 +455,7 @@ pub(crate) fn open_session<C: ClientInfo + ?Sized>(
     let registered = Some((cancels.clone(), key.clone()));
     let conn = client
         .session_extensions()
-        .get_or_insert_with(|| Conn::new(engine, registered));
-    if let Ok(mut s) = conn.session.try_lock() {
-        s.login(principal);
-    }
+        .get_or_insert_with(|| Conn::new(engine, registered, principal));
     cancels
         .0
         .lock()

@@ -291,6 +291,8 @@ impl Principal {
 
 #[derive(Default)]
 struct State {
+    /// Some role can log in with a password (see [`Roles::auth_required`]).
+    auth: bool,
     roles: BTreeMap<String, Arc<Role>>,
     /// By the hex SHA-256 of the token.
     tokens: BTreeMap<String, Token>,
@@ -324,12 +326,17 @@ impl Roles {
                 state.tokens.insert(hash.to_string(), t);
             }
         }
+        state.auth = Self::any_login(&state.roles);
         Ok(Roles {
             store,
             state: RwLock::new(Arc::new(state)),
             change: std::sync::Mutex::new(()),
             mock_secret: random_bytes(32),
         })
+    }
+
+    fn any_login(roles: &BTreeMap<String, Arc<Role>>) -> bool {
+        roles.values().any(|r| r.login && r.password.is_some())
     }
 
     fn snapshot(&self) -> Arc<State> {
@@ -339,10 +346,7 @@ impl Roles {
     /// Whether clients must authenticate: some role can log in with a
     /// password.
     pub fn auth_required(&self) -> bool {
-        self.snapshot()
-            .roles
-            .values()
-            .any(|r| r.login && r.password.is_some())
+        self.state.read().expect("roles lock").auth
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<Role>> {
@@ -421,11 +425,13 @@ impl Roles {
         let _guard = self.change.lock().expect("roles change lock");
         let old = self.snapshot();
         let mut next = State {
+            auth: old.auth,
             roles: old.roles.clone(),
             tokens: old.tokens.clone(),
         };
         let mut wb = WriteBatch::new();
         f(&mut next, &mut wb)?;
+        next.auth = Self::any_login(&next.roles);
         if !wb.is_empty() {
             self.store.write(wb)?;
         }
