@@ -77,4 +77,21 @@ pub mod sql;
 pub mod view;
 
 pub use session::{CopyIn, Engine, Limits, Output, Prepared, Session};
+
+/// A function of no arguments that returns `value` (`version()`,
+/// `current_user`).
+pub fn text_constant_udf(name: &str, value: String) -> datafusion::logical_expr::ScalarUDF {
+    use datafusion::logical_expr::{ColumnarValue, Volatility};
+    datafusion::logical_expr::create_udf(
+        name,
+        vec![],
+        arrow::datatypes::DataType::Utf8,
+        Volatility::Stable,
+        std::sync::Arc::new(move |_args: &[ColumnarValue]| {
+            Ok(ColumnarValue::Scalar(
+                datafusion::common::ScalarValue::Utf8(Some(value.clone())),
+            ))
+        }),
+    )
+}
 pub use thyme_table::{Error, Result};

@@ -67,17 +67,7 @@ pub fn install_catalog(ctx: &SessionContext) -> thyme_planner::Result<()> {
     )
     .map_err(|e| thyme_planner::Error::Internal(format!("pg_catalog setup: {e}")))?;
     let version = version_string();
-    let udf = datafusion::logical_expr::create_udf(
-        "version",
-        vec![],
-        DataType::Utf8,
-        Volatility::Stable,
-        Arc::new(move |_args: &[ColumnarValue]| {
-            Ok(ColumnarValue::Scalar(
-                datafusion::common::ScalarValue::Utf8(Some(version.clone())),
-            ))
-        }),
-    );
+    let udf = thyme_planner::text_constant_udf("version", version);
     ctx.register_udf(udf);
     ctx.register_udf(datafusion::logical_expr::create_udf(
         "to_regtype",

@@ -16,7 +16,6 @@
 
 use std::collections::BTreeSet;
 
-use datafusion::logical_expr::{ColumnarValue, Volatility};
 use sqlparser::ast::{
     Action, AlterRoleOperation, CreateRole, GrantObjects, Grantee, GranteeName, Password,
     Privileges, RoleOption,
@@ -156,18 +155,7 @@ impl Session {
         // Not `user`: a column of that name is common, and DataFusion would
         // resolve the bare word to the function first.
         for fname in ["session_user", "current_user", "current_role"] {
-            let n = name.clone();
-            let udf = datafusion::logical_expr::create_udf(
-                fname,
-                vec![],
-                DataType::Utf8,
-                Volatility::Stable,
-                Arc::new(move |_args: &[ColumnarValue]| {
-                    Ok(ColumnarValue::Scalar(
-                        datafusion::common::ScalarValue::Utf8(Some(n.clone())),
-                    ))
-                }),
-            );
+            let udf = crate::text_constant_udf(fname, name.clone());
             let _ = datafusion::execution::FunctionRegistry::register_udf(
                 &mut self.state,
                 Arc::new(udf),

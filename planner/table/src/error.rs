@@ -200,8 +200,35 @@ impl ErrorExt for Error {
     }
 }
 
-/// The kind of a DataFusion error, by its variant alone (never by its
-/// text, which changes between releases). Names that DataFusion would
+/// The kind of a planning error. DataFusion reports type errors as plan
+/// errors like any other; these are told apart by their text, pinned by
+/// `sql/errors.slt` (a DataFusion release that rewords one fails there,
+/// not silently): an operator or function that takes no such types is
+/// Postgres' 42883, branches of a CASE or UNION that have no common type
+/// 42804.
+fn plan_kind(m: &str) -> ErrorKind {
+    const NO_SUCH_OPERATOR_OR_FUNCTION: &[&str] = &[
+        "Invalid function",
+        "No function matches the given name and argument types",
+        "failed to match any signature",
+        "Cannot coerce arithmetic expression",
+        "Cannot infer common argument type for comparison operation",
+    ];
+    const NO_COMMON_TYPE: &[&str] = &[
+        "to common types in CASE WHEN expression",
+        "Incompatible inputs for Union",
+    ];
+    if NO_SUCH_OPERATOR_OR_FUNCTION.iter().any(|p| m.contains(p)) {
+        ErrorKind::UnknownFunction
+    } else if NO_COMMON_TYPE.iter().any(|p| m.contains(p)) {
+        ErrorKind::TypeMismatch
+    } else {
+        ErrorKind::InvalidQuery
+    }
+}
+
+/// The kind of a DataFusion error, by its variant (and, for plan errors,
+/// [`plan_kind`]). Names that DataFusion would
 /// report as plan errors (unknown tables, functions) are resolved by the
 /// SQL planner before planning, with errors of their own kinds.
 fn datafusion_kind(e: &DataFusionError) -> ErrorKind {
@@ -214,7 +241,7 @@ fn datafusion_kind(e: &DataFusionError) -> ErrorKind {
             | SchemaError::DuplicateUnqualifiedField { .. }
             | SchemaError::AmbiguousReference { .. } => ErrorKind::AmbiguousColumn,
         },
-        DataFusionError::Plan(_) => ErrorKind::InvalidQuery,
+        DataFusionError::Plan(m) => plan_kind(m),
         DataFusionError::NotImplemented(_) => ErrorKind::Unsupported,
         DataFusionError::ArrowError(e, _) => match **e {
             arrow::error::ArrowError::CastError(_) | arrow::error::ArrowError::ParseError(_) => {
