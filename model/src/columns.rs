@@ -157,6 +157,40 @@ pub fn check(ds: &Dataset, cols: &[Column<'_>], rows: usize) -> Result<(), RowEr
     Ok(())
 }
 
+/// Like [`check`], for sources that skip bad rows instead of refusing the
+/// request: the first bad value of every row that has one, by row.
+pub fn check_rows(ds: &Dataset, cols: &[Column<'_>], rows: usize) -> BTreeMap<usize, RowError> {
+    let mut bad: BTreeMap<usize, RowError> = BTreeMap::new();
+    for (f, col) in ds.fields.iter().zip(cols) {
+        let checker = Checker::new(&f.ty);
+        let mut report = |row: usize, v: &Value, e: String| {
+            bad.entry(row).or_insert_with(|| RowError {
+                row: Some(row),
+                field: Some(f.name.clone()),
+                value: Some(v.clone()),
+                message: format!("field {}: {e}", f.name),
+            });
+        };
+        match col {
+            Column::Const(v) => {
+                if let Err(e) = checker.check(v) {
+                    for r in 0..rows {
+                        report(r, v, e.clone());
+                    }
+                }
+            }
+            Column::Values(vs) => {
+                for (i, v) in vs.iter().enumerate() {
+                    if let Err(e) = checker.check(v) {
+                        report(i, v, e);
+                    }
+                }
+            }
+        }
+    }
+    bad
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 pub fn control_router(
     engine: Arc<Engine>,
     pipelines: Arc<crate::supervisor::PipelineSupervisor>,
+    sources: Arc<crate::sources::SourceSupervisor>,
     max_body: usize,
 ) -> Router {
     let metrics = Arc::new(crate::metrics::Metrics::default());
@@ -51,6 +52,7 @@ pub fn control_router(
                 async move { Json(json!({ "pipelines": pl.status() })) }
             }),
         )
+        .merge(crate::sources::routes(engine.clone(), sources))
         .merge(not_found())
         .layer(axum::middleware::from_fn_with_state(
             engine,

@@ -23,6 +23,7 @@ mod pg_guard;
 mod pg_rows;
 mod python;
 mod query;
+mod sources;
 mod supervisor;
 mod tls;
 
@@ -379,6 +380,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         engine.features().set_python(p.clone());
     }
     let pipelines = supervisor::PipelineSupervisor::start(engine.clone(), python);
+    let sources = sources::SourceSupervisor::start(engine.clone());
 
     let pg_listener = TcpListener::bind(args.pg_addr)
         .await
@@ -408,7 +410,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     ));
     let http_task = tokio::spawn(http::serve(
         control_listener,
-        http::control_router(engine.clone(), pipelines.clone(), max_body),
+        http::control_router(engine.clone(), pipelines.clone(), sources.clone(), max_body),
         http_limits,
         tls.clone(),
         stop_rx.clone(),
@@ -434,6 +436,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let _ = pg_task.await;
     let _ = http_task.await;
     let _ = query_task.await;
+    sources.shutdown();
     pipelines.shutdown();
     store.flush().map_err(|e| e.to_string())?;
     tracing::info!("stopped");

@@ -428,6 +428,11 @@ impl Session {
                 "the pipelines (it records their late events)".into(),
             ));
         }
+        if ds.name() == thyme_table::catalog::REJECTED_TABLE {
+            return Err(derived(
+                "the sources (it records the rows they skipped)".into(),
+            ));
+        }
         if let Some(d) = self.engine.registry.dataset(ds.name()) {
             if let Some(p) = d.definition.pipelines.first() {
                 return Err(derived(format!("its pipeline {}", p.name)));

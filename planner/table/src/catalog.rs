@@ -18,6 +18,8 @@ use crate::types::DType;
 /// The table late events are recorded in (by the stream engine; read
 /// only to SQL).
 pub const LATE_TABLE: &str = "thyme_late_events";
+/// The table of rows sources skipped (written by the sources only).
+pub const REJECTED_TABLE: &str = "thyme_rejected_rows";
 
 const DATASET_PREFIX: &str = "dataset/";
 

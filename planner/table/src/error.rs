@@ -125,6 +125,9 @@ pub enum Error {
     UnknownRole(String),
     #[error("role \"{0}\" already exists")]
     DuplicateRole(String),
+    /// A system a source reads from cannot be reached now.
+    #[error("{0}")]
+    Unavailable(String),
     /// Errors from the engine about the query itself (planning, types, ...).
     #[error(transparent)]
     DataFusion(#[from] DataFusionError),
@@ -193,6 +196,7 @@ impl ErrorExt for Error {
             Error::PermissionDenied(_) => ErrorKind::InsufficientPrivilege,
             Error::UnknownRole(_) => ErrorKind::UnknownRole,
             Error::DuplicateRole(_) => ErrorKind::DuplicateRole,
+            Error::Unavailable(_) => ErrorKind::Unavailable,
             Error::DataFusion(e) => datafusion_kind(e),
             Error::Storage(e) => e.kind(),
             Error::Internal(_) => ErrorKind::Internal,

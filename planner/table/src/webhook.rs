@@ -104,7 +104,7 @@ pub fn ingest(
 
 /// Build the Arrow batch of checked columns (values already fit their
 /// types, so conversions here cannot fail on user data).
-fn to_batch(
+pub fn to_batch(
     table: &Dataset,
     spec: &DatasetSpec,
     cols: &[Column<'_>],
