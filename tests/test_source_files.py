@@ -38,6 +38,14 @@ class Order:
     ts: datetime
 
 
+@source(drop.directory(PQ_DIR, format="parquet"), disorder="1d", cdc="append", every="200ms")
+@dataset
+class Reading:
+    rid: int
+    v: float
+    ts: datetime
+
+
 @source(drop.directory(JSON_DIR, format="json"), disorder="1d", cdc="upsert", every="200ms",
         since="2024-01-01T00:00:00Z")
 @dataset(index=True)
@@ -50,8 +58,10 @@ class Profile:
 
 def load_defs(csv_dir, json_dir, name):
     d = tempfile.mkdtemp()
+    pq_dir = os.path.join(os.path.dirname(csv_dir), "parquet")
+    os.makedirs(pq_dir, exist_ok=True)
     with open(os.path.join(d, f"{name}.py"), "w") as f:
-        f.write(f"CSV_DIR = {csv_dir!r}\nJSON_DIR = {json_dir!r}\n" + DEFS)
+        f.write(f"CSV_DIR = {csv_dir!r}\nJSON_DIR = {json_dir!r}\nPQ_DIR = {pq_dir!r}\n" + DEFS)
     sys.path.insert(0, d)
     try:
         return importlib.import_module(name)
@@ -92,7 +102,7 @@ def test_files_end_to_end_with_bad_rows(tmp_path):
     server = ThymeServer(str(tmp_path / "data"))
     try:
         m = load_defs(csv_dir, json_dir, "source_files_defs")
-        Client(url=server.control_url).commit("files", datasets=[m.Order, m.Profile])
+        Client(url=server.control_url).commit("files", datasets=[m.Order, m.Profile, m.Reading])
         seed = random.randrange(1 << 30)
         print("seed", seed)
         rng = random.Random(seed)
@@ -141,6 +151,44 @@ def test_files_end_to_end_with_bad_rows(tmp_path):
         with psycopg.connect(server.dsn, autocommit=True) as c:
             assert c.execute("SELECT uid, tier FROM profile ORDER BY uid").fetchall() == [(1, "gold"), (2, "pro")]
             assert c.execute("SELECT tier FROM profile WHERE uid = 1 AS OF '2024-01-03T00:00:00Z'").fetchall() == [("free",)]
+        # Parquet: typed columns read by name; a file without a required
+        # column has every row skipped with the reason; a file that is not
+        # Parquet is recorded once; the others are read.
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+        from datetime import datetime, timezone
+        pq_dir = str(tmp_path / "parquet")
+
+        def put_parquet(fname, table):
+            tmp = os.path.join(pq_dir, "." + fname)
+            pq.write_table(table, tmp)
+            old = time.time() - 10
+            os.utime(tmp, (old, old))
+            os.rename(tmp, os.path.join(pq_dir, fname))
+
+        t0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+        ts = pa.array([t0.replace(hour=h) for h in range(10)], pa.timestamp("us", tz="UTC"))
+        put_parquet("r1.parquet", pa.table({"rid": pa.array(range(10), pa.int64()),
+                                            "v": pa.array([i * 0.5 for i in range(10)]), "ts": ts}))
+        put_parquet("r2.parquet", pa.table({"rid": pa.array(range(10, 15), pa.int64()), "ts": ts[:5]}))
+        with open(os.path.join(pq_dir, ".r3.parquet"), "wb") as f:
+            f.write(b"PAR1 this is not parquet")
+        old = time.time() - 10
+        os.utime(os.path.join(pq_dir, ".r3.parquet"), (old, old))
+        os.rename(os.path.join(pq_dir, ".r3.parquet"), os.path.join(pq_dir, "r3.parquet"))
+        put_parquet("r4.parquet", pa.table({"rid": pa.array([20, 21], pa.int64()), "v": pa.array([1.0, None]),
+                                            "ts": ts[:2]}))
+        st = wait_files(server, "Reading", 4)
+        assert st["rows"] == 11 and st["skipped"] == 5 + 1 + 1, st
+        with psycopg.connect(server.dsn, autocommit=True) as c:
+            got = c.execute("SELECT rid, v, ts FROM reading ORDER BY rid").fetchall()
+        assert got == [(i, i * 0.5, t0.replace(hour=i)) for i in range(10)] + [(20, 1.0, t0)], got
+        status, body = server.http("GET", "/api/v1/sources/Reading/rejected")
+        errors = [(r["location"], r["field"], r["error"]) for r in body["rows"]]
+        assert any(loc == "r3.parquet" and "not a readable Parquet file" in e for loc, _, e in errors), errors
+        assert sum(1 for loc, _, e in errors if loc.startswith("r2.parquet row") and "v" in e) == 5, errors
+        assert any(loc == "r4.parquet row 2" and f == "v" for loc, f, _ in errors), errors
+
         # A restart reads nothing again.
         server.restart()
         wait_files(server, "Order", 3)
@@ -163,7 +211,7 @@ def test_kill_9_while_files_flow_loses_and_doubles_nothing(tmp_path):
     files, per_file = 40, 300
     try:
         m = load_defs(csv_dir, json_dir, "source_files_crash_defs")
-        Client(url=server.control_url).commit("files", datasets=[m.Order, m.Profile])
+        Client(url=server.control_url).commit("files", datasets=[m.Order, m.Profile, m.Reading])
         oid = 0
         written = 0
         kills = 0

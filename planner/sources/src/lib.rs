@@ -13,8 +13,8 @@
 //!   recommitted dataset starts its sources over;
 //! - [`rejected`]: the `thyme_rejected_rows` table of skipped rows (bounded
 //!   per source; the counts in the position stay exact);
-//! - [`files`]: CSV (with a header) and JSON-lines files in a local
-//!   directory, each file read once.
+//! - [`files`]: CSV (with a header), JSON-lines and Parquet files in a
+//!   local directory, each file read once.
 //!
 //! The runtime that runs them (one thread per committed source) is the
 //! server's; connectors never name the SQL planner.
