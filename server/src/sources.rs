@@ -20,6 +20,7 @@ use serde_json::Value;
 use thyme_model::payload::{Connector, Dataset as DatasetSpec, Source};
 use thyme_planner::Engine;
 use thyme_sources::files::FilesSource;
+use thyme_sources::postgres::PostgresSource;
 use thyme_sources::{apply, SourceState};
 
 /// Poll period of a source that gives no `every`.
@@ -68,6 +69,7 @@ fn committed(engine: &Engine) -> Vec<(String, DatasetSpec, usize)> {
 /// A connector that reads.
 enum Reader {
     Files(FilesSource),
+    Postgres(Box<PostgresSource>),
 }
 
 impl Reader {
@@ -76,10 +78,17 @@ impl Reader {
             Connector::Files { path, .. } if !path.starts_with("s3://") => {
                 Ok(Reader::Files(FilesSource::new(&source.connector, spec, source)?))
             }
+            Connector::Postgres { .. } if source.cdc != thyme_model::payload::Cdc::Native => Ok(
+                Reader::Postgres(Box::new(PostgresSource::new(&source.connector, spec, source)?)),
+            ),
             other => Err(thyme_planner::Error::Unsupported(format!(
-                "the {} connector ({}) in this build (it reads local files; the others are being built)",
+                "the {} connector{} in this build (it reads local files and Postgres tables by cursor; the others are being built)",
                 other.kind(),
-                if matches!(other, Connector::Files { .. }) { "an S3 bucket" } else { other.kind() }
+                match other {
+                    Connector::Files { .. } => " with an S3 bucket",
+                    Connector::Postgres { .. } => " with cdc=\"native\"",
+                    _ => "",
+                }
             ))),
         }
     }
@@ -87,6 +96,7 @@ impl Reader {
     fn next(&self, position: &Value) -> thyme_planner::Result<Option<thyme_sources::Chunk>> {
         match self {
             Reader::Files(f) => f.next(position),
+            Reader::Postgres(p) => p.next(position),
         }
     }
 
@@ -101,6 +111,10 @@ impl Reader {
                     "last_file": files.and_then(|a| a.last()).cloned().unwrap_or(Value::Null),
                 })
             }
+            Reader::Postgres(p) => serde_json::json!({
+                "table": p.describe(),
+                "cursor": position.get("high").cloned().unwrap_or(Value::Null),
+            }),
         }
     }
 }

@@ -14,7 +14,10 @@
 //! - [`rejected`]: the `thyme_rejected_rows` table of skipped rows (bounded
 //!   per source; the counts in the position stay exact);
 //! - [`files`]: CSV (with a header), JSON-lines and Parquet files in a
-//!   local directory, each file read once.
+//!   local directory, each file read once;
+//! - [`postgres`]: a Postgres table polled by cursor, with a look-back that
+//!   finds rows committed late and a record of the recent rows that keeps
+//!   them from being stored twice.
 //!
 //! The runtime that runs them (one thread per committed source) is the
 //! server's; connectors never name the SQL planner.
@@ -22,6 +25,7 @@
 pub mod chunk;
 pub mod files;
 pub mod position;
+pub mod postgres;
 pub mod rejected;
 
 pub use chunk::{apply, Applied, Chunk, Rejection};

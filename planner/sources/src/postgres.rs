@@ -1,0 +1,376 @@
+//! A Postgres table polled by cursor (`Postgres(...).table("t",
+//! cursor="updated_at")`), with `tokio-postgres`.
+//!
+//! Each poll reads the rows whose cursor column is at or past the highest
+//! value read so far, less a look-back, in cursor order, [`PAGE`] rows per
+//! chunk (one atomic write each). Postgres turns each row into JSON
+//! (`row_to_json`), so every column type it can show as JSON is read
+//! (numbers, numeric, booleans, text, timestamps, dates, `json`, arrays).
+//!
+//! What the cursor mode guarantees:
+//! - **Nothing is stored twice**: with the highest cursor value read, the
+//!   position keeps the identity (the dataset's key fields, or the whole
+//!   row for a keyless dataset) and cursor value of every row read whose
+//!   cursor lies within the look-back of it; a row read again there is
+//!   dropped.
+//! - **Late commits are not lost**: a transaction that commits after rows
+//!   with a later cursor value were read is still found, as long as its
+//!   cursor value is within the look-back of the highest value read when it
+//!   commits. For a time cursor (`timestamp`, `timestamptz`, `date`) the
+//!   look-back is the source's `disorder`; for other cursors it is 0 (rows
+//!   whose cursor equals the highest read are still found). Give `disorder`
+//!   at least your longest write transaction.
+//! - **Updates** are read when they move the cursor (an `updated_at` set by
+//!   every update) and stored by the source's `cdc` (`upsert` for tables of
+//!   entities); deletes are not seen by cursor polling.
+
+use std::collections::BTreeSet;
+
+use serde_json::{Map, Value};
+use thyme_model::payload::{Connector, Dataset as DatasetSpec, Source};
+use thyme_table::error::{Error, Result};
+
+use crate::chunk::{Chunk, Rejection};
+
+/// Rows per chunk.
+pub const PAGE: i64 = 10_000;
+
+/// A quoted SQL identifier (`schema.table` quotes both parts).
+fn quote(name: &str) -> String {
+    name.split('.')
+        .map(|p| format!("\"{}\"", p.replace('"', "\"\"")))
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// The stored position.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct Position {
+    /// Highest cursor value read, as Postgres prints it.
+    high: Option<String>,
+    /// The same, in microseconds, for a time cursor.
+    high_us: Option<i64>,
+    /// (identity, cursor text) of the rows read within the look-back of
+    /// `high`.
+    recent: BTreeSet<(String, String)>,
+}
+
+impl Position {
+    fn from_json(v: &Value) -> Position {
+        let high = v.get("high").and_then(Value::as_str).map(String::from);
+        let high_us = v.get("high_us").and_then(Value::as_i64);
+        let recent = v
+            .get("recent")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| {
+                        let p = p.as_array()?;
+                        Some((
+                            p.first()?.as_str()?.to_string(),
+                            p.get(1)?.as_str()?.to_string(),
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Position {
+            high,
+            high_us,
+            recent,
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        serde_json::json!({
+            "high": self.high,
+            "high_us": self.high_us,
+            "recent": self.recent.iter().map(|(i, c)| [i, c]).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// How cursor values compare (Postgres prints them as text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CursorKind {
+    Time,
+    Number,
+    Text,
+}
+
+/// A `Postgres(...).table(...)` source in cursor mode.
+pub struct PostgresSource {
+    config: tokio_postgres::Config,
+    table: String,
+    cursor: String,
+    key: Vec<String>,
+    lookback_us: i64,
+    runtime: tokio::runtime::Runtime,
+    /// Connection, and the cursor column's type once looked up.
+    conn: std::sync::Mutex<Option<(tokio_postgres::Client, String, CursorKind)>>,
+    /// Rows per query (grows when a page holds only rows already read).
+    page: std::sync::atomic::AtomicI64,
+}
+
+impl PostgresSource {
+    pub fn new(connector: &Connector, spec: &DatasetSpec, source: &Source) -> Result<Self> {
+        let Connector::Postgres {
+            host,
+            port,
+            db_name,
+            username,
+            password,
+            table,
+            ..
+        } = connector
+        else {
+            return Err(Error::Internal("not a postgres connector".into()));
+        };
+        let cursor = source.cursor.clone().ok_or_else(|| {
+            Error::InvalidDefinition(format!(
+                "the Postgres source of {} needs a cursor column (table(..., cursor=\"updated_at\")) or cdc=\"native\"",
+                spec.name
+            ))
+        })?;
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host(host)
+            .port(*port)
+            .dbname(db_name)
+            .user(username)
+            .application_name("thyme source")
+            .connect_timeout(std::time::Duration::from_secs(10));
+        if let Some(p) = password {
+            config.password(p);
+        }
+        let lookback_us = source
+            .disorder
+            .as_deref()
+            .and_then(|d| thyme_model::duration::parse(d).ok())
+            .and_then(|d| d.micros())
+            .unwrap_or(0);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Internal(format!("runtime: {e}")))?;
+        Ok(PostgresSource {
+            config,
+            table: table.clone(),
+            cursor,
+            key: spec
+                .fields
+                .iter()
+                .filter(|f| f.key)
+                .map(|f| f.name.clone())
+                .collect(),
+            lookback_us,
+            runtime,
+            conn: std::sync::Mutex::new(None),
+            page: std::sync::atomic::AtomicI64::new(PAGE),
+        })
+    }
+
+    /// Where the source reads, for the status (no secrets).
+    pub fn describe(&self) -> String {
+        let host = self
+            .config
+            .get_hosts()
+            .first()
+            .map(|h| match h {
+                tokio_postgres::config::Host::Tcp(s) => s.clone(),
+                #[allow(unreachable_patterns)]
+                _ => "local".into(),
+            })
+            .unwrap_or_default();
+        format!(
+            "{host}:{}/{}.{}",
+            self.config.get_ports().first().copied().unwrap_or(5432),
+            self.config.get_dbname().unwrap_or(""),
+            self.table
+        )
+    }
+
+    fn unavailable(&self, e: impl std::fmt::Display) -> Error {
+        Error::Unavailable(format!("postgres {}: {e}", self.describe()))
+    }
+
+    /// The rows after `position`, as a chunk (`None`: nothing new).
+    pub fn next(&self, position: &Value) -> Result<Option<Chunk>> {
+        let mut guard = self.conn.lock().expect("lock");
+        if guard.as_ref().is_some_and(|(c, _, _)| c.is_closed()) {
+            *guard = None;
+        }
+        if guard.is_none() {
+            *guard = Some(self.runtime.block_on(self.connect())?);
+        }
+        let (client, cursor_type, kind) = guard.as_ref().expect("connected");
+        let r = self
+            .runtime
+            .block_on(self.read(client, cursor_type, *kind, position));
+        if r.is_err() {
+            *guard = None; // reconnect next time
+        }
+        r
+    }
+
+    async fn connect(&self) -> Result<(tokio_postgres::Client, String, CursorKind)> {
+        let (client, conn) = self
+            .config
+            .connect(tokio_postgres::NoTls)
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let row = client
+            .query_opt(
+                "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a \
+                 WHERE a.attrelid = $1::text::regclass AND a.attname = $2 AND NOT a.attisdropped",
+                &[&self.table, &self.cursor],
+            )
+            .await
+            .map_err(|e| self.unavailable(e))?
+            .ok_or_else(|| {
+                self.unavailable(format!(
+                    "table {} has no column {}",
+                    self.table, self.cursor
+                ))
+            })?;
+        let ty: String = row.get(0);
+        let kind = if ty.starts_with("timestamp") || ty == "date" {
+            CursorKind::Time
+        } else if ["smallint", "integer", "bigint", "real", "double precision"]
+            .contains(&ty.as_str())
+            || ty.starts_with("numeric")
+        {
+            CursorKind::Number
+        } else {
+            CursorKind::Text
+        };
+        Ok((client, ty, kind))
+    }
+
+    async fn read(
+        &self,
+        client: &tokio_postgres::Client,
+        cursor_type: &str,
+        kind: CursorKind,
+        position: &Value,
+    ) -> Result<Option<Chunk>> {
+        let mut pos = Position::from_json(position);
+        let page = self.page.load(std::sync::atomic::Ordering::Relaxed);
+        let (t, c) = (quote(&self.table), quote(&self.cursor));
+        let from = match (&pos.high, kind) {
+            (None, _) => String::new(),
+            (Some(_), CursorKind::Time) if self.lookback_us > 0 => format!(
+                "WHERE {c} >= ($1::text::{cursor_type} - make_interval(secs => {}))",
+                self.lookback_us as f64 / 1e6
+            ),
+            (Some(_), _) => format!("WHERE {c} >= $1::text::{cursor_type}"),
+        };
+        // For a time cursor, its microseconds too (compared exactly here).
+        let micros = if kind == CursorKind::Time {
+            format!("(extract(epoch FROM {c}) * 1000000)::bigint")
+        } else {
+            "NULL::bigint".into()
+        };
+        let sql = format!(
+            "SELECT row_to_json(x)::text, ({c})::text, {micros} FROM {t} AS x {from} ORDER BY {c} LIMIT {page}"
+        );
+        let rows = match &pos.high {
+            None => client.query(&sql, &[]).await,
+            Some(h) => client.query(&sql, &[h]).await,
+        }
+        .map_err(|e| self.unavailable(e))?;
+        let full = rows.len() as i64 == page;
+        let mut chunk = Chunk::default();
+        let mut high = pos.high.clone();
+        let mut high_us = pos.high_us;
+        for r in &rows {
+            let json: String = r.get(0);
+            let cur: Option<String> = r.get(1);
+            let us: Option<i64> = r.get(2);
+            let Some(cur) = cur else {
+                chunk.unparsed.push(Rejection {
+                    location: format!("{} row with null {}", self.table, self.cursor),
+                    field: Some(self.cursor.clone()),
+                    value: None,
+                    error: "the cursor column is null".into(),
+                });
+                continue;
+            };
+            let row: Map<String, Value> = match serde_json::from_str(&json) {
+                Ok(Value::Object(m)) => m,
+                _ => continue,
+            };
+            let identity = if self.key.is_empty() {
+                json.clone()
+            } else {
+                self.key
+                    .iter()
+                    .map(|k| row.get(k).map(Value::to_string).unwrap_or_default())
+                    .collect::<Vec<_>>()
+                    .join("\u{1f}")
+            };
+            // A time cursor is kept by its microseconds (exact to compare).
+            let key_cur = us.map_or_else(|| cur.clone(), |u| u.to_string());
+            if !pos.recent.insert((identity, key_cur)) {
+                continue; // read before
+            }
+            let later = match (kind, us, high_us, &high) {
+                (_, _, _, None) => true,
+                (CursorKind::Time, Some(u), Some(h), _) => u > h,
+                (_, _, _, Some(h)) => compare(kind, &cur, h) == std::cmp::Ordering::Greater,
+            };
+            if later {
+                high = Some(cur.clone());
+                high_us = us;
+            }
+            chunk
+                .locations
+                .push(format!("{} {}={cur}", self.table, self.cursor));
+            chunk.rows.push(row);
+        }
+        if chunk.rows.is_empty() && chunk.unparsed.is_empty() {
+            if full {
+                // A page of rows all read already (many equal cursor
+                // values): look further next time.
+                self.page
+                    .store(page * 2, std::sync::atomic::Ordering::Relaxed);
+                return Ok(Some(Chunk {
+                    position: pos.to_json(),
+                    ..Chunk::default()
+                }));
+            }
+            return Ok(None);
+        }
+        self.page.store(PAGE, std::sync::atomic::Ordering::Relaxed);
+        // Keep only what the next look-back can see again.
+        match (kind, high_us, &high) {
+            (CursorKind::Time, Some(h), _) => {
+                let floor = h.saturating_sub(self.lookback_us);
+                pos.recent
+                    .retain(|(_, c)| c.parse::<i64>().is_ok_and(|c| c >= floor));
+            }
+            (_, _, Some(h)) => pos
+                .recent
+                .retain(|(_, c)| compare(kind, c, h) != std::cmp::Ordering::Less),
+            _ => {}
+        }
+        pos.high = high;
+        pos.high_us = high_us;
+        chunk.position = pos.to_json();
+        Ok(Some(chunk))
+    }
+}
+
+fn compare(kind: CursorKind, a: &str, b: &str) -> std::cmp::Ordering {
+    match kind {
+        CursorKind::Number | CursorKind::Time => a
+            .parse::<f64>()
+            .unwrap_or(f64::NAN)
+            .partial_cmp(&b.parse::<f64>().unwrap_or(f64::NAN))
+            .unwrap_or(std::cmp::Ordering::Equal),
+        CursorKind::Text => a.cmp(b),
+    }
+}
