@@ -137,6 +137,11 @@ def test_files_end_to_end_with_bad_rows(tmp_path):
         assert any("malformed CSV record" in r["error"] for r in body["rows"]), body
         assert any('"lots"' in (r["value"] or "") for r in body["rows"]), body
 
+        metrics = __import__("urllib.request").request.urlopen(server.control_url + "/metrics").read().decode()
+        assert f'thyme_source_rows_total{{dataset="Order",source="drop"}} {len(expected)}' in metrics, metrics
+        assert 'thyme_source_skipped_total{dataset="Order",source="drop"} 9' in metrics, metrics
+        assert 'thyme_source_up{dataset="Order",source="drop"} 1' in metrics, metrics
+
         # JSON lines, upserts, since: versions by key, AS OF, history; a
         # line that is not JSON and a file that is not UTF-8 are skipped.
         put(os.path.join(json_dir, "a.jsonl"), "\n".join([

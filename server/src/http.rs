@@ -26,6 +26,7 @@ pub fn control_router(
         &metrics,
         engine.clone(),
         pipelines.clone(),
+        sources.clone(),
     ));
     health()
         .route(

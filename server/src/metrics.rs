@@ -12,7 +12,10 @@
 //! `thyme_pipeline_late_events_total{dataset,pipeline}`,
 //! `thyme_pipeline_rows_written_total{dataset,pipeline}`,
 //! `thyme_pipeline_lag_records{dataset,pipeline}` (gauge);
-//! `thyme_extractor_calls_total{featureset,extractor}`.
+//! `thyme_extractor_calls_total{featureset,extractor}`;
+//! `thyme_source_rows_total{dataset,source}`,
+//! `thyme_source_skipped_total{dataset,source}`,
+//! `thyme_source_up{dataset,source}` (gauge: 0 while the source is in error).
 
 use std::sync::Arc;
 
@@ -24,6 +27,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use thyme_planner::Engine;
 
+use crate::sources::SourceSupervisor;
 use crate::supervisor::PipelineSupervisor;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -77,9 +81,14 @@ impl Exporter {
         metrics: &Metrics,
         engine: Arc<Engine>,
         pipelines: Arc<PipelineSupervisor>,
+        sources: Arc<SourceSupervisor>,
     ) -> Exporter {
         let mut registry = Registry::default();
-        registry.register_collector(Box::new(Snapshot { engine, pipelines }));
+        registry.register_collector(Box::new(Snapshot {
+            engine,
+            pipelines,
+            sources,
+        }));
         registry.register(
             "thyme_ingest_rows",
             "Rows stored through webhook ingestion, per dataset",
@@ -116,6 +125,7 @@ impl Exporter {
 struct Snapshot {
     engine: Arc<Engine>,
     pipelines: Arc<PipelineSupervisor>,
+    sources: Arc<SourceSupervisor>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -189,6 +199,40 @@ impl Collector for Snapshot {
             status
                 .iter()
                 .map(|s| (labels(s), ConstGauge::new(s.progress.lag as i64))),
+            MetricType::Gauge,
+        )?;
+        let sources = self.sources.status();
+        let source_labels = |s: &crate::sources::SourceStatus| {
+            [("dataset", s.dataset.clone()), ("source", s.source.clone())]
+        };
+        family(
+            &mut encoder,
+            "thyme_source_rows",
+            "Rows a source stored",
+            sources
+                .iter()
+                .map(|s| (source_labels(s), ConstCounter::new(s.rows))),
+            MetricType::Counter,
+        )?;
+        family(
+            &mut encoder,
+            "thyme_source_skipped",
+            "Rows a source skipped (see thyme_rejected_rows)",
+            sources
+                .iter()
+                .map(|s| (source_labels(s), ConstCounter::new(s.skipped))),
+            MetricType::Counter,
+        )?;
+        family(
+            &mut encoder,
+            "thyme_source_up",
+            "1 while a source reads or waits, 0 while it is in error",
+            sources.iter().map(|s| {
+                (
+                    source_labels(s),
+                    ConstGauge::new(i64::from(s.status != "error")),
+                )
+            }),
             MetricType::Gauge,
         )?;
         family(

@@ -75,17 +75,18 @@ enum Reader {
 impl Reader {
     fn open(spec: &DatasetSpec, source: &Source) -> thyme_planner::Result<Reader> {
         match &source.connector {
-            Connector::Files { path, .. } if !path.starts_with("s3://") => {
-                Ok(Reader::Files(FilesSource::new(&source.connector, spec, source)?))
-            }
+            Connector::Files { .. } => Ok(Reader::Files(FilesSource::new(
+                &source.connector,
+                spec,
+                source,
+            )?)),
             Connector::Postgres { .. } if source.cdc != thyme_model::payload::Cdc::Native => Ok(
                 Reader::Postgres(Box::new(PostgresSource::new(&source.connector, spec, source)?)),
             ),
             other => Err(thyme_planner::Error::Unsupported(format!(
-                "the {} connector{} in this build (it reads local files and Postgres tables by cursor; the others are being built)",
+                "the {} connector{} in this build (it reads files, local or in S3, and Postgres tables by cursor; the others are being built)",
                 other.kind(),
                 match other {
-                    Connector::Files { .. } => " with an S3 bucket",
                     Connector::Postgres { .. } => " with cdc=\"native\"",
                     _ => "",
                 }
@@ -106,7 +107,7 @@ impl Reader {
             Reader::Files(f) => {
                 let files = position.get("files").and_then(Value::as_array);
                 serde_json::json!({
-                    "directory": f.dir().display().to_string(),
+                    "directory": f.describe(),
                     "files_read": files.map_or(0, Vec::len),
                     "last_file": files.and_then(|a| a.last()).cloned().unwrap_or(Value::Null),
                 })
@@ -315,10 +316,25 @@ impl SourceSupervisor {
         status.rows = st.rows;
         status.skipped = st.skipped;
         status.position = reader.summary(&st.position);
+        let started = std::time::Instant::now();
+        let rows_before = st.rows;
+        let mut last_report = started;
         while !stopped() {
             let Some(chunk) = reader.next(&st.position)? else {
                 break;
             };
+            // Progress lines during a long read (a first read of a table).
+            if last_report.elapsed() >= Duration::from_secs(5) {
+                last_report = std::time::Instant::now();
+                let read = st.rows - rows_before;
+                tracing::info!(
+                    dataset = %spec.name,
+                    source = %status.source,
+                    rows = read,
+                    rows_per_sec = (read as f64 / started.elapsed().as_secs_f64()) as u64,
+                    "source reading"
+                );
+            }
             status.status = "running";
             let now = chrono::Utc::now().timestamp_micros();
             let mut next = st.clone();

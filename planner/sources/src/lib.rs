@@ -14,7 +14,7 @@
 //! - [`rejected`]: the `thyme_rejected_rows` table of skipped rows (bounded
 //!   per source; the counts in the position stay exact);
 //! - [`files`]: CSV (with a header), JSON-lines and Parquet files in a
-//!   local directory, each file read once;
+//!   local directory or an S3 bucket, each file read once;
 //! - [`postgres`]: a Postgres table polled by cursor, with a look-back that
 //!   finds rows committed late and a record of the recent rows that keeps
 //!   them from being stored twice.
