@@ -26,6 +26,7 @@ mod query;
 mod sources;
 mod supervisor;
 mod tls;
+mod workers;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

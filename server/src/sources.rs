@@ -47,6 +47,24 @@ pub struct SourceStatus {
     pub error: Option<String>,
 }
 
+impl SourceStatus {
+    /// A committed source whose worker has not reported yet.
+    fn starting(spec: &DatasetSpec, n: usize) -> SourceStatus {
+        let s = &spec.sources[n];
+        SourceStatus {
+            dataset: spec.name.clone(),
+            source: s.connector.name().to_string(),
+            connector: s.connector.kind(),
+            status: "starting",
+            position: Value::Null,
+            rows: 0,
+            skipped: 0,
+            last_poll: None,
+            error: None,
+        }
+    }
+}
+
 /// Every committed source that is not a webhook: (worker id, dataset,
 /// source index).
 fn committed(engine: &Engine) -> Vec<(String, DatasetSpec, usize)> {
@@ -120,11 +138,6 @@ impl Reader {
     }
 }
 
-struct Worker {
-    stop: Arc<AtomicBool>,
-    handle: JoinHandle<()>,
-}
-
 /// The running sources.
 pub struct SourceSupervisor {
     engine: Arc<Engine>,
@@ -164,18 +177,8 @@ impl SourceSupervisor {
     pub fn status(&self) -> Vec<SourceStatus> {
         let mut all = self.status.lock().expect("lock").clone();
         for (id, spec, n) in committed(&self.engine) {
-            let s = &spec.sources[n];
-            all.entry(id).or_insert_with(|| SourceStatus {
-                dataset: spec.name.clone(),
-                source: s.connector.name().to_string(),
-                connector: s.connector.kind(),
-                status: "starting",
-                position: Value::Null,
-                rows: 0,
-                skipped: 0,
-                last_poll: None,
-                error: None,
-            });
+            all.entry(id)
+                .or_insert_with(|| SourceStatus::starting(&spec, n));
         }
         all.into_values().collect()
     }
@@ -189,40 +192,25 @@ impl SourceSupervisor {
     }
 
     fn supervise(self: Arc<Self>) {
-        let mut workers: BTreeMap<String, Worker> = BTreeMap::new();
+        let mut workers = crate::workers::Workers::default();
         while !self.stop.load(Ordering::SeqCst) {
             let wanted: BTreeMap<_, _> = committed(&self.engine)
                 .into_iter()
                 .map(|(id, spec, n)| (id, (spec, n)))
                 .collect();
-            workers.retain(|id, w| {
-                let keep = wanted.contains_key(id) && !w.handle.is_finished();
-                if !keep {
-                    w.stop.store(true, Ordering::SeqCst);
-                    self.status.lock().expect("lock").remove(id);
-                }
-                keep
-            });
-            for (id, (spec, n)) in wanted {
-                if workers.contains_key(&id) {
-                    continue;
-                }
-                let stop = Arc::new(AtomicBool::new(false));
-                let (me, s, key) = (self.clone(), stop.clone(), id.clone());
-                let handle = std::thread::Builder::new()
+            let gone = workers.reconcile(wanted, |id, (spec, n), stop| {
+                let (me, key) = (self.clone(), id.to_string());
+                std::thread::Builder::new()
                     .name(format!("source {}", spec.name))
-                    .spawn(move || me.run(key, spec, n, s))
-                    .expect("spawn source worker");
-                workers.insert(id, Worker { stop, handle });
+                    .spawn(move || me.run(key, spec, n, stop))
+                    .expect("spawn source worker")
+            });
+            for id in gone {
+                self.status.lock().expect("lock").remove(&id);
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        for w in workers.values() {
-            w.stop.store(true, Ordering::SeqCst);
-        }
-        for (_, w) in workers {
-            let _ = w.handle.join();
-        }
+        workers.stop_all();
     }
 
     fn run(&self, id: String, spec: DatasetSpec, n: usize, stop: Arc<AtomicBool>) {
@@ -234,17 +222,7 @@ impl SourceSupervisor {
             .and_then(|e| thyme_model::duration::parse(e).ok())
             .and_then(|d| d.micros())
             .map_or(DEFAULT_EVERY, |us| Duration::from_micros(us.max(1) as u64));
-        let mut status = SourceStatus {
-            dataset: spec.name.clone(),
-            source: source.connector.name().to_string(),
-            connector: source.connector.kind(),
-            status: "starting",
-            position: Value::Null,
-            rows: 0,
-            skipped: 0,
-            last_poll: None,
-            error: None,
-        };
+        let mut status = SourceStatus::starting(&spec, n);
         let reader = match Reader::open(&spec, &source) {
             Ok(r) => r,
             Err(e) => {

@@ -79,11 +79,6 @@ impl Status {
     }
 }
 
-struct Worker {
-    stop: Arc<AtomicBool>,
-    handle: JoinHandle<()>,
-}
-
 /// The running pipelines.
 pub struct PipelineSupervisor {
     engine: Arc<Engine>,
@@ -136,41 +131,25 @@ impl PipelineSupervisor {
     }
 
     fn supervise(self: Arc<Self>, engine: Arc<Engine>) {
-        let mut workers: BTreeMap<String, Worker> = BTreeMap::new();
+        let mut workers = crate::workers::Workers::default();
         while !self.stop.load(Ordering::SeqCst) {
             let wanted: BTreeMap<_, _> = committed(&engine)
                 .into_iter()
                 .map(|(id, spec, p)| (id, (spec, p)))
                 .collect();
-            workers.retain(|id, w| {
-                let keep = wanted.contains_key(id) && !w.handle.is_finished();
-                if !keep {
-                    w.stop.store(true, Ordering::SeqCst);
-                    self.status.lock().expect("lock").remove(id);
-                }
-                keep
-            });
-            for (id, (spec, p)) in wanted {
-                if workers.contains_key(&id) {
-                    continue;
-                }
-                let stop = Arc::new(AtomicBool::new(false));
-                let (me, e, s) = (self.clone(), engine.clone(), stop.clone());
-                let key = id.clone();
-                let handle = std::thread::Builder::new()
+            let gone = workers.reconcile(wanted, |id, (spec, p), stop| {
+                let (me, e, key) = (self.clone(), engine.clone(), id.to_string());
+                std::thread::Builder::new()
                     .name(format!("pipeline {}", p.name))
-                    .spawn(move || me.run(e, key, spec, p, s))
-                    .expect("spawn pipeline runner");
-                workers.insert(id, Worker { stop, handle });
+                    .spawn(move || me.run(e, key, spec, p, stop))
+                    .expect("spawn pipeline runner")
+            });
+            for id in gone {
+                self.status.lock().expect("lock").remove(&id);
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        for w in workers.values() {
-            w.stop.store(true, Ordering::SeqCst);
-        }
-        for (_, w) in workers {
-            let _ = w.handle.join();
-        }
+        workers.stop_all();
     }
 
     fn set(&self, id: &str, s: Status) {

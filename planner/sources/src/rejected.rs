@@ -22,37 +22,28 @@ pub const MAX_KEPT_PER_SOURCE: u64 = 10_000;
 
 /// The table (created on first use).
 pub fn rejected_table(catalog: &Catalog) -> Result<Arc<Dataset>> {
-    if let Some(d) = catalog.get(REJECTED_TABLE) {
-        return Ok(d);
-    }
     let f = |n: &str, dtype, nullable| FieldDef {
         name: n.into(),
         dtype,
         nullable,
     };
-    catalog.create(
-        DatasetDef {
-            name: REJECTED_TABLE.into(),
-            fields: vec![
-                f("dataset", DType::Str, false),
-                f("source", DType::Str, false),
-                f("location", DType::Str, false),
-                f("field", DType::Str, true),
-                f("value", DType::Str, true),
-                f("error", DType::Str, false),
-                f("ts", DType::Datetime, false),
-            ],
-            keys: vec![],
-            timestamp: "ts".into(),
-            version: 1,
-            index: false,
-            decay: vec![],
-        },
-        true,
-    )?;
-    catalog
-        .get(REJECTED_TABLE)
-        .ok_or_else(|| Error::Internal("rejected rows table missing".into()))
+    catalog.get_or_create(DatasetDef {
+        name: REJECTED_TABLE.into(),
+        fields: vec![
+            f("dataset", DType::Str, false),
+            f("source", DType::Str, false),
+            f("location", DType::Str, false),
+            f("field", DType::Str, true),
+            f("value", DType::Str, true),
+            f("error", DType::Str, false),
+            f("ts", DType::Datetime, false),
+        ],
+        keys: vec![],
+        timestamp: "ts".into(),
+        version: 1,
+        index: false,
+        decay: vec![],
+    })
 }
 
 /// Add `rows` (skipped by `source` of `dataset`, seen at `now`) to `wb`.

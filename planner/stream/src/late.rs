@@ -24,36 +24,27 @@ pub struct LateRow {
 
 /// The table late events go to (created on first use).
 pub fn late_table(catalog: &Catalog) -> Result<Arc<Dataset>> {
-    if let Some(d) = catalog.get(LATE_TABLE) {
-        return Ok(d);
-    }
     let f = |n: &str, dtype| FieldDef {
         name: n.into(),
         dtype,
         nullable: false,
     };
-    catalog.create(
-        DatasetDef {
-            name: LATE_TABLE.into(),
-            fields: vec![
-                f("pipeline", DType::Str),
-                f("dataset", DType::Str),
-                f("event_ts", DType::Datetime),
-                f("watermark", DType::Datetime),
-                f("row", DType::Str),
-                f("ts", DType::Datetime),
-            ],
-            keys: vec![],
-            timestamp: "ts".into(),
-            version: 1,
-            index: false,
-            decay: vec![],
-        },
-        true,
-    )?;
-    catalog
-        .get(LATE_TABLE)
-        .ok_or_else(|| Error::Internal("late events table missing".into()))
+    catalog.get_or_create(DatasetDef {
+        name: LATE_TABLE.into(),
+        fields: vec![
+            f("pipeline", DType::Str),
+            f("dataset", DType::Str),
+            f("event_ts", DType::Datetime),
+            f("watermark", DType::Datetime),
+            f("row", DType::Str),
+            f("ts", DType::Datetime),
+        ],
+        keys: vec![],
+        timestamp: "ts".into(),
+        version: 1,
+        index: false,
+        decay: vec![],
+    })
 }
 
 /// Record `rows` of `pipeline` (whose inputs are `inputs`) seen at `now`.

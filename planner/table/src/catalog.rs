@@ -263,6 +263,18 @@ impl Catalog {
         }
     }
 
+    /// The dataset `def` names, created from `def` if it does not exist
+    /// (the tables Thyme keeps for itself: late events, rejected rows).
+    pub fn get_or_create(&self, def: DatasetDef) -> Result<Arc<Dataset>> {
+        if let Some(d) = self.get(&def.name) {
+            return Ok(d);
+        }
+        let name = def.name.clone();
+        self.create(def, true)?;
+        self.get(&name)
+            .ok_or_else(|| Error::Internal(format!("table {name} missing after its creation")))
+    }
+
     /// Apply a set of dataset changes and extra catalog entries in one
     /// atomic write: each of `create` is a new dataset (its SQL name must
     /// be free), each of `replace` takes the place of the existing dataset
