@@ -14,6 +14,23 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def import_text(name: str, text: str):
+    """Import `text` as module `name` from a fresh temporary directory
+    (definitions whose source the server gets only through the commit)."""
+    import importlib
+    import sys
+    import tempfile
+
+    d = tempfile.mkdtemp()
+    with open(os.path.join(d, f"{name}.py"), "w") as f:
+        f.write(text)
+    sys.path.insert(0, d)
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(d)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -5,18 +5,15 @@ stored data equals what was written (a brute-force expectation); and
 `kill -9` at random moments while files flow loses nothing and doubles
 nothing. Seeds are printed."""
 
-import importlib
 import json
 import os
 import random
-import sys
-import tempfile
 import time
 
 import psycopg
 import pytest
 
-from conftest import ThymeServer
+from conftest import ThymeServer, import_text
 from thyme.client import Client
 
 DEFS = '''
@@ -57,16 +54,9 @@ class Profile:
 
 
 def load_defs(csv_dir, json_dir, name):
-    d = tempfile.mkdtemp()
     pq_dir = os.path.join(os.path.dirname(csv_dir), "parquet")
     os.makedirs(pq_dir, exist_ok=True)
-    with open(os.path.join(d, f"{name}.py"), "w") as f:
-        f.write(f"CSV_DIR = {csv_dir!r}\nJSON_DIR = {json_dir!r}\nPQ_DIR = {pq_dir!r}\n" + DEFS)
-    sys.path.insert(0, d)
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(d)
+    return import_text(name, f"CSV_DIR = {csv_dir!r}\nJSON_DIR = {json_dir!r}\nPQ_DIR = {pq_dir!r}\n" + DEFS)
 
 
 def put(path, text):

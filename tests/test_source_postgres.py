@@ -6,20 +6,18 @@ skipped with the reason; the server keeps going while Postgres is down and
 catches up when it returns; `kill -9` at random moments loses and doubles
 nothing. Seeds are printed."""
 
-import importlib
 import os
 import random
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 
 import psycopg
 import pytest
 
-from conftest import ThymeServer, free_port
+from conftest import ThymeServer, free_port, import_text
 from thyme.client import Client
 
 PGBIN = "/usr/lib/postgresql/15/bin"
@@ -97,14 +95,7 @@ def cluster():
 
 
 def load_defs(port, name):
-    d = tempfile.mkdtemp()
-    with open(os.path.join(d, f"{name}.py"), "w") as f:
-        f.write(f"PG_PORT = {port}\n" + DEFS)
-    sys.path.insert(0, d)
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(d)
+    return import_text(name, f"PG_PORT = {port}\n" + DEFS)
 
 
 def source_of(server, dataset):

@@ -4,12 +4,10 @@ object is recorded and the others read; the source shows an error while
 the bucket cannot be reached and catches up when it can; `kill -9` while
 objects flow loses and doubles nothing. Seeds are printed."""
 
-import importlib
 import os
 import random
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 
@@ -17,7 +15,7 @@ import boto3
 import psycopg
 import pytest
 
-from conftest import ThymeServer, free_port
+from conftest import ThymeServer, free_port, import_text
 from thyme.client import Client
 
 DEFS = '''
@@ -76,14 +74,7 @@ def moto():
 
 
 def load_defs(endpoint, name):
-    d = tempfile.mkdtemp()
-    with open(os.path.join(d, f"{name}.py"), "w") as f:
-        f.write(f"ENDPOINT = {endpoint!r}\n" + DEFS)
-    sys.path.insert(0, d)
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(d)
+    return import_text(name, f"ENDPOINT = {endpoint!r}\n" + DEFS)
 
 
 def source_of(server):
