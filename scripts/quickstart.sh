@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on the embedded default: start `thyme serve`, commit the
 # example feature file (examples/features.py) with `thyme commit`, push
-# events to its webhook, and query the datasets, latest and as of a past
+# events to its webhook, drop a CSV file for a files source
+# (examples/sources.py), and query the datasets, latest and as of a past
 # time, through psql. Leaves the server running only if asked
 # (THYME_KEEP=1).
 set -euo pipefail
@@ -88,6 +89,28 @@ INSERT INTO labels VALUES (1, '2024-01-02T00:00:00Z', false), (1, '2024-01-10T13
 SELECT l.uid, l.ts, l.fraud, f.txn_count_7d, f.total_7d, f.country
 FROM labels l ASOF LEFT JOIN user_features f MATCH_CONDITION (l.ts >= f.ts) ON l.uid = f.uid ORDER BY l.ts;
 SQL
+
+echo '== a source the server reads itself: CSV files dropped into a directory (examples/sources.py)'
+export THYME_DROP_DIR="$(dirname "$DATA")/drop"
+mkdir -p "$THYME_DROP_DIR"
+thyme commit examples/sources.py --url "http://127.0.0.1:$CONTROL_PORT" -m "quickstart: files source"
+# Write elsewhere, then move in: the source never sees half a file (it also
+# waits until a file is a second old).
+printf 'uid,amount,ts\n1,12.5,2024-01-04T10:00:00Z\n2,30.0,2024-01-05T11:00:00Z\n2,not-a-number,2024-01-05T12:00:00Z\n' > "$THYME_DROP_DIR/.refunds-1.csv"
+touch -d '5 seconds ago' "$THYME_DROP_DIR/.refunds-1.csv"
+mv "$THYME_DROP_DIR/.refunds-1.csv" "$THYME_DROP_DIR/refunds-1.csv"
+for _ in $(seq 1 300); do
+  curl -sf "http://127.0.0.1:$CONTROL_PORT/api/v1/sources" | grep -q '"files_read":1' && break
+  sleep 0.1
+done
+curl -sf "http://127.0.0.1:$CONTROL_PORT/api/v1/sources"; echo
+psql -X -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U thyme -d thyme <<'SQL'
+\echo 'Rows read from refunds-1.csv; the row that did not fit is listed with its reason'
+SELECT uid, amount, ts FROM refund ORDER BY ts;
+SELECT location, field, value, error FROM thyme_rejected_rows WHERE dataset = 'Refund';
+SQL
+n=$(psql -X -A -t -h 127.0.0.1 -p "$PG_PORT" -U thyme -d thyme -c "SELECT count(*) FROM refund")
+[ "$n" = 2 ] || { echo "quickstart: expected 2 refunds, got $n" >&2; exit 1; }
 
 echo '== the same training set from Python: Client.query_offline'
 "$THYME_VENV/bin/python" - "http://127.0.0.1:$CONTROL_PORT" "http://127.0.0.1:$QUERY_PORT" <<'PY'
