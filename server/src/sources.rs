@@ -15,6 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::workers::sleep_unless;
+
 use serde::Serialize;
 use serde_json::Value;
 use thyme_model::payload::{Connector, Dataset as DatasetSpec, Source};
@@ -144,16 +146,6 @@ pub struct SourceSupervisor {
     status: Mutex<BTreeMap<String, SourceStatus>>,
     stop: AtomicBool,
     supervisor: Mutex<Option<JoinHandle<()>>>,
-}
-
-fn sleep_unless(stopped: &dyn Fn() -> bool, d: Duration) {
-    let step = Duration::from_millis(50);
-    let mut left = d;
-    while !stopped() && !left.is_zero() {
-        let s = left.min(step);
-        std::thread::sleep(s);
-        left -= s;
-    }
 }
 
 impl SourceSupervisor {

@@ -16,6 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::workers::sleep_unless;
+
 use serde::Serialize;
 use thyme_planner::Engine;
 use thyme_stream::{PipelineRunner, Progress, PythonRuntime};
@@ -261,12 +263,5 @@ impl PipelineSupervisor {
             }
         }
         Ok(())
-    }
-}
-
-fn sleep_unless(stopped: &dyn Fn() -> bool, d: Duration) {
-    let until = Instant::now() + d;
-    while Instant::now() < until && !stopped() {
-        std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -5,6 +5,17 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Sleep for `d`, or less once `stopped` says so (checked every 50 ms).
+pub fn sleep_unless(stopped: &dyn Fn() -> bool, d: Duration) {
+    let until = Instant::now() + d;
+    while Instant::now() < until && !stopped() {
+        std::thread::sleep(
+            Duration::from_millis(50).min(until.saturating_duration_since(Instant::now())),
+        );
+    }
+}
 
 struct Worker {
     stop: Arc<AtomicBool>,

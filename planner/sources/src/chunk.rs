@@ -124,8 +124,15 @@ pub fn apply(
     let mut wb = WriteBatch::new();
     let mut stored = 0;
     if !good.is_empty() {
-        let data = columns_of(&chunk.rows, &good);
-        let (cols, rows) = columns::resolve(spec, Some(&source.preproc), &data)
+        // Rebuild the columns only when rows were dropped.
+        let filtered;
+        let data = if good.len() == chunk.rows.len() {
+            &data
+        } else {
+            filtered = columns_of(&chunk.rows, &good);
+            &filtered
+        };
+        let (cols, rows) = columns::resolve(spec, Some(&source.preproc), data)
             .map_err(|e| Error::Internal(format!("checked rows no longer resolve: {e}")))?;
         let mut batch = webhook::to_batch(&table, spec, &cols, rows)?;
         let (since, until) = (

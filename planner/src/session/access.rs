@@ -168,19 +168,31 @@ impl Session {
         &self.principal
     }
 
+    /// The tables (datasets, views, featuresets) a statement names, as
+    /// written: not `pg_catalog` / `information_schema`, not table
+    /// functions (`generate_series`), not CTEs.
+    pub(super) fn tables_read(&self, stmt: &Statement) -> Result<Vec<String>> {
+        let df = DfStatement::Statement(Box::new(stmt.clone()));
+        Ok(self
+            .state
+            .resolve_table_references(&df)?
+            .into_iter()
+            .filter(|r| {
+                !matches!(r.schema(), Some("pg_catalog" | "information_schema"))
+                    && !self.state.table_functions().contains_key(r.table())
+            })
+            .map(|r| r.table().to_string())
+            .collect())
+    }
+
     /// The privileges a statement needs (computed at prepare).
     pub(super) fn access_of(&self, stmt: &Statement) -> Result<Access> {
         let mut a = Access::default();
         let reads = |a: &mut Access, s: &Statement, skip: Option<&str>| -> Result<()> {
-            let df = DfStatement::Statement(Box::new(s.clone()));
-            for r in self.state.resolve_table_references(&df)? {
-                if matches!(r.schema(), Some("pg_catalog" | "information_schema"))
-                    || self.state.table_functions().contains_key(r.table())
-                    || Some(r.table()) == skip
-                {
-                    continue;
+            for t in self.tables_read(s)? {
+                if Some(t.as_str()) != skip {
+                    a.tables.push((Privilege::Select, t));
                 }
-                a.tables.push((Privilege::Select, r.table().to_string()));
             }
             Ok(())
         };

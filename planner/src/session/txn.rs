@@ -115,26 +115,16 @@ impl Session {
         if t.written.is_empty() {
             return Ok(());
         }
-        let df = DfStatement::Statement(Box::new(stmt.clone()));
-        let written = || {
-            t.written
-                .keys()
-                .map(|n| format!("\"{n}\""))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        for r in self.state.resolve_table_references(&df)? {
-            if matches!(r.schema(), Some("pg_catalog" | "information_schema")) {
-                continue;
-            }
-            let name = r.table();
-            let readable = !t.written.contains_key(name)
-                && (self.engine.catalog.get(name).is_some()
-                    || self.state.table_functions().contains_key(name));
-            if !readable {
+        for name in self.tables_read(stmt)? {
+            if t.written.contains_key(&name) || self.engine.catalog.get(&name).is_none() {
                 return Err(Error::ReadAfterWrite {
-                    table: name.to_string(),
-                    written: written(),
+                    table: name,
+                    written: t
+                        .written
+                        .keys()
+                        .map(|n| format!("\"{n}\""))
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 });
             }
         }
