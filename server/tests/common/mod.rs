@@ -50,7 +50,19 @@ impl Server {
         Server::spawn(data, &[], &[])
     }
 
+    /// Start a server on free ports; another process can take a port
+    /// between `free_port` and the server's bind, so a server that exits
+    /// before it listens is started again on other ports.
     fn spawn(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
+        for _ in 0..5 {
+            if let Some(s) = Server::try_spawn(data, args, env) {
+                return s;
+            }
+        }
+        panic!("thyme did not start (5 attempts)");
+    }
+
+    fn try_spawn(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Option<Server> {
         let pg_port = free_port();
         let control_port = free_port();
         let query_port = free_port();
@@ -73,7 +85,7 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start thyme");
-        let s = Server {
+        let mut s = Server {
             child: Some(child),
             pg_port,
             control_port,
@@ -81,15 +93,25 @@ impl Server {
             data: data.to_path_buf(),
             _tmp: None,
         };
-        s.wait_ready();
-        s
+        s.wait_ready().then_some(s)
     }
 
-    fn wait_ready(&self) {
+    /// Wait until every listener accepts; `false` if the server exited.
+    fn wait_ready(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", self.pg_port)).is_ok() {
-                return;
+            let ports = [self.pg_port, self.control_port, self.query_port];
+            if ports
+                .iter()
+                .all(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_ok())
+            {
+                return true;
+            }
+            if let Some(c) = self.child.as_mut() {
+                if c.try_wait().ok().flatten().is_some() {
+                    self.child = None;
+                    return false;
+                }
             }
             std::thread::sleep(Duration::from_millis(50));
         }
