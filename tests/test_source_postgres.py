@@ -50,7 +50,11 @@ class Click:
 
 
 class Cluster:
-    def __init__(self):
+    """A throwaway Postgres 15 cluster on 127.0.0.1 (``logical``: with
+    ``wal_level=logical``, for replication sources)."""
+
+    def __init__(self, logical=False):
+        self.logical = logical
         self.dir = tempfile.mkdtemp(prefix="thyme-pg-")
         self.port = free_port()
         shutil.chown(self.dir, "postgres")
@@ -65,7 +69,8 @@ class Cluster:
 
     def start(self):
         self._pg("pg_ctl", "-D", self.data, "-w", "-l", os.path.join(self.dir, "log"), "-o",
-                 f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1", "start")
+                 f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1"
+                 + (" -c wal_level=logical -c max_replication_slots=20" if self.logical else ""), "start")
 
     def stop(self):
         self._pg("pg_ctl", "-D", self.data, "-m", "fast", "-w", "stop")

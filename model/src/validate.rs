@@ -487,8 +487,12 @@ impl Validator {
         }
         match &s.connector {
             Connector::Postgres { .. } => match &s.cursor {
+                None if s.cdc == Cdc::Native => {}
+                Some(_) if s.cdc == Cdc::Native => self.problem(format!(
+                    "{what}: cdc=\"native\" reads the change stream; it takes no cursor"
+                )),
                 None => self.problem(format!(
-                    "{what}: a Postgres table source needs cursor=\"<column>\""
+                    "{what}: a Postgres table source needs cursor=\"<column>\" or cdc=\"native\""
                 )),
                 Some(c) if c.trim().is_empty() => self.problem(format!("{what}: cursor is empty")),
                 _ => {}

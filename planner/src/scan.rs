@@ -247,7 +247,16 @@ impl BatchMaker {
             })
             .collect::<Vec<_>>();
         let want_deleted = layout.iter().any(|l| l.is_none());
-        let decoded_schema = Arc::new(ds.schema().project(&fields).expect("dataset fields"));
+        // Nullable here: a history's delete markers carry only the key and
+        // the time (the output schema says what may really be null).
+        let projected = ds.schema().project(&fields).expect("dataset fields");
+        let decoded_schema = Arc::new(arrow::datatypes::Schema::new(
+            projected
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<_>>(),
+        ));
         BatchMaker {
             decoder: RowDecoder::new(
                 ds,

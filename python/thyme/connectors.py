@@ -303,8 +303,11 @@ class Source:
         self.cursor = cursor if cursor is not None else conn.cursor
         if self.cursor is not None and conn.kind != "postgres":
             raise fail(f"{what}: cursor is only for table sources (Postgres), not {conn.kind}")
-        if conn.kind == "postgres" and self.cursor is None:
-            raise fail(f'{what}: a Postgres table source needs a cursor column: .table("t", cursor="updated_at")')
+        if conn.kind == "postgres" and self.cursor is None and cdc != "native":
+            raise fail(f'{what}: a Postgres table source needs a cursor column: .table("t", cursor="updated_at"), '
+                       'or cdc="native" (logical replication)')
+        if conn.kind == "postgres" and self.cursor is not None and cdc == "native":
+            raise fail(f'{what}: cdc="native" reads the change stream; it takes no cursor')
         if preproc is not None and not isinstance(preproc, dict):
             raise fail(f"{what}: preproc must be a dict of field -> constant or ref(\"col\"), not {preproc!r}")
         self.preproc = dict(preproc or {})

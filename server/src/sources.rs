@@ -3,7 +3,8 @@
 //!
 //! A worker loads its source's stored position, then reads and applies
 //! chunks until the connector has nothing new, and sleeps for the source's
-//! `every` (default [`DEFAULT_EVERY`]). An error (the system unreachable, a
+//! `every` (default [`DEFAULT_EVERY`]; a Kafka source waits in its poll
+//! instead and does not sleep unless `every` is given). An error (the system unreachable, a
 //! write failing) shows in the status and is retried with a backoff that
 //! doubles up to [`MAX_BACKOFF`]; the server keeps serving everything
 //! else. A recommitted dataset (a new table) gets new workers that start
@@ -22,7 +23,9 @@ use serde_json::Value;
 use thyme_model::payload::{Connector, Dataset as DatasetSpec, Source};
 use thyme_planner::Engine;
 use thyme_sources::files::FilesSource;
+use thyme_sources::kafka::KafkaSource;
 use thyme_sources::postgres::PostgresSource;
+use thyme_sources::postgres_cdc::PostgresCdcSource;
 use thyme_sources::{apply, SourceState};
 
 /// Poll period of a source that gives no `every`.
@@ -89,27 +92,42 @@ fn committed(engine: &Engine) -> Vec<(String, DatasetSpec, usize)> {
 /// A connector that reads.
 enum Reader {
     Files(FilesSource),
+    Kafka(Box<KafkaSource>),
+    PostgresCdc(Box<PostgresCdcSource>),
     Postgres(Box<PostgresSource>),
 }
 
 impl Reader {
-    fn open(spec: &DatasetSpec, source: &Source) -> thyme_planner::Result<Reader> {
+    fn open(
+        spec: &DatasetSpec,
+        n: usize,
+        table_id: u64,
+        source: &Source,
+    ) -> thyme_planner::Result<Reader> {
         match &source.connector {
             Connector::Files { .. } => Ok(Reader::Files(FilesSource::new(
                 &source.connector,
                 spec,
                 source,
             )?)),
-            Connector::Postgres { .. } if source.cdc != thyme_model::payload::Cdc::Native => Ok(
-                Reader::Postgres(Box::new(PostgresSource::new(&source.connector, spec, source)?)),
-            ),
+            Connector::Kafka { .. } => Ok(Reader::Kafka(Box::new(KafkaSource::new(
+                &source.connector,
+                spec,
+                source,
+            )?))),
+            Connector::Postgres { .. } if source.cdc != thyme_model::payload::Cdc::Native => {
+                Ok(Reader::Postgres(Box::new(PostgresSource::new(
+                    &source.connector,
+                    spec,
+                    source,
+                )?)))
+            }
+            Connector::Postgres { .. } => Ok(Reader::PostgresCdc(Box::new(
+                PostgresCdcSource::new(&source.connector, spec, n, table_id, source)?,
+            ))),
             other => Err(thyme_planner::Error::Unsupported(format!(
-                "the {} connector{} in this build (it reads files, local or in S3, and Postgres tables by cursor; the others are being built)",
-                other.kind(),
-                match other {
-                    Connector::Postgres { .. } => " with cdc=\"native\"",
-                    _ => "",
-                }
+                "the {} connector in this build",
+                other.kind()
             ))),
         }
     }
@@ -117,6 +135,8 @@ impl Reader {
     fn next(&self, position: &Value) -> thyme_planner::Result<Option<thyme_sources::Chunk>> {
         match self {
             Reader::Files(f) => f.next(position),
+            Reader::Kafka(k) => k.next(position),
+            Reader::PostgresCdc(p) => p.next(position),
             Reader::Postgres(p) => p.next(position),
         }
     }
@@ -132,6 +152,8 @@ impl Reader {
                     "last_file": files.and_then(|a| a.last()).cloned().unwrap_or(Value::Null),
                 })
             }
+            Reader::Kafka(k) => k.summary(position),
+            Reader::PostgresCdc(p) => p.summary(position),
             Reader::Postgres(p) => serde_json::json!({
                 "table": p.describe(),
                 "cursor": position.get("high").cloned().unwrap_or(Value::Null),
@@ -213,9 +235,22 @@ impl SourceSupervisor {
             .as_deref()
             .and_then(|e| thyme_model::duration::parse(e).ok())
             .and_then(|d| d.micros())
-            .map_or(DEFAULT_EVERY, |us| Duration::from_micros(us.max(1) as u64));
+            .map_or(
+                // A stream waits in its own poll; it does not sleep.
+                if matches!(source.connector, Connector::Kafka { .. }) {
+                    Duration::ZERO
+                } else {
+                    DEFAULT_EVERY
+                },
+                |us| Duration::from_micros(us.max(1) as u64),
+            );
         let mut status = SourceStatus::starting(&spec, n);
-        let reader = match Reader::open(&spec, &source) {
+        let table_id = id
+            .split('/')
+            .next()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0);
+        let reader = match Reader::open(&spec, n, table_id, &source) {
             Ok(r) => r,
             Err(e) => {
                 status.status = "error";

@@ -15,17 +15,23 @@
 //!   per source; the counts in the position stay exact);
 //! - [`files`]: CSV (with a header), JSON-lines and Parquet files in a
 //!   local directory or an S3 bucket, each file read once;
+//! - [`kafka`]: a Kafka topic of JSON messages or Debezium change events,
+//!   every partition, with the offsets kept in Thyme's store;
 //! - [`postgres`]: a Postgres table polled by cursor, with a look-back that
 //!   finds rows committed late and a record of the recent rows that keeps
-//!   them from being stored twice.
+//!   them from being stored twice;
+//! - [`postgres_cdc`]: a Postgres table by logical replication (`pgoutput`):
+//!   a snapshot, then the change stream, the slot advanced after each write.
 //!
 //! The runtime that runs them (one thread per committed source) is the
 //! server's; connectors never name the SQL planner.
 
 pub mod chunk;
 pub mod files;
+pub mod kafka;
 pub mod position;
 pub mod postgres;
+pub mod postgres_cdc;
 pub mod rejected;
 
 pub use chunk::{apply, Applied, Chunk, Rejection};

@@ -35,8 +35,62 @@ use crate::chunk::{Chunk, Rejection};
 /// Rows per chunk.
 pub const PAGE: i64 = 10_000;
 
+/// The connection settings of a Postgres connector.
+pub(crate) fn config_of(connector: &Connector) -> Result<tokio_postgres::Config> {
+    let Connector::Postgres {
+        host,
+        port,
+        db_name,
+        username,
+        password,
+        ..
+    } = connector
+    else {
+        return Err(Error::Internal("not a postgres connector".into()));
+    };
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(host)
+        .port(*port)
+        .dbname(db_name)
+        .user(username)
+        .application_name("thyme source")
+        .connect_timeout(std::time::Duration::from_secs(10));
+    if let Some(p) = password {
+        config.password(p);
+    }
+    Ok(config)
+}
+
+/// `host:port/db.table` of a connection, for the status (no secrets).
+pub(crate) fn describe_config(config: &tokio_postgres::Config, table: &str) -> String {
+    let host = config
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(s) => s.clone(),
+            #[allow(unreachable_patterns)]
+            _ => "local".into(),
+        })
+        .unwrap_or_default();
+    format!(
+        "{host}:{}/{}.{table}",
+        config.get_ports().first().copied().unwrap_or(5432),
+        config.get_dbname().unwrap_or(""),
+    )
+}
+
+/// A Postgres error as text: the server's message (tokio-postgres shows
+/// only "db error" for those).
+pub(crate) fn pg_error(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {} ({})", db.severity(), db.message(), db.code().code()),
+        None => e.to_string(),
+    }
+}
+
 /// A quoted SQL identifier (`schema.table` quotes both parts).
-fn quote(name: &str) -> String {
+pub(crate) fn quote(name: &str) -> String {
     name.split('.')
         .map(|p| format!("\"{}\"", p.replace('"', "\"\"")))
         .collect::<Vec<_>>()
@@ -114,16 +168,7 @@ pub struct PostgresSource {
 
 impl PostgresSource {
     pub fn new(connector: &Connector, spec: &DatasetSpec, source: &Source) -> Result<Self> {
-        let Connector::Postgres {
-            host,
-            port,
-            db_name,
-            username,
-            password,
-            table,
-            ..
-        } = connector
-        else {
+        let Connector::Postgres { table, .. } = connector else {
             return Err(Error::Internal("not a postgres connector".into()));
         };
         let cursor = source.cursor.clone().ok_or_else(|| {
@@ -132,17 +177,7 @@ impl PostgresSource {
                 spec.name
             ))
         })?;
-        let mut config = tokio_postgres::Config::new();
-        config
-            .host(host)
-            .port(*port)
-            .dbname(db_name)
-            .user(username)
-            .application_name("thyme source")
-            .connect_timeout(std::time::Duration::from_secs(10));
-        if let Some(p) = password {
-            config.password(p);
-        }
+        let config = config_of(connector)?;
         let lookback_us = source
             .disorder
             .as_deref()
@@ -172,26 +207,15 @@ impl PostgresSource {
 
     /// Where the source reads, for the status (no secrets).
     pub fn describe(&self) -> String {
-        let host = self
-            .config
-            .get_hosts()
-            .first()
-            .map(|h| match h {
-                tokio_postgres::config::Host::Tcp(s) => s.clone(),
-                #[allow(unreachable_patterns)]
-                _ => "local".into(),
-            })
-            .unwrap_or_default();
-        format!(
-            "{host}:{}/{}.{}",
-            self.config.get_ports().first().copied().unwrap_or(5432),
-            self.config.get_dbname().unwrap_or(""),
-            self.table
-        )
+        describe_config(&self.config, &self.table)
     }
 
     fn unavailable(&self, e: impl std::fmt::Display) -> Error {
         Error::Unavailable(format!("postgres {}: {e}", self.describe()))
+    }
+
+    fn pg(&self, e: tokio_postgres::Error) -> Error {
+        self.unavailable(crate::postgres::pg_error(&e))
     }
 
     /// The rows after `position`, as a chunk (`None`: nothing new).
@@ -218,7 +242,7 @@ impl PostgresSource {
             .config
             .connect(tokio_postgres::NoTls)
             .await
-            .map_err(|e| self.unavailable(e))?;
+            .map_err(|e| self.pg(e))?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -229,7 +253,7 @@ impl PostgresSource {
                 &[&self.table, &self.cursor],
             )
             .await
-            .map_err(|e| self.unavailable(e))?
+            .map_err(|e| self.pg(e))?
             .ok_or_else(|| {
                 self.unavailable(format!(
                     "table {} has no column {}",
@@ -281,7 +305,7 @@ impl PostgresSource {
             None => client.query(&sql, &[]).await,
             Some(h) => client.query(&sql, &[h]).await,
         }
-        .map_err(|e| self.unavailable(e))?;
+        .map_err(|e| self.pg(e))?;
         let full = rows.len() as i64 == page;
         let mut chunk = Chunk::default();
         let mut high = pos.high.clone();
