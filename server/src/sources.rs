@@ -23,6 +23,7 @@ use serde_json::Value;
 use thyme_model::payload::{Connector, Dataset as DatasetSpec, Source};
 use thyme_planner::Engine;
 use thyme_sources::files::FilesSource;
+use thyme_sources::iceberg::IcebergSource;
 use thyme_sources::kafka::KafkaSource;
 use thyme_sources::postgres::PostgresSource;
 use thyme_sources::postgres_cdc::PostgresCdcSource;
@@ -93,6 +94,7 @@ fn committed(engine: &Engine) -> Vec<(String, DatasetSpec, usize)> {
 enum Reader {
     Files(FilesSource),
     Kafka(Box<KafkaSource>),
+    Iceberg(Box<IcebergSource>),
     PostgresCdc(Box<PostgresCdcSource>),
     Postgres(Box<PostgresSource>),
 }
@@ -111,6 +113,11 @@ impl Reader {
                 source,
             )?)),
             Connector::Kafka { .. } => Ok(Reader::Kafka(Box::new(KafkaSource::new(
+                &source.connector,
+                spec,
+                source,
+            )?))),
+            Connector::Iceberg { .. } => Ok(Reader::Iceberg(Box::new(IcebergSource::new(
                 &source.connector,
                 spec,
                 source,
@@ -136,6 +143,7 @@ impl Reader {
         match self {
             Reader::Files(f) => f.next(position),
             Reader::Kafka(k) => k.next(position),
+            Reader::Iceberg(i) => i.next(position),
             Reader::PostgresCdc(p) => p.next(position),
             Reader::Postgres(p) => p.next(position),
         }
@@ -153,6 +161,7 @@ impl Reader {
                 })
             }
             Reader::Kafka(k) => k.summary(position),
+            Reader::Iceberg(i) => i.summary(position),
             Reader::PostgresCdc(p) => p.summary(position),
             Reader::Postgres(p) => serde_json::json!({
                 "table": p.describe(),

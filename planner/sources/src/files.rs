@@ -355,7 +355,7 @@ impl FilesSource {
     }
 }
 
-fn parse_parquet(name: &str, bytes: Vec<u8>, chunk: &mut Chunk) {
+pub(crate) fn parse_parquet(name: &str, bytes: Vec<u8>, chunk: &mut Chunk) {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let file_error = |chunk: &mut Chunk, e: String| {
         chunk.unparsed.push(Rejection {

@@ -215,8 +215,7 @@ impl KafkaSource {
         if let Some(e) = t.error() {
             return Err(Error::Unavailable(format!(
                 "kafka topic {}: {:?}",
-                self.topic,
-                e
+                self.topic, e
             )));
         }
         let mut ps: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();

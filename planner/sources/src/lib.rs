@@ -15,6 +15,8 @@
 //!   per source; the counts in the position stay exact);
 //! - [`files`]: CSV (with a header), JSON-lines and Parquet files in a
 //!   local directory or an S3 bucket, each file read once;
+//! - [`iceberg`]: an Iceberg table (SQL or REST catalog), snapshot by
+//!   snapshot, one data file per write;
 //! - [`kafka`]: a Kafka topic of JSON messages or Debezium change events,
 //!   every partition, with the offsets kept in Thyme's store;
 //! - [`postgres`]: a Postgres table polled by cursor, with a look-back that
@@ -28,6 +30,7 @@
 
 pub mod chunk;
 pub mod files;
+pub mod iceberg;
 pub mod kafka;
 pub mod position;
 pub mod postgres;

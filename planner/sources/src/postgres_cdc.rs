@@ -61,7 +61,7 @@ pub fn names(dataset: &str, n: usize, table_id: u64) -> (String, String) {
                 '_'
             }
         })
-        .take(40)
+        .take(30)
         .collect();
     let prefix = format!("thyme_{ds}_{n}_");
     (format!("{prefix}{table_id}"), prefix)
