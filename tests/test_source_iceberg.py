@@ -233,6 +233,12 @@ def test_iceberg_source_end_to_end(tmp_path):
         assert s["connector"] == "iceberg" and s["status"] == "idle", s
         assert s["position"]["snapshot"] == customers_t.current_snapshot().snapshot_id, s
         assert s["skipped"] == 0, s
+        # The lineage graph shows the source feeding its datasets.
+        status, lineage = server.http("GET", "/api/v1/lineage")
+        assert status == 200, lineage
+        assert {"kind": "source", "name": "iceberg:default", "connector": "iceberg"} in lineage["nodes"], lineage
+        feeds = {(e["to"], e["detail"]["table"]) for e in lineage["edges"] if e["from"] == "iceberg:default"}
+        assert feeds == {("Event", "shop.events"), ("Customer", "shop.customers")}, lineage
 
         # A delete on the keyless dataset: the events stay, one report
         # says how many rows the table dropped.
