@@ -205,14 +205,21 @@ def check_as_of(server, customers, rng, n=20):
         assert got == ([(want,)] if want is not None else []), (uid, at_dt, got, want, customers.history[uid])
 
 
-def test_iceberg_source_end_to_end(tmp_path):
+def lake(tmp_path):
+    """A seeded random source, a fresh catalog with the two tables, and
+    their models: (rng, catalog, uri, warehouse, events table, customers
+    table, Events, Customers)."""
     seed = random.randrange(1 << 30)
     print("seed", seed)
     rng = random.Random(seed)
     catalog, uri, warehouse = make_catalog(tmp_path / "lake")
     events_t = create_table(catalog, "shop.events", EVENTS)
     customers_t = create_table(catalog, "shop.customers", CUSTOMERS)
-    events, customers = Events(rng), Customers(rng)
+    return rng, catalog, uri, warehouse, events_t, customers_t, Events(rng), Customers(rng)
+
+
+def test_iceberg_source_end_to_end(tmp_path):
+    rng, _, uri, warehouse, events_t, customers_t, events, customers = lake(tmp_path)
     append(events_t, events.round(200))  # before the source starts
     server = ThymeServer(str(tmp_path / "data"))
     try:
@@ -300,13 +307,7 @@ def test_iceberg_source_end_to_end(tmp_path):
 
 
 def test_iceberg_source_kill_9(tmp_path):
-    seed = random.randrange(1 << 30)
-    print("seed", seed)
-    rng = random.Random(seed)
-    catalog, uri, warehouse = make_catalog(tmp_path / "lake")
-    events_t = create_table(catalog, "shop.events", EVENTS)
-    customers_t = create_table(catalog, "shop.customers", CUSTOMERS)
-    events, customers = Events(rng), Customers(rng)
+    rng, _, uri, warehouse, events_t, customers_t, events, customers = lake(tmp_path)
     server = ThymeServer(str(tmp_path / "data"))
     try:
         m = load_defs(uri, warehouse, "source_iceberg_kill_defs")
@@ -385,13 +386,7 @@ class RestCatalog:
 
 
 def test_iceberg_rest_catalog(tmp_path):
-    seed = random.randrange(1 << 30)
-    print("seed", seed)
-    rng = random.Random(seed)
-    catalog, _, warehouse = make_catalog(tmp_path / "lake")
-    events_t = create_table(catalog, "shop.events", EVENTS)
-    customers_t = create_table(catalog, "shop.customers", CUSTOMERS)
-    events, customers = Events(rng), Customers(rng)
+    rng, catalog, _, _, events_t, customers_t, events, customers = lake(tmp_path)
     rest = RestCatalog(catalog)
     server = ThymeServer(str(tmp_path / "data"))
     try:

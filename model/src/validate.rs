@@ -69,6 +69,15 @@ impl Schema {
     }
 }
 
+/// The names of a dataset's key fields, in declaration order.
+pub fn key_names(ds: &Dataset) -> Vec<String> {
+    ds.fields
+        .iter()
+        .filter(|f| f.key)
+        .map(|f| f.name.clone())
+        .collect()
+}
+
 /// The timestamp field of a dataset: the one flagged, else the only
 /// datetime field.
 pub fn timestamp_field(ds: &Dataset) -> Option<&Field> {
@@ -98,12 +107,7 @@ pub fn schema_of(ds: &Dataset) -> Schema {
             .iter()
             .map(|f| (f.name.clone(), f.ty.clone()))
             .collect(),
-        keys: ds
-            .fields
-            .iter()
-            .filter(|f| f.key)
-            .map(|f| f.name.clone())
-            .collect(),
+        keys: key_names(ds),
         timestamp: timestamp_field(ds)
             .map(|f| f.name.clone())
             .unwrap_or_default(),

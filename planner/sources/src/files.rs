@@ -156,25 +156,14 @@ impl FilesSource {
             None => Place::Local(PathBuf::from(path)),
             Some(rest) => {
                 let bucket = rest.trim_end_matches('/').to_string();
-                let mut b =
-                    object_store::aws::AmazonS3Builder::from_env().with_bucket_name(&bucket);
-                if std::env::var_os("AWS_REGION").is_none()
-                    && std::env::var_os("AWS_DEFAULT_REGION").is_none()
-                {
-                    b = b.with_region("us-east-1");
-                }
-                if let (Some(k), Some(s)) = (aws_access_key_id, aws_secret_access_key) {
-                    b = b.with_access_key_id(k).with_secret_access_key(s);
-                }
-                if let Some(e) = endpoint {
-                    b = b
-                        .with_endpoint(e)
-                        .with_allow_http(e.starts_with("http://"))
-                        .with_virtual_hosted_style_request(false);
-                }
-                let store = b
-                    .build()
-                    .map_err(|e| Error::InvalidDefinition(format!("S3 bucket {bucket}: {e}")))?;
+                let store = s3_store(
+                    &bucket,
+                    aws_access_key_id
+                        .as_deref()
+                        .zip(aws_secret_access_key.as_deref()),
+                    endpoint.as_deref(),
+                )
+                .map_err(|e| Error::InvalidDefinition(format!("S3 bucket {bucket}: {e}")))?;
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -353,6 +342,32 @@ impl FilesSource {
             }
         }
     }
+}
+
+/// A client for S3 bucket `bucket`: keys from the definition or else the
+/// server's `AWS_*` environment, region from the environment (default
+/// `us-east-1`), and for an S3-compatible store its `endpoint` with
+/// path-style requests.
+pub(crate) fn s3_store(
+    bucket: &str,
+    keys: Option<(&str, &str)>,
+    endpoint: Option<&str>,
+) -> object_store::Result<object_store::aws::AmazonS3> {
+    let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+    if std::env::var_os("AWS_REGION").is_none() && std::env::var_os("AWS_DEFAULT_REGION").is_none()
+    {
+        b = b.with_region("us-east-1");
+    }
+    if let Some((k, s)) = keys {
+        b = b.with_access_key_id(k).with_secret_access_key(s);
+    }
+    if let Some(e) = endpoint {
+        b = b
+            .with_endpoint(e)
+            .with_allow_http(e.starts_with("http://"))
+            .with_virtual_hosted_style_request(false);
+    }
+    b.build()
 }
 
 pub(crate) fn parse_parquet(name: &str, bytes: Vec<u8>, chunk: &mut Chunk) {

@@ -45,7 +45,6 @@
 //! not followed through field ids).
 
 use std::collections::BTreeSet;
-use std::io::Read;
 
 use serde_json::{Map, Value};
 use thyme_model::payload::{Cdc, Connector, Dataset as DatasetSpec, Source};
@@ -75,9 +74,13 @@ pub struct IcebergSource {
     key: Vec<String>,
     ts_field: String,
     runtime: tokio::runtime::Runtime,
-    /// The data files of a snapshot being applied, so that they are not
-    /// listed again for every file.
+    /// The commit being applied (its last snapshot id) and its files, so
+    /// that neither the catalog nor the manifests are read again per step.
     plan: std::sync::Mutex<Option<(i64, Plan)>>,
+    /// S3 clients by bucket.
+    stores: std::sync::Mutex<
+        std::collections::HashMap<String, std::sync::Arc<object_store::aws::AmazonS3>>,
+    >,
 }
 
 /// What one commit (one or more snapshots, see [`commit_group`]) changes.
@@ -165,12 +168,7 @@ impl IcebergSource {
         let (namespace, tname) = table
             .rsplit_once('.')
             .ok_or_else(|| bad(format!("table {table:?} must be \"namespace.table\"")))?;
-        let key: Vec<String> = spec
-            .fields
-            .iter()
-            .filter(|f| f.key)
-            .map(|f| f.name.clone())
-            .collect();
+        let key = thyme_model::validate::key_names(spec);
         Ok(IcebergSource {
             catalog,
             name: name.clone(),
@@ -186,6 +184,7 @@ impl IcebergSource {
                 .build()
                 .map_err(|e| Error::Internal(format!("runtime: {e}")))?,
             plan: std::sync::Mutex::new(None),
+            stores: std::sync::Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -315,8 +314,41 @@ impl IcebergSource {
         }
     }
 
+    /// A file of the table: `file://` (or a bare path) or
+    /// `s3://bucket/key` (one client per bucket, kept).
     fn read(&self, location: &str) -> Result<Vec<u8>> {
-        read_file(&self.runtime, location)
+        let Some(rest) = location
+            .strip_prefix("s3://")
+            .or_else(|| location.strip_prefix("s3a://"))
+        else {
+            let path = location.strip_prefix("file://").unwrap_or(location);
+            return std::fs::read(path).map_err(|e| unavailable(format!("{location}: {e}")));
+        };
+        let (bucket, key) = rest
+            .split_once('/')
+            .ok_or_else(|| unavailable(format!("{location}: no key")))?;
+        let store = {
+            let mut stores = self.stores.lock().expect("lock");
+            match stores.get(bucket) {
+                Some(s) => s.clone(),
+                None => {
+                    let s = std::sync::Arc::new(
+                        crate::files::s3_store(bucket, None, None)
+                            .map_err(|e| unavailable(format!("{location}: {e}")))?,
+                    );
+                    stores.insert(bucket.to_string(), s.clone());
+                    s
+                }
+            }
+        };
+        let path = object_store::path::Path::from(key);
+        self.runtime
+            .block_on(async {
+                use object_store::ObjectStoreExt;
+                store.get(&path).await?.bytes().await
+            })
+            .map(|b| b.to_vec())
+            .map_err(|e| unavailable(format!("{location}: {e}")))
     }
 
     /// The data files snapshot `id` of `metadata` adds and removes.
@@ -389,6 +421,52 @@ impl IcebergSource {
     /// appends, or the whole of a commit that rewrites files, as a chunk.
     pub fn next(&self, position: &Value) -> Result<Option<Chunk>> {
         let mut pos = Position::from_json(position);
+        let Some((last, plan)) = self.next_commit(&pos)? else {
+            return Ok(None);
+        };
+        let done = match pos.applying {
+            Some((s, n)) if s == last => n,
+            _ => 0,
+        };
+        let mut chunk = Chunk::default();
+        let finished = if plan.removed.is_empty() {
+            // Appends: one step per added file.
+            if let Some(file) = plan.added.get(done) {
+                crate::files::parse_parquet(file, self.read(file)?, &mut chunk);
+            }
+            let finished = done + 1 >= plan.added.len();
+            if finished {
+                self.delete_file_reports(&plan, last, &mut chunk);
+            }
+            finished
+        } else {
+            // A rewrite: the rows it adds and removes, compared.
+            self.rewrite(&plan, last, &mut chunk)?;
+            self.delete_file_reports(&plan, last, &mut chunk);
+            true
+        };
+        if finished {
+            pos.snapshot = Some(last);
+            pos.applying = None;
+            *self.plan.lock().expect("lock") = None;
+        } else {
+            pos.applying = Some((last, done + 1));
+        }
+        chunk.position = pos.to_json();
+        Ok(Some(chunk))
+    }
+
+    /// The commit after `pos` (its last snapshot id) and what it changes.
+    /// In the middle of a commit whose plan is kept, the catalog is not
+    /// asked again: a committed snapshot's files never change.
+    fn next_commit(&self, pos: &Position) -> Result<Option<(i64, Plan)>> {
+        if let (Some((s, _)), Some((c, p))) =
+            (pos.applying, self.plan.lock().expect("lock").as_ref())
+        {
+            if s == *c {
+                return Ok(Some((s, p.clone())));
+            }
+        }
         let location = self.metadata_location()?;
         let metadata: Value = serde_json::from_slice(&self.read(&location)?)
             .map_err(|e| unavailable(format!("metadata {location}: {e}")))?;
@@ -422,48 +500,12 @@ impl IcebergSource {
         let Some(&last) = group.last() else {
             return Ok(None);
         };
-        let mut cached = self.plan.lock().expect("lock");
-        let plan = match cached.as_ref() {
-            Some((s, p)) if *s == last => p.clone(),
-            _ => {
-                let mut p = Plan::default();
-                for &id in group {
-                    self.snapshot_files(&metadata, id, &mut p)?;
-                }
-                *cached = Some((last, p.clone()));
-                p
-            }
-        };
-        let done = match pos.applying {
-            Some((s, n)) if s == last => n,
-            _ => 0,
-        };
-        let mut chunk = Chunk::default();
-        let finished = if plan.removed.is_empty() {
-            // Appends: one step per added file.
-            if let Some(file) = plan.added.get(done) {
-                crate::files::parse_parquet(file, self.read(file)?, &mut chunk);
-            }
-            let finished = done + 1 >= plan.added.len();
-            if finished {
-                self.delete_file_reports(&plan, last, &mut chunk);
-            }
-            finished
-        } else {
-            // A rewrite: the rows it adds and removes, compared.
-            self.rewrite(&plan, last, &mut chunk)?;
-            self.delete_file_reports(&plan, last, &mut chunk);
-            true
-        };
-        if finished {
-            pos.snapshot = Some(last);
-            pos.applying = None;
-            *cached = None;
-        } else {
-            pos.applying = Some((last, done + 1));
+        let mut plan = Plan::default();
+        for &id in group {
+            self.snapshot_files(&metadata, id, &mut plan)?;
         }
-        chunk.position = pos.to_json();
-        Ok(Some(chunk))
+        *self.plan.lock().expect("lock") = Some((last, plan.clone()));
+        Ok(Some((last, plan)))
     }
 
     /// Reports of the delete files (merge-on-read) a commit adds, which are
@@ -493,7 +535,7 @@ impl IcebergSource {
             crate::files::parse_parquet(f, self.read(f)?, &mut c);
             chunk.unparsed.append(&mut c.unparsed);
             for (row, loc) in c.rows.into_iter().zip(c.locations) {
-                let text = Value::Object(row.clone()).to_string();
+                let text = serde_json::to_string(&row).unwrap_or_default();
                 removed.entry(text).or_insert((0, row, loc)).0 += 1;
             }
         }
@@ -513,7 +555,7 @@ impl IcebergSource {
                 if self.keyed {
                     kept_keys.insert(key_of(&row));
                 }
-                let text = Value::Object(row.clone()).to_string();
+                let text = serde_json::to_string(&row).unwrap_or_default();
                 match removed.get_mut(&text) {
                     // The same row, copied into the rewritten file.
                     Some(e) if e.0 > 0 => e.0 -= 1,
@@ -635,36 +677,6 @@ fn url_escape(s: &str) -> String {
         }
     }
     out
-}
-
-/// A file of the table: `file://` (or a bare path) or `s3://bucket/key`.
-fn read_file(runtime: &tokio::runtime::Runtime, location: &str) -> Result<Vec<u8>> {
-    if let Some(rest) = location
-        .strip_prefix("s3://")
-        .or_else(|| location.strip_prefix("s3a://"))
-    {
-        let (bucket, key) = rest
-            .split_once('/')
-            .ok_or_else(|| unavailable(format!("{location}: no key")))?;
-        let store = object_store::aws::AmazonS3Builder::from_env()
-            .with_bucket_name(bucket)
-            .build()
-            .map_err(|e| unavailable(format!("{location}: {e}")))?;
-        let path = object_store::path::Path::from(key);
-        return runtime
-            .block_on(async {
-                use object_store::ObjectStoreExt;
-                store.get(&path).await?.bytes().await
-            })
-            .map(|b| b.to_vec())
-            .map_err(|e| unavailable(format!("{location}: {e}")));
-    }
-    let path = location.strip_prefix("file://").unwrap_or(location);
-    let mut f = std::fs::File::open(path).map_err(|e| unavailable(format!("{location}: {e}")))?;
-    let mut out = Vec::new();
-    f.read_to_end(&mut out)
-        .map_err(|e| unavailable(format!("{location}: {e}")))?;
-    Ok(out)
 }
 
 /// The records of an Avro object container file, as JSON.

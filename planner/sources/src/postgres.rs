@@ -192,12 +192,7 @@ impl PostgresSource {
             config,
             table: table.clone(),
             cursor,
-            key: spec
-                .fields
-                .iter()
-                .filter(|f| f.key)
-                .map(|f| f.name.clone())
-                .collect(),
+            key: thyme_model::validate::key_names(spec),
             lookback_us,
             runtime,
             conn: std::sync::Mutex::new(None),

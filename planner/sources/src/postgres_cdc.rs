@@ -114,12 +114,7 @@ impl PostgresCdcSource {
         let Connector::Postgres { table, .. } = connector else {
             return Err(Error::Internal("not a postgres connector".into()));
         };
-        let key: Vec<String> = spec
-            .fields
-            .iter()
-            .filter(|f| f.key)
-            .map(|f| f.name.clone())
-            .collect();
+        let key = thyme_model::validate::key_names(spec);
         if key.is_empty() {
             return Err(Error::InvalidDefinition(format!(
                 "dataset {}: cdc=\"native\" needs key fields",

@@ -495,12 +495,7 @@ pub fn table_def(d: &DatasetSpec) -> Result<DatasetDef> {
     Ok(DatasetDef {
         name: thyme_model::snake_case(&d.name),
         fields,
-        keys: d
-            .fields
-            .iter()
-            .filter(|f| f.key)
-            .map(|f| f.name.clone())
-            .collect(),
+        keys: thyme_model::validate::key_names(d),
         timestamp: ts.name.clone(),
         version: d.version,
         index: d.index,
