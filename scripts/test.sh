@@ -18,5 +18,6 @@ bench/features.sh --smoke
 bench/asof.sh --smoke
 bench/offline.sh --smoke
 bench/interference.sh --smoke
+bench/sources.sh --smoke
 cargo test --locked --workspace
 "$THYME_VENV/bin/python" -m pytest -q python/tests tests

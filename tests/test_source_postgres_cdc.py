@@ -15,7 +15,8 @@ import psycopg
 import pytest
 
 from conftest import ThymeServer, import_text
-from test_source_postgres import PGBIN, Cluster, source_of
+from pg_util import PGBIN, Cluster
+from test_source_postgres import source_of
 from thyme.client import Client
 
 DEFS = '''

@@ -149,6 +149,13 @@ impl Reader {
         }
     }
 
+    /// Whether the next chunk may be read before the last one is stored:
+    /// not for logical replication, whose read confirms the stored position
+    /// to the slot.
+    fn prefetches(&self) -> bool {
+        !matches!(self, Reader::PostgresCdc(_))
+    }
+
     /// The position as the status shows it.
     fn summary(&self, position: &Value) -> Value {
         match self {
@@ -333,35 +340,61 @@ impl SourceSupervisor {
         let started = std::time::Instant::now();
         let rows_before = st.rows;
         let mut last_report = started;
-        while !stopped() {
-            let Some(chunk) = reader.next(&st.position)? else {
-                break;
-            };
-            // Progress lines during a long read (a first read of a table).
-            if last_report.elapsed() >= Duration::from_secs(5) {
-                last_report = std::time::Instant::now();
-                let read = st.rows - rows_before;
-                tracing::info!(
-                    dataset = %spec.name,
-                    source = %status.source,
-                    rows = read,
-                    rows_per_sec = (read as f64 / started.elapsed().as_secs_f64()) as u64,
-                    "source reading"
-                );
+        // While a chunk is applied the next one is read (connectors whose
+        // read does not depend on the last write having happened).
+        let prefetch = reader.prefetches();
+        std::thread::scope(|scope| -> thyme_planner::Result<()> {
+            let mut next_chunk = reader.next(&st.position)?;
+            while let Some(chunk) = next_chunk.take() {
+                if stopped() {
+                    break;
+                }
+                let ahead = prefetch.then(|| {
+                    let position = chunk.position.clone();
+                    scope.spawn(move || reader.next(&position))
+                });
+                status.status = "running";
+                let now = chrono::Utc::now().timestamp_micros();
+                let mut next = st.clone();
+                let applied = apply(catalog, spec, n, source, &mut next, chunk, now);
+                let read = match ahead {
+                    Some(h) => h.join().unwrap_or_else(|_| {
+                        Err(thyme_planner::Error::Internal(
+                            "the source reader panicked".into(),
+                        ))
+                    }),
+                    None => Ok(None),
+                };
+                // A failed write drops what was read ahead; the caller
+                // reloads the stored position.
+                let done = applied?;
+                *st = next;
+                if done.skipped > 0 {
+                    tracing::info!(dataset = %spec.name, skipped = done.skipped, "source rows skipped (see thyme_rejected_rows)");
+                }
+                status.rows = st.rows;
+                status.skipped = st.skipped;
+                status.position = reader.summary(&st.position);
+                // Progress lines during a long read (a first read of a table).
+                if last_report.elapsed() >= Duration::from_secs(5) {
+                    last_report = std::time::Instant::now();
+                    let read = st.rows - rows_before;
+                    tracing::info!(
+                        dataset = %spec.name,
+                        source = %status.source,
+                        rows = read,
+                        rows_per_sec = (read as f64 / started.elapsed().as_secs_f64()) as u64,
+                        "source reading"
+                    );
+                }
+                next_chunk = if prefetch {
+                    read?
+                } else {
+                    reader.next(&st.position)?
+                };
             }
-            status.status = "running";
-            let now = chrono::Utc::now().timestamp_micros();
-            let mut next = st.clone();
-            let done = apply(catalog, spec, n, source, &mut next, chunk, now)?;
-            *st = next;
-            if done.skipped > 0 {
-                tracing::info!(dataset = %spec.name, skipped = done.skipped, "source rows skipped (see thyme_rejected_rows)");
-            }
-            status.rows = st.rows;
-            status.skipped = st.skipped;
-            status.position = reader.summary(&st.position);
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     fn set(&self, id: &str, s: SourceStatus) {

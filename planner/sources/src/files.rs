@@ -15,7 +15,8 @@
 //!   structs, an empty value as null for optional fields).
 //! - Parquet columns are read by name; a file whose columns do not fit the
 //!   dataset (a required column missing) has all its rows skipped, with
-//!   the reason.
+//!   the reason. A file whose columns fit is stored as Arrow, without a
+//!   detour through JSON.
 //! - `s3://bucket` paths (`S3(...).bucket(...)`) are read the same way
 //!   through `object_store` (AWS S3 or any S3-compatible store at the
 //!   connector's `endpoint`); an object is identified by its key, and is
@@ -34,7 +35,7 @@ use thyme_model::payload::{Connector, Dataset as DatasetSpec, Preproc, Source};
 use thyme_model::types::Type;
 use thyme_table::error::{Error, Result};
 
-use crate::chunk::{Chunk, Rejection};
+use crate::chunk::{ArrowRows, Chunk, Location, Rejection};
 
 /// How long a file must have been left alone before it is read.
 pub const SETTLE: Duration = Duration::from_secs(1);
@@ -306,6 +307,7 @@ impl FilesSource {
             }
         };
         let types: Vec<Option<&Type>> = headers.iter().map(|h| self.types.get(h)).collect();
+        let file: Arc<str> = Arc::from(name);
         let mut record = csv::StringRecord::new();
         loop {
             let line = reader.position().line() + 1;
@@ -316,11 +318,15 @@ impl FilesSource {
                     for ((h, ty), v) in headers.iter().zip(&types).zip(record.iter()) {
                         row.insert(h.clone(), cell(v, *ty));
                     }
-                    chunk.rows.push(row);
-                    chunk.locations.push(format!(
-                        "{name} line {}",
-                        record.position().map_or(line, |p| p.line())
-                    ));
+                    let line = record.position().map_or(line, |p| p.line());
+                    chunk.push(
+                        row,
+                        Location::Line {
+                            file: file.clone(),
+                            line,
+                        },
+                        false,
+                    );
                 }
                 Err(e) => {
                     let at = e.position().map_or(line, |p| p.line());
@@ -370,6 +376,8 @@ pub(crate) fn s3_store(
     b.build()
 }
 
+/// A Parquet file's batches, as read, into `chunk` (stored as Arrow when
+/// they fit the dataset: see [`crate::chunk`]).
 pub(crate) fn parse_parquet(name: &str, bytes: Vec<u8>, chunk: &mut Chunk) {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let file_error = |chunk: &mut Chunk, e: String| {
@@ -381,38 +389,40 @@ pub(crate) fn parse_parquet(name: &str, bytes: Vec<u8>, chunk: &mut Chunk) {
         })
     };
     let reader = match ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
-        .and_then(|b| b.with_batch_size(8192).build())
+        .and_then(|b| b.with_batch_size(65_536).build())
     {
         Ok(r) => r,
         Err(e) => return file_error(chunk, e.to_string()),
     };
-    let mut row = 0usize;
-    for batch in reader {
-        let batch = match batch {
-            Ok(b) => b,
-            Err(e) => return file_error(chunk, e.to_string()),
-        };
-        let mut w = arrow::json::WriterBuilder::new()
-            .with_explicit_nulls(true)
-            .build::<_, arrow::json::writer::JsonArray>(Vec::new());
-        let rows: Vec<Map<String, Value>> = match w
-            .write(&batch)
-            .and_then(|_| w.finish())
-            .map_err(|e| e.to_string())
-            .and_then(|_| serde_json::from_slice(&w.into_inner()).map_err(|e| e.to_string()))
-        {
-            Ok(r) => r,
-            Err(e) => return file_error(chunk, e),
-        };
-        for r in rows {
-            row += 1;
-            chunk.rows.push(r);
-            chunk.locations.push(format!("{name} row {row}"));
+    let batches: std::result::Result<Vec<_>, _> = reader.collect();
+    match batches {
+        Ok(batches) => {
+            chunk.arrow = Some(ArrowRows {
+                file: Arc::from(name),
+                batches,
+            })
+        }
+        Err(e) => file_error(chunk, e.to_string()),
+    }
+}
+
+/// A Parquet file's rows as JSON objects (for comparing rows one by one).
+pub(crate) fn parquet_rows(name: &str, bytes: Vec<u8>, chunk: &mut Chunk) {
+    parse_parquet(name, bytes, chunk);
+    if let Some(rows) = chunk.arrow.take() {
+        if let Err(e) = crate::chunk::arrow_to_rows(&rows, chunk) {
+            chunk.unparsed.push(Rejection {
+                location: name.to_string(),
+                field: None,
+                value: None,
+                error: format!("not a readable Parquet file: {e}"),
+            });
         }
     }
 }
 
 fn parse_json_lines(name: &str, bytes: &[u8], chunk: &mut Chunk) {
+    let file: Arc<str> = Arc::from(name);
     for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
         let line_no = i + 1;
         let text = match std::str::from_utf8(line) {
@@ -431,10 +441,14 @@ fn parse_json_lines(name: &str, bytes: &[u8], chunk: &mut Chunk) {
             continue;
         }
         match serde_json::from_str::<Value>(text) {
-            Ok(Value::Object(m)) => {
-                chunk.rows.push(m);
-                chunk.locations.push(format!("{name} line {line_no}"));
-            }
+            Ok(Value::Object(m)) => chunk.push(
+                m,
+                Location::Line {
+                    file: file.clone(),
+                    line: line_no as u64,
+                },
+                false,
+            ),
             Ok(other) => chunk.unparsed.push(Rejection {
                 location: format!("{name} line {line_no}"),
                 field: None,
@@ -485,7 +499,8 @@ mod tests {
             &mut c,
         );
         assert_eq!(c.rows.len(), 2);
-        assert_eq!(c.locations, vec!["f.jsonl line 1", "f.jsonl line 5"]);
+        let at: Vec<String> = c.locations.iter().map(ToString::to_string).collect();
+        assert_eq!(at, vec!["f.jsonl line 1", "f.jsonl line 5"]);
         assert_eq!(c.unparsed.len(), 2);
         assert_eq!(c.unparsed[0].location, "f.jsonl line 3");
     }

@@ -50,7 +50,7 @@ use serde_json::{Map, Value};
 use thyme_model::payload::{Cdc, Connector, Dataset as DatasetSpec, Source};
 use thyme_table::error::{Error, Result};
 
-use crate::chunk::{Chunk, Rejection};
+use crate::chunk::{Chunk, Location, Rejection};
 
 /// Where the catalog is.
 enum Catalog {
@@ -528,11 +528,11 @@ impl IcebergSource {
     /// deleted at the commit's time; on a keyless dataset the removed rows
     /// are kept and one report says how many.
     fn rewrite(&self, plan: &Plan, id: i64, chunk: &mut Chunk) -> Result<()> {
-        let mut removed: std::collections::HashMap<String, (usize, Map<String, Value>, String)> =
+        let mut removed: std::collections::HashMap<String, (usize, Map<String, Value>, Location)> =
             std::collections::HashMap::new();
         for f in &plan.removed {
             let mut c = Chunk::default();
-            crate::files::parse_parquet(f, self.read(f)?, &mut c);
+            crate::files::parquet_rows(f, self.read(f)?, &mut c);
             chunk.unparsed.append(&mut c.unparsed);
             for (row, loc) in c.rows.into_iter().zip(c.locations) {
                 let text = serde_json::to_string(&row).unwrap_or_default();
@@ -549,7 +549,7 @@ impl IcebergSource {
         let mut kept_keys = BTreeSet::new();
         for f in &plan.added {
             let mut c = Chunk::default();
-            crate::files::parse_parquet(f, self.read(f)?, &mut c);
+            crate::files::parquet_rows(f, self.read(f)?, &mut c);
             chunk.unparsed.append(&mut c.unparsed);
             for (row, loc) in c.rows.into_iter().zip(c.locations) {
                 if self.keyed {
@@ -563,12 +563,12 @@ impl IcebergSource {
                 }
             }
         }
-        let mut gone: Vec<(Map<String, Value>, String)> = removed
+        let mut gone: Vec<(Map<String, Value>, Location)> = removed
             .into_values()
             .filter(|(n, _, _)| *n > 0)
             .map(|(_, row, loc)| (row, loc))
             .collect();
-        gone.sort_by(|a, b| a.1.cmp(&b.1));
+        gone.sort_by_cached_key(|g| g.1.to_string());
         if !self.keyed {
             if !gone.is_empty() {
                 chunk.unparsed.push(Rejection {

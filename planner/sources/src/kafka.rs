@@ -40,7 +40,7 @@ use serde_json::{Map, Value};
 use thyme_model::payload::{Cdc, Connector, Dataset as DatasetSpec, Source};
 use thyme_table::error::{Error, Result};
 
-use crate::chunk::{Chunk, Rejection};
+use crate::chunk::{Chunk, Location, Rejection};
 
 /// Most messages in one chunk (one atomic write).
 pub const MAX_CHUNK: usize = 50_000;
@@ -321,7 +321,10 @@ impl KafkaSource {
             first.get_or_insert_with(Instant::now);
             messages += 1;
             offsets.insert(m.partition(), m.offset() + 1);
-            let location = format!("partition {} offset {}", m.partition(), m.offset());
+            let location = Location::Message {
+                partition: m.partition(),
+                offset: m.offset(),
+            };
             self.decode(m.payload(), location, &mut chunk);
         }
         if messages == 0 {
@@ -352,10 +355,10 @@ impl KafkaSource {
     }
 
     /// Turn one message into a row (or a delete, or a rejection).
-    fn decode(&self, payload: Option<&[u8]>, location: String, chunk: &mut Chunk) {
+    fn decode(&self, payload: Option<&[u8]>, location: Location, chunk: &mut Chunk) {
         let reject = |chunk: &mut Chunk, error: String, value: Option<String>| {
             chunk.unparsed.push(Rejection {
-                location: location.clone(),
+                location: location.to_string(),
                 field: None,
                 value,
                 error,

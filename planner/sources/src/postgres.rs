@@ -3,9 +3,13 @@
 //!
 //! Each poll reads the rows whose cursor column is at or past the highest
 //! value read so far, less a look-back, in cursor order, [`PAGE`] rows per
-//! chunk (one atomic write each). Postgres turns each row into JSON
-//! (`row_to_json`), so every column type it can show as JSON is read
-//! (numbers, numeric, booleans, text, timestamps, dates, `json`, arrays).
+//! chunk (one atomic write each); while pages come back full (a first read,
+//! a backlog) the next page starts at the highest value read and holds
+//! [`BACKLOG_PAGE`] rows, and the look-back is read once the source has
+//! caught up. Columns of the common types (integers, floats, booleans,
+//! text, timestamps, dates) are read in Postgres' binary form, every other
+//! column through `to_json`, so every type Postgres can show as JSON is
+//! read (numeric, `json`, arrays, ...).
 //!
 //! What the cursor mode guarantees:
 //! - **Nothing is stored twice**: with the highest cursor value read, the
@@ -15,8 +19,9 @@
 //!   dropped.
 //! - **Late commits are not lost**: a transaction that commits after rows
 //!   with a later cursor value were read is still found, as long as its
-//!   cursor value is within the look-back of the highest value read when it
-//!   commits. For a time cursor (`timestamp`, `timestamptz`, `date`) the
+//!   cursor value is within the look-back of the highest value read when
+//!   the source next catches up (at once when it is caught up; at the end
+//!   of a backlog while it reads one). For a time cursor (`timestamp`, `timestamptz`, `date`) the
 //!   look-back is the source's `disorder`; for other cursors it is 0 (rows
 //!   whose cursor equals the highest read are still found). Give `disorder`
 //!   at least your longest write transaction.
@@ -34,6 +39,10 @@ use crate::chunk::{Chunk, Rejection};
 
 /// Rows per chunk.
 pub const PAGE: i64 = 10_000;
+/// Rows per chunk while reading a backlog (after a full page): fewer,
+/// larger writes, each carrying the position with the rows read within the
+/// look-back.
+pub const BACKLOG_PAGE: i64 = 100_000;
 
 /// The connection settings of a Postgres connector.
 pub(crate) fn config_of(connector: &Connector) -> Result<tokio_postgres::Config> {
@@ -105,8 +114,20 @@ struct Position {
     /// The same, in microseconds, for a time cursor.
     high_us: Option<i64>,
     /// (identity, cursor text) of the rows read within the look-back of
-    /// `high`.
+    /// `high`. The identity is the key values, or for a keyless dataset a
+    /// 128-bit digest of the whole row ([`row_identity`]).
     recent: BTreeSet<(String, String)>,
+    /// The last page was full: more rows follow `high`, and the next page
+    /// starts there (the look-back is read again once the source has caught
+    /// up, at the start of the next poll).
+    more: bool,
+}
+
+/// The identity of a keyless row: a digest of its JSON text (32 hex
+/// digits), so that the position stays small.
+fn row_identity(json: &str) -> String {
+    let h = blake3::hash(json.as_bytes());
+    h.to_hex()[..32].to_string()
 }
 
 impl Position {
@@ -128,10 +149,12 @@ impl Position {
                     .collect()
             })
             .unwrap_or_default();
+        let more = v.get("more").and_then(Value::as_bool).unwrap_or(false);
         Position {
             high,
             high_us,
             recent,
+            more,
         }
     }
 
@@ -140,6 +163,7 @@ impl Position {
             "high": self.high,
             "high_us": self.high_us,
             "recent": self.recent.iter().map(|(i, c)| [i, c]).collect::<Vec<_>>(),
+            "more": self.more,
         })
     }
 }
@@ -152,6 +176,97 @@ enum CursorKind {
     Text,
 }
 
+/// How a column is read: in Postgres' binary form for the common types,
+/// through `to_json` for every other (numeric, json, arrays, ...), which
+/// gives what `row_to_json` would.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ColKind {
+    Bool,
+    Int2,
+    Int4,
+    Int8,
+    Float4,
+    Float8,
+    Text,
+    TimestampTz,
+    Timestamp,
+    Date,
+    Json,
+}
+
+impl ColKind {
+    fn of(oid: u32) -> ColKind {
+        match oid {
+            16 => ColKind::Bool,
+            21 => ColKind::Int2,
+            23 => ColKind::Int4,
+            20 => ColKind::Int8,
+            700 => ColKind::Float4,
+            701 => ColKind::Float8,
+            25 | 1043 | 1042 | 19 => ColKind::Text,
+            1184 => ColKind::TimestampTz,
+            1114 => ColKind::Timestamp,
+            1082 => ColKind::Date,
+            _ => ColKind::Json,
+        }
+    }
+}
+
+/// A connection and what it looked up about the table.
+struct Conn {
+    client: tokio_postgres::Client,
+    cursor_type: String,
+    kind: CursorKind,
+    columns: Vec<(String, ColKind)>,
+}
+
+/// A float as `row_to_json` shows it (non-finite values as text).
+fn float_value(f: f64) -> Value {
+    match serde_json::Number::from_f64(f) {
+        Some(n) => Value::Number(n),
+        None if f.is_nan() => Value::from("NaN"),
+        None if f > 0.0 => Value::from("Infinity"),
+        None => Value::from("-Infinity"),
+    }
+}
+
+/// Column `i` of `r` as a JSON value; a value the binary form cannot
+/// carry (an infinite timestamp) as text, for the dataset check to report.
+fn column_value(r: &tokio_postgres::Row, i: usize, kind: ColKind) -> Value {
+    fn get<'a, T: tokio_postgres::types::FromSql<'a>>(
+        r: &'a tokio_postgres::Row,
+        i: usize,
+        f: impl FnOnce(T) -> Value,
+    ) -> Value {
+        match r.try_get::<_, Option<T>>(i) {
+            Ok(Some(v)) => f(v),
+            Ok(None) => Value::Null,
+            Err(e) => Value::from(format!("unreadable value: {e}")),
+        }
+    }
+    match kind {
+        ColKind::Bool => get(r, i, Value::Bool),
+        ColKind::Int2 => get(r, i, |v: i16| Value::from(v)),
+        ColKind::Int4 => get(r, i, |v: i32| Value::from(v)),
+        ColKind::Int8 => get(r, i, |v: i64| Value::from(v)),
+        ColKind::Float4 => get(r, i, |v: f32| float_value(v as f64)),
+        ColKind::Float8 => get(r, i, float_value),
+        ColKind::Text => get(r, i, Value::String),
+        ColKind::TimestampTz => get(r, i, |v: chrono::DateTime<chrono::Utc>| {
+            Value::from(v.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+        }),
+        ColKind::Timestamp => get(r, i, |v: chrono::NaiveDateTime| {
+            Value::from(v.format("%Y-%m-%dT%H:%M:%S%.f").to_string())
+        }),
+        ColKind::Date => get(r, i, |v: chrono::NaiveDate| {
+            Value::from(v.format("%Y-%m-%d").to_string())
+        }),
+        ColKind::Json => get(r, i, |v: String| {
+            serde_json::from_str(&v).unwrap_or(Value::String(v))
+        }),
+    }
+}
+
 /// A `Postgres(...).table(...)` source in cursor mode.
 pub struct PostgresSource {
     config: tokio_postgres::Config,
@@ -160,8 +275,8 @@ pub struct PostgresSource {
     key: Vec<String>,
     lookback_us: i64,
     runtime: tokio::runtime::Runtime,
-    /// Connection, and the cursor column's type once looked up.
-    conn: std::sync::Mutex<Option<(tokio_postgres::Client, String, CursorKind)>>,
+    /// Connection, with the table's columns once looked up.
+    conn: std::sync::Mutex<Option<Conn>>,
     /// Rows per query (grows when a page holds only rows already read).
     page: std::sync::atomic::AtomicI64,
 }
@@ -216,23 +331,21 @@ impl PostgresSource {
     /// The rows after `position`, as a chunk (`None`: nothing new).
     pub fn next(&self, position: &Value) -> Result<Option<Chunk>> {
         let mut guard = self.conn.lock().expect("lock");
-        if guard.as_ref().is_some_and(|(c, _, _)| c.is_closed()) {
+        if guard.as_ref().is_some_and(|c| c.client.is_closed()) {
             *guard = None;
         }
         if guard.is_none() {
             *guard = Some(self.runtime.block_on(self.connect())?);
         }
-        let (client, cursor_type, kind) = guard.as_ref().expect("connected");
-        let r = self
-            .runtime
-            .block_on(self.read(client, cursor_type, *kind, position));
+        let conn = guard.as_ref().expect("connected");
+        let r = self.runtime.block_on(self.read(conn, position));
         if r.is_err() {
             *guard = None; // reconnect next time
         }
         r
     }
 
-    async fn connect(&self) -> Result<(tokio_postgres::Client, String, CursorKind)> {
+    async fn connect(&self) -> Result<Conn> {
         let (client, conn) = self
             .config
             .connect(tokio_postgres::NoTls)
@@ -266,22 +379,43 @@ impl PostgresSource {
         } else {
             CursorKind::Text
         };
-        Ok((client, ty, kind))
+        let columns = client
+            .query(
+                "SELECT a.attname::text, a.atttypid::oid FROM pg_attribute a \
+                 WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped \
+                 ORDER BY a.attnum",
+                &[&self.table],
+            )
+            .await
+            .map_err(|e| self.pg(e))?
+            .iter()
+            .map(|r| (r.get::<_, String>(0), ColKind::of(r.get::<_, u32>(1))))
+            .collect();
+        Ok(Conn {
+            client,
+            cursor_type: ty,
+            kind,
+            columns,
+        })
     }
 
-    async fn read(
-        &self,
-        client: &tokio_postgres::Client,
-        cursor_type: &str,
-        kind: CursorKind,
-        position: &Value,
-    ) -> Result<Option<Chunk>> {
+    async fn read(&self, conn: &Conn, position: &Value) -> Result<Option<Chunk>> {
+        let (client, cursor_type, kind) = (&conn.client, conn.cursor_type.as_str(), conn.kind);
         let mut pos = Position::from_json(position);
+        // Positions written before rows were read column by column keep
+        // keyless rows by their `row_to_json` text: read that way until
+        // those rows leave the look-back.
+        let legacy = self.key.is_empty() && pos.recent.iter().any(|(i, _)| i.starts_with('{'));
         let page = self.page.load(std::sync::atomic::Ordering::Relaxed);
-        let (t, c) = (quote(&self.table), quote(&self.cursor));
+        let page = if pos.more {
+            page.max(BACKLOG_PAGE)
+        } else {
+            page
+        };
+        let (t, c) = (quote(&self.table), format!("x.{}", quote(&self.cursor)));
         let from = match (&pos.high, kind) {
             (None, _) => String::new(),
-            (Some(_), CursorKind::Time) if self.lookback_us > 0 => format!(
+            (Some(_), CursorKind::Time) if self.lookback_us > 0 && !pos.more => format!(
                 "WHERE {c} >= ($1::text::{cursor_type} - make_interval(secs => {}))",
                 self.lookback_us as f64 / 1e6
             ),
@@ -293,8 +427,24 @@ impl PostgresSource {
         } else {
             "NULL::bigint".into()
         };
+        let select = if legacy {
+            "row_to_json(x)::text".to_string()
+        } else {
+            conn.columns
+                .iter()
+                .map(|(name, k)| {
+                    let q = quote(name);
+                    match k {
+                        ColKind::Json => format!("to_json(x.{q})::text"),
+                        _ => format!("x.{q}"),
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let n = if legacy { 1 } else { conn.columns.len() };
         let sql = format!(
-            "SELECT row_to_json(x)::text, ({c})::text, {micros} FROM {t} AS x {from} ORDER BY {c} LIMIT {page}"
+            "SELECT {select}, ({c})::text, {micros} FROM {t} AS x {from} ORDER BY {c} LIMIT {page}"
         );
         let rows = match &pos.high {
             None => client.query(&sql, &[]).await,
@@ -306,9 +456,8 @@ impl PostgresSource {
         let mut high = pos.high.clone();
         let mut high_us = pos.high_us;
         for r in &rows {
-            let json: String = r.get(0);
-            let cur: Option<String> = r.get(1);
-            let us: Option<i64> = r.get(2);
+            let cur: Option<String> = r.get(n);
+            let us: Option<i64> = r.get(n + 1);
             let Some(cur) = cur else {
                 chunk.unparsed.push(Rejection {
                     location: format!("{} row with null {}", self.table, self.cursor),
@@ -318,12 +467,30 @@ impl PostgresSource {
                 });
                 continue;
             };
-            let row: Map<String, Value> = match serde_json::from_str(&json) {
-                Ok(Value::Object(m)) => m,
-                _ => continue,
+            let (row, text) = if legacy {
+                let json: String = r.get(0);
+                match serde_json::from_str(&json) {
+                    Ok(Value::Object(m)) => (m, json),
+                    _ => continue,
+                }
+            } else {
+                let row: Map<String, Value> = conn
+                    .columns
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (name, k))| (name.clone(), column_value(r, i, *k)))
+                    .collect();
+                let text = if self.key.is_empty() {
+                    serde_json::to_string(&row).unwrap_or_default()
+                } else {
+                    String::new()
+                };
+                (row, text)
             };
-            let identity = if self.key.is_empty() {
-                json.clone()
+            let identity = if legacy {
+                text
+            } else if self.key.is_empty() {
+                row_identity(&text)
             } else {
                 self.key
                     .iter()
@@ -345,10 +512,7 @@ impl PostgresSource {
                 high = Some(cur.clone());
                 high_us = us;
             }
-            chunk
-                .locations
-                .push(format!("{} {}={cur}", self.table, self.cursor));
-            chunk.rows.push(row);
+            chunk.push(row, format!("{} {}={cur}", self.table, self.cursor), false);
         }
         if chunk.rows.is_empty() && chunk.unparsed.is_empty() {
             if full {
@@ -378,6 +542,7 @@ impl PostgresSource {
         }
         pos.high = high;
         pos.high_us = high_us;
+        pos.more = full;
         chunk.position = pos.to_json();
         Ok(Some(chunk))
     }
