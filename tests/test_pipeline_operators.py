@@ -126,6 +126,13 @@ def ts(s):
 def test_row_operators(thyme):
     client = Client(thyme.control_url)
     client.commit("ops", datasets=[Click, Profile, Shaped, Tagged, LastPage, FirstPage, TierChanges, ClickTier])
+    # The profiles first: the join meets the right rows stored when a click
+    # is processed (as of the click's time), so clicks logged before them
+    # could be joined before they arrive.
+    client.log("ops", "Profile", pd.DataFrame({
+        "uid": [1, 1, 2, 3], "tier": ["free", "pro", "gold", "free"],
+        "ts": ts(["2024-01-01T00:00:00Z", "2024-01-02T00:00:00Z", "2024-01-01T10:00:00Z", "2024-01-01T13:30:00Z"]),
+    }))
     client.log("ops", "Click", pd.DataFrame({
         "uid": [1, 1, 2, 1, 2, 1],
         "page": ["home", None, "cart", "shop", "home", "home"],
@@ -137,10 +144,6 @@ def test_row_operators(thyme):
     # An earlier first page for user 2 arrives later (out of order).
     client.log("ops", "Click", pd.DataFrame({
         "uid": [2], "page": ["landing"], "tags": [["z"]], "amount": [1.0], "ts": ts(["2024-01-01T09:00:00Z"]),
-    }))
-    client.log("ops", "Profile", pd.DataFrame({
-        "uid": [1, 1, 2, 3], "tier": ["free", "pro", "gold", "free"],
-        "ts": ts(["2024-01-01T00:00:00Z", "2024-01-02T00:00:00Z", "2024-01-01T10:00:00Z", "2024-01-01T13:30:00Z"]),
     }))
     with psycopg.connect(thyme.dsn, autocommit=True) as conn:
         conn.execute("DELETE FROM profile WHERE uid = 2 AS OF '2024-01-03T00:00:00Z'")
