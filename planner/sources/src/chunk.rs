@@ -95,8 +95,7 @@ pub struct Chunk {
     pub rows: Vec<Map<String, Value>>,
     /// One per row.
     pub locations: Vec<Location>,
-    /// Rows read as Arrow, stored before the JSON rows (a chunk carries one
-    /// or the other in practice).
+    /// Rows read as Arrow (a chunk carries these or JSON rows, not both).
     pub arrow: Option<ArrowRows>,
     pub unparsed: Vec<Rejection>,
     pub position: Value,
@@ -449,23 +448,13 @@ pub fn apply(
             // Some batch needs the row-by-row check: the whole file goes
             // that way, so its rows keep their order.
             None => {
-                let mut rows = Chunk::default();
-                if let Err(e) = arrow_to_rows(&arrow_rows, &mut rows) {
+                if let Err(e) = arrow_to_rows(&arrow_rows, &mut chunk) {
                     rejected.push(Rejection {
                         location: arrow_rows.file.to_string(),
                         field: None,
                         value: None,
                         error: format!("cannot read the rows: {e}"),
                     });
-                } else {
-                    let n = rows.rows.len();
-                    let old = std::mem::replace(&mut chunk.rows, rows.rows);
-                    let old_loc = std::mem::replace(&mut chunk.locations, rows.locations);
-                    chunk.rows.extend(old);
-                    chunk.locations.extend(old_loc);
-                    if !chunk.deletes.is_empty() {
-                        chunk.deletes.splice(0..0, std::iter::repeat_n(false, n));
-                    }
                 }
             }
         }
